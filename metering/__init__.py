@@ -1,0 +1,1 @@
+"""Exactly-once usage metering on Azure Functions."""

@@ -1,0 +1,3 @@
+from metering.cli import main
+
+main()

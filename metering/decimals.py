@@ -1,0 +1,88 @@
+"""Exact decimal arithmetic for quantities and totals.
+
+A metering total ends up on an invoice, so it is never rounded: every addition runs in a context that raises
+instead of rounding, and values are stored and returned as canonical decimal strings.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import (
+    Clamped,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    Rounded,
+    Subnormal,
+    Underflow,
+)
+
+# Quantities have at most 18 integer and 12 fractional digits (30 in all); a total of a billion of them needs
+# fewer than 40. 80 digits leaves room, and the traps turn anything that would still round into an error.
+EXACT = Context(
+    prec=80,
+    Emax=999_999,
+    Emin=-999_999,
+    traps=[InvalidOperation, DivisionByZero, Overflow, Underflow, Subnormal, Inexact, Rounded, Clamped],
+)
+
+MAX_INTEGER_DIGITS = 18
+MAX_FRACTION_DIGITS = 12
+# Any decimal of at most 15 significant digits survives a round trip through an IEEE double; more may not.
+MAX_JSON_NUMBER_DIGITS = 15
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+class QuantityError(ValueError):
+    """A value that is not an exact, bounded quantity; the message says which rule it breaks."""
+
+
+def add(a: Decimal, b: Decimal) -> Decimal:
+    return EXACT.add(a, b)
+
+
+def subtract(a: Decimal, b: Decimal) -> Decimal:
+    return EXACT.subtract(a, b)
+
+
+def to_str(value: Decimal) -> str:
+    """Canonical text of a decimal: no exponent, no trailing fractional zeros, no negative zero."""
+    if not value:
+        return "0"
+    return format(value.normalize(EXACT), "f")
+
+
+def from_str(text: str) -> Decimal:
+    """Parse a decimal string written by `to_str` or sent by a client; strict about the format."""
+    if not _DECIMAL_TEXT.fullmatch(text):
+        raise QuantityError("must be a decimal number such as 12.5")
+    return Decimal(text)
+
+
+def significant_digits(value: Decimal) -> int:
+    if not value:
+        return 1
+    return len(value.normalize(EXACT).as_tuple().digits)
+
+
+def check_bounds(value: Decimal) -> Decimal:
+    """Finite, at most 18 digits before the point and 12 after (trailing zeros do not count)."""
+    if not value.is_finite():
+        raise QuantityError("must be a finite number")
+    if not value:
+        return ZERO
+    normal = value.normalize(EXACT)
+    exponent = normal.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if -exponent > MAX_FRACTION_DIGITS:
+        raise QuantityError(f"must have at most {MAX_FRACTION_DIGITS} digits after the decimal point")
+    if normal.adjusted() >= MAX_INTEGER_DIGITS:
+        raise QuantityError(f"must have at most {MAX_INTEGER_DIGITS} digits before the decimal point")
+    return value

@@ -1,0 +1,254 @@
+"""The usage event: its fields, the rules of the HTTP contract, and lossless JSON decoding.
+
+Validation has two layers. The model holds the rules that need nothing but the event itself (formats, lengths,
+exact quantities). `check_against_catalog` adds the rules that need the meter catalog and the clock (a known
+metric, its unit and sign, a timestamp inside the accepted window). Errors name the field and the rule.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
+
+from metering import decimals
+from metering.meters import DIMENSION_PATTERN, Aggregation, MeterCatalog
+
+TENANT_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise PydanticCustomError("printable", "must contain only printable characters (no control characters)")
+    return value
+
+
+def _quantity(value: Any) -> Decimal:
+    """Exact quantities only: a JSON number with more digits than a double keeps is refused, not rounded."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("quantity_type", "must be a decimal number or a decimal string")
+    try:
+        if isinstance(value, str):
+            quantity = decimals.from_str(value)
+        elif isinstance(value, int | Decimal | float):
+            # Numbers: JSON numbers decoded losslessly (int or Decimal), or floats from Python callers.
+            quantity = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+            if not quantity.is_finite():
+                raise decimals.QuantityError("must be a finite number")
+            if decimals.significant_digits(quantity) > decimals.MAX_JSON_NUMBER_DIGITS:
+                raise decimals.QuantityError(
+                    f"a JSON number may have at most {decimals.MAX_JSON_NUMBER_DIGITS} significant digits "
+                    '(a double cannot hold more): send the quantity as a string, e.g. "1.234567890123456789"'
+                )
+        else:
+            raise PydanticCustomError("quantity_type", "must be a decimal number or a decimal string")
+        return decimals.check_bounds(quantity)
+    except decimals.QuantityError as error:
+        raise PydanticCustomError("quantity", str(error)) from None
+
+
+def _timestamp(value: Any) -> datetime:
+    if isinstance(value, str):
+        if not _RFC3339.fullmatch(value):
+            raise PydanticCustomError(
+                "rfc3339", "must be an RFC 3339 date-time with an offset, e.g. 2026-11-24T09:30:00Z"
+            )
+        try:
+            # fromisoformat keeps microseconds: finer fractions are truncated, documented in the README.
+            parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        except ValueError as error:
+            raise PydanticCustomError("rfc3339", "is not a valid date-time: {reason}", {"reason": str(error)}) from None
+    elif isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise PydanticCustomError("rfc3339", "must carry a UTC offset")
+        parsed = value
+    else:
+        raise PydanticCustomError("rfc3339", "must be an RFC 3339 date-time string")
+    return parsed.astimezone(UTC)
+
+
+def format_timestamp(value: datetime) -> str:
+    """Fixed-width UTC text: sorts as the instants do, which `latest` relies on."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+Quantity = Annotated[Decimal, BeforeValidator(_quantity), PlainSerializer(decimals.to_str, return_type=str)]
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp), PlainSerializer(format_timestamp, return_type=str)]
+TenantId = Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]
+Token128 = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_printable)]
+Text128 = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Text256 = Annotated[str, StringConstraints(max_length=256)]
+DimensionName = Annotated[str, StringConstraints(pattern=DIMENSION_PATTERN)]
+
+
+class UsageEvent(BaseModel):
+    """One usage record, as a client or an Event Hub producer sends it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="UsageEvent")
+
+    event_id: Token128 | None = Field(None, description="Unique per tenant; assigned by the server when missing")
+    tenant_id: TenantId
+    metric: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(description="A meter of the catalog")
+    quantity: Quantity = Field(
+        description="Decimal; as a JSON number at most 15 significant digits, as a string any exact value "
+        "with at most 18 digits before the point and 12 after"
+    )
+    unit: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
+    timestamp: Timestamp
+    source: Text128
+    user_id: Text256 | None = None
+    resource_id: Text256 | None = None
+    dimensions: Annotated[dict[DimensionName, Text256], Field(max_length=16)] = Field(default_factory=dict)
+    idempotency_key: Token128 | None = None
+
+    @property
+    def dedupe_key(self) -> str:
+        """The key the pipeline deduplicates on (with the tenant): the idempotency key, else the event id."""
+        if self.idempotency_key is not None:
+            return "k:" + self.idempotency_key
+        if self.event_id is None:
+            raise ValueError("an event needs an event_id or an idempotency_key before it can be applied")
+        return "e:" + self.event_id
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One broken rule of one event of a request."""
+
+    index: int
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "message": self.message}
+
+
+class BodyError(ValueError):
+    """The body as a whole is unusable (not JSON, not an object or array): a 400, not a 422."""
+
+
+def decode_json(body: bytes | str) -> Any:
+    """Decode JSON keeping every digit: fractions become Decimal (never float), integers stay int."""
+    try:
+        return json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:
+        raise BodyError(f"body is not valid JSON: {error}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+_EVENT = TypeAdapter(UsageEvent)
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    parts = [str(part) for part in loc if part != "[key]"]
+    return ".".join(parts) if parts else "(event)"
+
+
+def _message(error: Any) -> str:
+    text = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        return "is not a field of a usage event"
+    if error["type"] == "missing":
+        return "is required"
+    return text
+
+
+def parse_event(data: Any, index: int = 0) -> tuple[UsageEvent | None, list[FieldError]]:
+    """Validate one decoded event against the model rules; returns the event or its errors."""
+    if not isinstance(data, dict):
+        return None, [FieldError(index, "(event)", "must be a JSON object")]
+    try:
+        return _EVENT.validate_python(data), []
+    except ValidationError as error:
+        return None, [FieldError(index, _field_path(e["loc"]), _message(e)) for e in error.errors()]
+
+
+def check_against_catalog(
+    event: UsageEvent,
+    catalog: MeterCatalog,
+    *,
+    index: int = 0,
+    now: datetime | None = None,
+    max_age: timedelta | None = None,
+    max_future: timedelta | None = None,
+) -> list[FieldError]:
+    """The rules that need the catalog (and, at ingest, the clock). The aggregator passes no clock: an event
+    that waited in the hub is not too old, it is late, and periods decide what happens to it."""
+    errors: list[FieldError] = []
+    meter = catalog.get(event.metric)
+    if meter is None:
+        known = ", ".join(catalog.names)
+        return [FieldError(index, "metric", f"is not a meter of the catalog (known: {known})")]
+    if event.unit is not None and event.unit != meter.unit:
+        errors.append(FieldError(index, "unit", f"must be {meter.unit!r} for {meter.name} (or left out)"))
+    if event.quantity < 0 and not meter.allow_negative:
+        errors.append(FieldError(index, "quantity", f"must not be negative: {meter.name} does not allow it"))
+    if meter.aggregation is Aggregation.UNIQUE_COUNT and unique_value(event, meter.field) is None:
+        errors.append(
+            FieldError(index, meter.field or "field", f"is required: {meter.name} counts its distinct values")
+        )
+    if now is not None:
+        if max_future is not None and event.timestamp > now + max_future:
+            minutes = int(max_future.total_seconds() // 60)
+            errors.append(FieldError(index, "timestamp", f"must not be more than {minutes} minutes in the future"))
+        if max_age is not None and event.timestamp < now - max_age:
+            errors.append(FieldError(index, "timestamp", f"must not be more than {max_age.days} days in the past"))
+    return errors
+
+
+def unique_value(event: UsageEvent, field: str | None) -> str | None:
+    """The value a unique_count meter counts for this event, from the field its meter names."""
+    if field == "user_id":
+        return event.user_id
+    if field == "resource_id":
+        return event.resource_id
+    if field is not None and field.startswith("dimensions."):
+        return event.dimensions.get(field.removeprefix("dimensions."))
+    return None
+
+
+def validate_events(
+    items: Iterable[Any],
+    catalog: MeterCatalog,
+    *,
+    now: datetime | None = None,
+    max_age: timedelta | None = None,
+    max_future: timedelta | None = None,
+) -> tuple[list[UsageEvent], list[FieldError]]:
+    """Validate decoded events; all of them must pass for any to be used (the caller decides)."""
+    events: list[UsageEvent] = []
+    errors: list[FieldError] = []
+    for index, item in enumerate(items):
+        event, problems = parse_event(item, index)
+        if event is not None:
+            problems = check_against_catalog(
+                event, catalog, index=index, now=now, max_age=max_age, max_future=max_future
+            )
+            if not problems:
+                events.append(event)
+        errors.extend(problems)
+    return events, errors

@@ -1,0 +1,385 @@
+"""Applying batches of usage events to a store exactly once.
+
+For each store partition the ledger writes chunks of events in one atomic commit each: the chunk's dedupe
+markers (created, never upserted), its distinct-value markers, the day and group rows its deltas change and the
+period state row, all ETag-guarded. A commit that meets a marker already there or a row changed by someone else
+fails as a whole; the ledger then re-reads, drops what is already applied and tries again.
+
+What it learns stays in a per-instance cache: the rows and ETags its own commits returned, the markers it wrote
+and the hub positions each partition has applied. In steady state (one aggregator per hub partition, as Event
+Hubs assigns them) a batch costs no reads at all, and a redelivered batch costs one read per partition at most.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from metering import rows
+from metering.aggregation import (
+    PERIOD_BUCKET,
+    STATE_ROW,
+    BatchPlan,
+    ChunkDeltas,
+    Conflict,
+    PlannedEvent,
+    Rejected,
+    SourcedEvent,
+    chunk_deltas,
+    day_row_key,
+    group_row_key,
+    marker_key,
+    payload_hash,
+    plan_batch,
+)
+from metering.events import format_timestamp
+from metering.meters import MeterCatalog
+from metering.periods import PeriodSchedule
+from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, Create, Operation, Replace, Row, Store
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ContentionError(RuntimeError):
+    """A chunk kept meeting concurrent writers; the batch fails and is delivered again."""
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    applied: int = 0
+    duplicates: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    late: list[PlannedEvent] = field(default_factory=list)
+    commits: int = 0
+    retries: int = 0
+
+
+@dataclass(slots=True)
+class _Known:
+    """What this instance knows of one store partition. Rows map to None when known to be absent."""
+
+    rows: dict[str, Row | None] = field(default_factory=dict)
+    markers: dict[str, str] = field(default_factory=dict)
+    uniques: set[str] = field(default_factory=set)
+
+
+def contiguous_ranges(items: Iterable[SourcedEvent]) -> dict[str, tuple[int, int]]:
+    """The hub ranges a batch holds completely: Event Hubs delivers a partition's messages in sequence, so a
+    batch whose sequence numbers have no gap holds every message between its first and last."""
+    sequences: dict[str, set[int]] = {}
+    for item in items:
+        if item.position is not None:
+            sequences.setdefault(item.position.partition, set()).add(item.position.sequence)
+    return {
+        partition: (min(seqs), max(seqs))
+        for partition, seqs in sequences.items()
+        if max(seqs) - min(seqs) + 1 == len(seqs)
+    }
+
+
+class Ledger:
+    def __init__(
+        self,
+        store: Store,
+        catalog: MeterCatalog,
+        schedule: PeriodSchedule,
+        *,
+        max_ops: int = MAX_TRANSACTION_OPS,
+        clock: Clock = utc_now,
+        max_attempts: int = 12,
+        cached_partitions: int = 4096,
+        cached_markers: int = 50_000,
+    ) -> None:
+        if not 8 <= max_ops <= MAX_TRANSACTION_OPS:
+            raise ValueError(f"max_ops must be between 8 and {MAX_TRANSACTION_OPS}")
+        self.store = store
+        self.catalog = catalog
+        self.schedule = schedule
+        self.max_ops = max_ops
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self._cached_partitions = cached_partitions
+        self._cached_markers = cached_markers
+        self._known: OrderedDict[str, _Known] = OrderedDict()
+
+    def plan(self, items: Iterable[SourcedEvent]) -> BatchPlan:
+        return plan_batch(items, self.catalog, self.schedule)
+
+    def apply(self, items: Sequence[SourcedEvent], ranges: Mapping[str, tuple[int, int]] | None = None) -> ApplyResult:
+        """Apply a batch exactly once. `ranges` are the hub ranges the batch holds completely (by default
+        derived from the events' positions); a store failure raises and nothing past the last commit counts."""
+        plan = self.plan(items)
+        result = ApplyResult(duplicates=plan.duplicates, rejected=plan.rejected)
+        self._record_conflicts(plan.conflicts, result)
+        hub_ranges = contiguous_ranges(items) if ranges is None else dict(ranges)
+        for partition, events in plan.partitions.items():
+            self._apply_partition(partition, events, hub_ranges, result)
+        return result
+
+    # -- one store partition -------------------------------------------------------------------------------
+
+    def _apply_partition(
+        self,
+        partition: str,
+        events: list[PlannedEvent],
+        hub_ranges: Mapping[str, tuple[int, int]],
+        result: ApplyResult,
+    ) -> None:
+        known = self._partition(partition)
+        touched = {STATE_ROW}
+        for planned in events:
+            touched |= _row_keys(planned)
+        self._learn_rows(partition, known, touched)
+        state = known.rows[STATE_ROW]
+        if state is not None and state.data["status"] == rows.CLOSED:
+            result.late.extend(events)
+            return
+        pending: list[PlannedEvent] = []
+        for planned in events:
+            if planned.position is not None and state is not None and rows.is_covered(state.data, planned.position):
+                result.duplicates += 1
+            elif not self._is_known_applied(planned, known, result):
+                pending.append(planned)
+        chunks = self._chunks(pending, known)
+        for index, chunk in enumerate(chunks):
+            coverage = _coverage(events, chunks[index + 1 :], hub_ranges)
+            self._commit_chunk(partition, known, chunk, coverage, result)
+
+    def _is_known_applied(self, planned: PlannedEvent, known: _Known, result: ApplyResult) -> bool:
+        first = known.markers.get(planned.marker)
+        if first is None:
+            return False
+        if first == planned.payload:
+            result.duplicates += 1
+        else:
+            self._record_conflicts(
+                [Conflict(planned.event.tenant_id, planned.event.dedupe_key, first, planned.event)], result
+            )
+        return True
+
+    def _chunks(self, events: list[PlannedEvent], known: _Known) -> list[list[PlannedEvent]]:
+        """Greedy chunks whose operations (markers, new distinct values, rows, the state row) fit one commit,
+        each entity at most once."""
+        chunks: list[list[PlannedEvent]] = []
+        current: list[PlannedEvent] = []
+        row_keys: set[str] = set()
+        unique_keys: set[str] = set()
+        for planned in events:
+            needs_rows = _row_keys(planned)
+            needs_uniques = {key for key in planned.uniques if key not in known.uniques}
+            used = 1 + len(current) + len(row_keys) + len(unique_keys)
+            extra = 1 + len(needs_rows - row_keys) + len(needs_uniques - unique_keys)
+            if current and used + extra > self.max_ops:
+                chunks.append(current)
+                current, row_keys, unique_keys = [], set(), set()
+            current.append(planned)
+            row_keys |= needs_rows
+            unique_keys |= needs_uniques
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _commit_chunk(
+        self,
+        partition: str,
+        known: _Known,
+        chunk: list[PlannedEvent],
+        coverage: Mapping[str, tuple[int, int]],
+        result: ApplyResult,
+    ) -> None:
+        for _attempt in range(self.max_attempts):
+            if not chunk:
+                return
+            deltas = chunk_deltas(chunk)
+            self._learn_rows(partition, known, [STATE_ROW, *deltas.row_keys()])
+            state = known.rows[STATE_ROW]
+            if state is not None and state.data["status"] == rows.CLOSED:
+                result.late.extend(chunk)
+                return
+            new_uniques = self._new_uniques(partition, known, deltas.uniques)
+            now = format_timestamp(self.clock())
+            operations = self._operations(
+                chunk=chunk,
+                deltas=deltas,
+                new_uniques=new_uniques,
+                state=state,
+                coverage=coverage,
+                known=known,
+                now=now,
+            )
+            try:
+                etags = self.store.usage.commit(partition, [op for op, _ in operations])
+            except CommitConflict as conflict:
+                result.retries += 1
+                log.debug("commit to %s met a conflict (%s); re-reading", partition, conflict.reason)
+                self._refresh(partition, known, chunk, result)
+                continue
+            for (op, kind), etag in zip(operations, etags, strict=True):
+                if kind == "row":
+                    known.rows[op.key] = Row(op.key, etag, op.data)
+            for planned in chunk:
+                known.markers[planned.marker] = planned.payload
+            known.uniques.update(new_uniques)
+            self._trim(known)
+            result.applied += len(chunk)
+            result.commits += 1
+            return
+        raise ContentionError(f"gave up on partition {partition} after {self.max_attempts} conflicting commits")
+
+    def _operations(
+        self,
+        *,
+        chunk: list[PlannedEvent],
+        deltas: ChunkDeltas,
+        new_uniques: list[str],
+        state: Row | None,
+        coverage: Mapping[str, tuple[int, int]],
+        known: _Known,
+        now: str,
+    ) -> list[tuple[Operation, str]]:
+        operations: list[tuple[Operation, str]] = [(Create(p.marker, p.marker_data(now)), "marker") for p in chunk]
+        new_in_period: Counter[str] = Counter()
+        new_by_day: dict[str, Counter[str]] = {}
+        for key in new_uniques:
+            planned = deltas.uniques[key]
+            bucket = key.split("|", 3)[2]
+            if bucket == PERIOD_BUCKET:
+                new_in_period[planned.meter.name] += 1
+            else:
+                new_by_day.setdefault(bucket, Counter())[planned.meter.name] += 1
+            marker = {"m": planned.meter.name, "b": bucket, "x": planned.unique_value, "a": now}
+            operations.append((Create(key, marker), "unique"))
+        for day, per_meter in deltas.days.items():
+            key = day_row_key(day)
+            old = known.rows[key]
+            data = rows.apply_to_day(
+                old.data if old else None,
+                day=day,
+                per_meter=per_meter,
+                meters=deltas.meters,
+                new_distinct=new_by_day.get(day, {}),
+                now=now,
+            )
+            operations.append((_write(key, data, old), "row"))
+        for key, per_dimension in deltas.groups.items():
+            _, metric, day = key.split("|", 2)
+            old = known.rows[key]
+            data = rows.apply_to_groups(old.data if old else None, deltas.meters[metric], day, per_dimension, now)
+            operations.append((_write(key, data, old), "row"))
+        first = chunk[0]
+        base = state.data if state else rows.new_state(first.event.tenant_id, first.period)
+        data = rows.apply_to_state(base, deltas, new_in_period, coverage, now)
+        operations.append((_write(STATE_ROW, data, state), "row"))
+        return operations
+
+    # -- what the store holds ------------------------------------------------------------------------------
+
+    def _partition(self, partition: str) -> _Known:
+        known = self._known.get(partition)
+        if known is None:
+            known = self._known[partition] = _Known()
+            while len(self._known) > self._cached_partitions:
+                self._known.popitem(last=False)
+        else:
+            self._known.move_to_end(partition)
+        return known
+
+    def _learn_rows(self, partition: str, known: _Known, keys: Iterable[str]) -> None:
+        unknown = [key for key in keys if key not in known.rows]
+        if not unknown:
+            return
+        found = self.store.usage.read(partition, unknown)
+        for key in unknown:
+            known.rows[key] = found.get(key)
+
+    def _new_uniques(self, partition: str, known: _Known, candidates: Mapping[str, PlannedEvent]) -> list[str]:
+        unknown = [key for key in candidates if key not in known.uniques]
+        if not unknown:
+            return []
+        existing = self.store.usage.read(partition, unknown)
+        known.uniques.update(existing)
+        return [key for key in unknown if key not in existing]
+
+    def _refresh(self, partition: str, known: _Known, chunk: list[PlannedEvent], result: ApplyResult) -> None:
+        """After a failed commit: forget the rows (their ETags may be stale), learn which markers exist, and
+        drop the chunk's events that are already applied."""
+        known.rows.clear()
+        markers = self.store.usage.read(partition, [p.marker for p in chunk])
+        for row in markers.values():
+            known.markers[row.key] = row.data["h"]
+        chunk[:] = [p for p in chunk if not self._is_known_applied(p, known, result)]
+
+    def _trim(self, known: _Known) -> None:
+        # Forgetting a marker only costs a failed commit if its event comes again; memory stays bounded.
+        if len(known.markers) > self._cached_markers:
+            for key in list(known.markers)[: self._cached_markers // 2]:
+                del known.markers[key]
+        if len(known.uniques) > self._cached_markers:
+            known.uniques.clear()
+
+    def _record_conflicts(self, conflicts: Iterable[Conflict], result: ApplyResult) -> None:
+        """Conflicts are written before the commit that leaves their event out, so none goes unreported."""
+        for conflict in conflicts:
+            event = conflict.event
+            key = f"{marker_key(event.tenant_id, conflict.dedupe_key)[2:]}|{payload_hash(event)}"
+            self.store.conflicts.upsert(
+                event.tenant_id,
+                key,
+                {
+                    "dedupe_key": conflict.dedupe_key,
+                    "first_payload": conflict.first_payload,
+                    "event": event.to_json_dict(),
+                    "detected": format_timestamp(self.clock()),
+                },
+            )
+            result.conflicts.append(conflict)
+
+
+def _row_keys(planned: PlannedEvent) -> set[str]:
+    keys = {day_row_key(planned.day)}
+    if planned.groups:
+        keys.add(group_row_key(planned.meter.name, planned.day))
+    return keys
+
+
+def _write(key: str, data: dict[str, Any], old: Row | None) -> Operation:
+    return Replace(key, data, old.etag) if old is not None else Create(key, data)
+
+
+def _coverage(
+    events: Sequence[PlannedEvent],
+    later_chunks: Sequence[Sequence[PlannedEvent]],
+    hub_ranges: Mapping[str, tuple[int, int]],
+) -> dict[str, tuple[int, int]]:
+    """The hub ranges whose events for this partition are all applied once the current chunk commits."""
+    if not hub_ranges:
+        return {}
+    first_pending: dict[str, int] = {}
+    for chunk in later_chunks:
+        for planned in chunk:
+            position = planned.position
+            if position is not None and position.partition in hub_ranges:
+                seq = first_pending.get(position.partition)
+                if seq is None or position.sequence < seq:
+                    first_pending[position.partition] = position.sequence
+    present = {p.position.partition for p in events if p.position is not None}
+    coverage: dict[str, tuple[int, int]] = {}
+    for partition, (lo, hi) in hub_ranges.items():
+        if partition not in present:
+            continue
+        pending = first_pending.get(partition)
+        top = hi if pending is None else pending - 1
+        if top >= lo:
+            coverage[partition] = (lo, top)
+    return coverage

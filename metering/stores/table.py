@@ -1,0 +1,126 @@
+"""Azure Table storage (also Azurite and Cosmos DB for Table) behind the store port.
+
+A row's JSON is kept in string properties d0, d1, ... of at most 32,000 ASCII characters each: a string
+property holds 64 KiB of UTF-16, and JSON with escaped non-ASCII text is ASCII. Keys go into PartitionKey and
+RowKey unchanged; the callers build them from restricted or hashed parts only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+
+from metering.stores import CommitConflict, Create, Operation, Replace, Row
+
+_CHUNK = 32_000
+_DATA_PROPERTIES = tuple(f"d{i}" for i in range(30))
+# Error codes of a failed precondition, as opposed to a request the service refuses outright.
+_CONFLICT_CODES = {"EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound"}
+# Azure Tables allows at most 15 comparisons in one $filter: the PartitionKey test plus 14 RowKeys.
+_KEYS_PER_QUERY = 14
+# The SDK's own exponential retry for transient faults (timeouts, 5xx, throttling). Kept short: a batch
+# that still fails is retried whole by the Event Hub trigger's retry policy.
+RETRY = {"retry_total": 4, "retry_backoff_factor": 0.4, "retry_backoff_max": 8}
+
+
+def _literal(text: str) -> str:
+    # An OData string literal. (The SDK's @parameter substitution splits the filter on spaces, so a
+    # parameter next to a parenthesis is not found.)
+    return "'" + text.replace("'", "''") + "'"
+
+
+def encode(partition: str, key: str, data: dict[str, Any]) -> dict[str, Any]:
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=True)
+    entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": key}
+    for i in range(0, max(len(text), 1), _CHUNK):
+        entity[f"d{i // _CHUNK}"] = text[i : i + _CHUNK]
+    return entity
+
+
+def decode(entity: dict[str, Any]) -> Row:
+    text = "".join(entity[name] for name in _DATA_PROPERTIES if name in entity)
+    return Row(entity["RowKey"], entity.metadata["etag"], json.loads(text))  # type: ignore[attr-defined]
+
+
+class TableRows:
+    """One table of JSON rows."""
+
+    def __init__(self, client: TableClient) -> None:
+        self._client = client
+        self.name = client.table_name
+
+    def read(self, partition: str, keys: Collection[str]) -> dict[str, Row]:
+        wanted = sorted(set(keys))
+        found: dict[str, Row] = {}
+        for i in range(0, len(wanted), _KEYS_PER_QUERY):
+            group = wanted[i : i + _KEYS_PER_QUERY]
+            keys_filter = " or ".join(f"RowKey eq {_literal(key)}" for key in group)
+            query = f"PartitionKey eq {_literal(partition)} and ({keys_filter})"
+            for entity in self._client.query_entities(query):
+                row = decode(entity)
+                found[row.key] = row
+        return found
+
+    def range(self, partition: str, start: str, stop: str) -> list[Row]:
+        query = f"PartitionKey eq {_literal(partition)} and RowKey ge {_literal(start)} and RowKey lt {_literal(stop)}"
+        entities = self._client.query_entities(query)
+        return sorted((decode(e) for e in entities), key=lambda row: row.key)
+
+    def partition(self, partition: str) -> list[Row]:
+        entities = self._client.query_entities(f"PartitionKey eq {_literal(partition)}")
+        return [decode(e) for e in entities]
+
+    def commit(self, partition: str, operations: Sequence[Operation]) -> list[str]:
+        batch: list[Any] = []
+        for op in operations:
+            entity = encode(partition, op.key, op.data)
+            if isinstance(op, Create):
+                batch.append(("create", entity))
+            elif isinstance(op, Replace):
+                options = {
+                    "mode": UpdateMode.REPLACE,
+                    "etag": op.etag,
+                    "match_condition": MatchConditions.IfNotModified,
+                }
+                batch.append(("update", entity, options))
+        try:
+            results = self._client.submit_transaction(batch)
+        except TableTransactionError as error:
+            if error.error_code in _CONFLICT_CODES:
+                raise CommitConflict(error.index, str(error.error_code)) from None
+            raise
+        return [result["etag"] for result in results]
+
+    def upsert(self, partition: str, key: str, data: dict[str, Any]) -> None:
+        self._client.upsert_entity(encode(partition, key, data), mode=UpdateMode.REPLACE)
+
+
+class TableStore:
+    """The metering tables of one storage account."""
+
+    def __init__(self, service: TableServiceClient, *, usage_table: str, conflicts_table: str) -> None:
+        self._service = service
+        self.usage = TableRows(service.get_table_client(usage_table))
+        self.conflicts = TableRows(service.get_table_client(conflicts_table))
+
+    @classmethod
+    def from_connection_string(cls, connection: str, **tables: str) -> TableStore:
+        return cls(TableServiceClient.from_connection_string(connection, **RETRY), **tables)
+
+    @classmethod
+    def from_endpoint(cls, endpoint: str, credential: Any, **tables: str) -> TableStore:
+        return cls(TableServiceClient(endpoint, credential=credential, **RETRY), **tables)
+
+    def ensure_ready(self) -> None:
+        for table in (self.usage, self.conflicts):
+            with contextlib.suppress(ResourceExistsError):
+                self._service.create_table(table.name)
+
+    def close(self) -> None:
+        self._service.close()
