@@ -21,7 +21,6 @@ from metering.meters import Aggregation, Meter, MeterCatalog
 from metering.periods import BillingPeriod, PeriodSchedule
 
 STATE_ROW = "s"
-PERIOD_BUCKET = "p"
 # One shard per tenant and period. Unique counts must see every distinct value of a period in one partition
 # to stay exact; spreading a hot tenant over several shards needs a second step for them (README, Limits).
 SHARD = 0
@@ -45,30 +44,26 @@ def day_row_key(day: str) -> str:
     return "d|" + day
 
 
-def group_row_key(metric: str, day: str) -> str:
-    return f"g|{metric}|{day}"
+def unique_key(metric: str, value: str) -> str:
+    return f"u|{metric}|{digest(value)}"
 
 
-def unique_key(metric: str, bucket: str, value: str) -> str:
-    return f"u|{metric}|{bucket}|{digest(value)}"
-
-
-def payload_hash(event: UsageEvent) -> str:
+def payload_hash(event: UsageEvent, timestamp: str | None = None) -> str:
     """What "the same event" means: every field but the unit (a given unit equals the meter's) and, when an
     idempotency key identifies the event, its event id (a retry without an id gets a new one)."""
-    parts = [
-        event.tenant_id,
-        event.metric,
-        decimals.to_str(event.quantity),
-        format_timestamp(event.timestamp),
-        event.source,
-        "\0" if event.user_id is None else event.user_id,
-        "\0" if event.resource_id is None else event.resource_id,
-        "\x1e".join(f"{k}={v}" for k, v in sorted(event.dimensions.items())),
-        "\0" if event.idempotency_key is None else event.idempotency_key,
-        (event.event_id or "") if event.idempotency_key is None else "",
-    ]
-    return digest("\x1f".join(parts))
+    dimensions = event.dimensions
+    dims = "\x1e".join(f"{k}={v}" for k, v in sorted(dimensions.items())) if dimensions else ""
+    identity = f"\0\x1f{event.event_id or ''}" if event.idempotency_key is None else f"{event.idempotency_key}\x1f"
+    text = (
+        f"{event.tenant_id}\x1f{event.metric}\x1f{decimals.to_str(event.quantity)}\x1f"
+        f"{timestamp or format_timestamp(event.timestamp)}\x1f{event.source}\x1f"
+        f"{_optional(event.user_id)}\x1f{_optional(event.resource_id)}\x1f{dims}\x1f{identity}"
+    )
+    return blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _optional(value: str | None) -> str:
+    return "\0" if value is None else value
 
 
 @dataclass(slots=True)
@@ -106,6 +101,28 @@ def merge(kind: Aggregation, into: Cell | None, delta: Cell) -> Cell:
     return Cell(decimals.add(into.value, delta.value), count)
 
 
+def absorb(kind: Aggregation, cells: dict[str, Cell], key: str, delta: Cell) -> None:
+    """Merge `delta` into cells[key] in place: pre-aggregation owns the cells it creates, so it need not
+    allocate a new one per event."""
+    cell = cells.get(key)
+    if cell is None:
+        cells[key] = Cell(delta.value, delta.count, delta.at)
+    else:
+        absorb_into(kind, cell, delta)
+
+
+def absorb_into(kind: Aggregation, cell: Cell, delta: Cell) -> None:
+    cell.count += delta.count
+    if kind is Aggregation.SUM or kind is Aggregation.COUNT or kind is Aggregation.UNIQUE_COUNT:
+        cell.value = decimals.add(cell.value, delta.value)
+    elif kind is Aggregation.MAX:
+        cell.value = max(cell.value, delta.value)
+    elif kind is Aggregation.MIN:
+        cell.value = min(cell.value, delta.value)
+    elif (delta.at or ("", "")) > (cell.at or ("", "")):
+        cell.value, cell.at = delta.value, delta.at
+
+
 def merge_json(kind: Aggregation, stored: Sequence[Any] | None, delta: Cell) -> list[Any]:
     return merge(kind, None if stored is None else Cell.from_json(stored), delta).to_json()
 
@@ -131,16 +148,15 @@ class PlannedEvent:
     event: UsageEvent
     meter: Meter
     position: Position | None
-    order: int
     partition: str
     period: BillingPeriod
     marker: str
     payload: str
     day: str
-    hour: str
+    timestamp: str
     cell: Cell
     groups: dict[str, str]
-    uniques: tuple[str, ...] = ()
+    unique: str | None = None  # the row key of its distinct value, for unique_count meters
     unique_value: str | None = None
 
     def marker_data(self, applied_at: str) -> dict[str, Any]:
@@ -152,7 +168,7 @@ class PlannedEvent:
             "e": event.event_id,
             "m": event.metric,
             "q": decimals.to_str(event.quantity),
-            "t": format_timestamp(event.timestamp),
+            "t": self.timestamp,
             "d": self.day,
             "a": applied_at,
         }
@@ -183,13 +199,16 @@ class Rejected:
 
 @dataclass(slots=True)
 class BatchPlan:
+    """First occurrences per store partition, and the later occurrences of the same dedupe key. A repeat is
+    judged only once its first occurrence is settled: that one may itself repeat an event stored earlier
+    with another payload, and then it is the stored payload a repeat must match."""
+
     partitions: dict[str, list[PlannedEvent]] = field(default_factory=dict)
-    duplicates: int = 0
-    conflicts: list[Conflict] = field(default_factory=list)
+    repeats: dict[str, list[PlannedEvent]] = field(default_factory=dict)
     rejected: list[Rejected] = field(default_factory=list)
 
 
-def contribution(meter: Meter, event: UsageEvent) -> Cell:
+def contribution(meter: Meter, event: UsageEvent, timestamp: str) -> Cell:
     kind = meter.aggregation
     if kind is Aggregation.COUNT:
         return Cell(decimals.ONE, 1)
@@ -197,64 +216,89 @@ def contribution(meter: Meter, event: UsageEvent) -> Cell:
         # Distinct values are added when their unique marker is created, not per event.
         return Cell(decimals.ZERO, 1)
     if kind is Aggregation.LATEST:
-        return Cell(event.quantity, 1, (format_timestamp(event.timestamp), event.event_id or event.dedupe_key))
+        return Cell(event.quantity, 1, (timestamp, event.event_id or event.dedupe_key))
     return Cell(event.quantity, 1)
 
 
 def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: PeriodSchedule) -> BatchPlan:
-    """Key every event, drop in-batch repeats (the first occurrence wins) and group by store partition."""
+    """Key every event and group by store partition, setting in-batch repeats aside. This runs per event on
+    the hot path, hence the plain loop and the cheap checks first."""
     plan = BatchPlan()
-    seen: dict[tuple[str, str], PlannedEvent] = {}
-    for order, item in enumerate(items):
+    seen: set[str] = set()
+    meters = catalog.meters
+    for item in items:
         event = item.event
-        meter = catalog.get(event.metric)
-        problems = check_against_catalog(event, catalog) if meter is not None else []
-        if meter is None or problems:
-            reason = "; ".join(f"{p.field} {p.message}" for p in problems) or f"unknown meter {event.metric!r}"
+        meter = meters.get(event.metric)
+        unique = None
+        if meter is not None and meter.aggregation is Aggregation.UNIQUE_COUNT:
+            unique = unique_value(event, meter.field)
+        if (
+            meter is None
+            or (event.unit is not None and event.unit != meter.unit)
+            or (event.quantity < 0 and not meter.allow_negative)
+            or (meter.aggregation is Aggregation.UNIQUE_COUNT and unique is None)
+        ):
+            problems = check_against_catalog(event, catalog)
+            reason = "; ".join(f"{p.field} {p.message}" for p in problems)
             plan.rejected.append(Rejected(item, reason))
             continue
-        if event.event_id is None and event.idempotency_key is None:
+        if event.idempotency_key is not None:
+            dedupe = "k:" + event.idempotency_key
+        elif event.event_id is not None:
+            dedupe = "e:" + event.event_id
+        else:
             plan.rejected.append(Rejected(item, "event has neither event_id nor idempotency_key"))
             continue
         tenant = event.tenant_id
-        period = schedule.period_at(tenant, event.timestamp)
-        pkey = partition_key(tenant, period)
-        mkey = marker_key(tenant, event.dedupe_key)
-        payload = payload_hash(event)
-        first = seen.get((pkey, mkey))
-        if first is not None:
-            if first.payload == payload:
-                plan.duplicates += 1
-            else:
-                plan.conflicts.append(Conflict(tenant, event.dedupe_key, first.payload, event))
-            continue
-        day = schedule.day_of(tenant, event.timestamp).isoformat()
-        groups = {dim: event.dimensions[dim] for dim in meter.group_by if dim in event.dimensions}
+        instant = event.timestamp
+        period = schedule.period_at(tenant, instant)
+        pkey = f"{tenant}|{period.key}|{SHARD}"
+        mkey = marker_key(tenant, dedupe)
+        timestamp = format_timestamp(instant)
+        day = schedule.day_of(tenant, instant).isoformat()
+        dimensions = event.dimensions
+        groups = {dim: dimensions[dim] for dim in meter.group_by if dim in dimensions} if dimensions else {}
         planned = PlannedEvent(
             event=event,
             meter=meter,
             position=item.position,
-            order=order,
             partition=pkey,
             period=period,
             marker=mkey,
-            payload=payload,
+            payload=payload_hash(event, timestamp),
             day=day,
-            hour=event.timestamp.strftime("%Y-%m-%dT%H"),
-            cell=contribution(meter, event),
+            timestamp=timestamp,
+            cell=contribution(meter, event, timestamp),
             groups=groups,
         )
-        if meter.aggregation is Aggregation.UNIQUE_COUNT:
-            value = unique_value(event, meter.field)
-            assert value is not None  # check_against_catalog requires it
-            planned.unique_value = value
-            planned.uniques = (
-                unique_key(meter.name, PERIOD_BUCKET, value),
-                unique_key(meter.name, day, value),
-            )
-        seen[(pkey, mkey)] = planned
-        plan.partitions.setdefault(pkey, []).append(planned)
+        if unique is not None:
+            planned.unique_value = unique
+            planned.unique = unique_key(meter.name, unique)
+        key = pkey + mkey
+        if key in seen:
+            plan.repeats.setdefault(pkey, []).append(planned)
+        else:
+            seen.add(key)
+            plan.partitions.setdefault(pkey, []).append(planned)
     return plan
+
+
+@dataclass(slots=True)
+class DayDelta:
+    """One meter's deltas for one day: the day cell, its UTC hour cells, its groups per dimension and value."""
+
+    day: Cell | None = None
+    hours: dict[str, Cell] = field(default_factory=dict)
+    groups: dict[str, dict[str, Cell]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class UniqueDelta:
+    """A distinct value of a unique_count meter met in a chunk, and the days it was met on."""
+
+    meter: Meter
+    value: str
+    days: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -262,37 +306,45 @@ class ChunkDeltas:
     """What one chunk of events adds to the rows of its partition, merged per row and cell."""
 
     totals: dict[str, Cell] = field(default_factory=dict)
-    days: dict[str, dict[str, tuple[Cell, dict[str, Cell]]]] = field(default_factory=dict)
-    groups: dict[str, dict[str, dict[str, Cell]]] = field(default_factory=dict)
-    uniques: dict[str, PlannedEvent] = field(default_factory=dict)
+    days: dict[str, dict[str, DayDelta]] = field(default_factory=dict)
+    uniques: dict[str, UniqueDelta] = field(default_factory=dict)
     meters: dict[str, Meter] = field(default_factory=dict)
 
     def row_keys(self) -> list[str]:
-        keys = [day_row_key(day) for day in self.days]
-        keys.extend(self.groups)
-        return keys
+        return [day_row_key(day) for day in self.days]
 
 
 def chunk_deltas(events: Iterable[PlannedEvent]) -> ChunkDeltas:
     deltas = ChunkDeltas()
+    totals, days, meters = deltas.totals, deltas.days, deltas.meters
     for planned in events:
         meter = planned.meter
         name = meter.name
         kind = meter.aggregation
         cell = planned.cell
-        deltas.meters[name] = meter
-        deltas.totals[name] = merge(kind, deltas.totals.get(name), cell)
-        per_day = deltas.days.setdefault(planned.day, {})
-        day_cell, hours = per_day.get(name, (None, {}))
-        day_cell = merge(kind, day_cell, cell)
+        meters[name] = meter
+        absorb(kind, totals, name, cell)
+        per_meter = days.get(planned.day)
+        if per_meter is None:
+            per_meter = days[planned.day] = {}
+        delta = per_meter.get(name)
+        if delta is None:
+            delta = per_meter[name] = DayDelta()
+        if delta.day is None:
+            delta.day = Cell(cell.value, cell.count, cell.at)
+        else:
+            absorb_into(kind, delta.day, cell)
         if kind is not Aggregation.UNIQUE_COUNT:
-            hours[planned.hour] = merge(kind, hours.get(planned.hour), cell)
-        per_day[name] = (day_cell, hours)
-        if planned.groups:
-            per_group = deltas.groups.setdefault(group_row_key(name, planned.day), {})
-            for dim, value in planned.groups.items():
-                values = per_group.setdefault(dim, {})
-                values[value] = merge(kind, values.get(value), cell)
-        for key in planned.uniques:
-            deltas.uniques.setdefault(key, planned)
+            absorb(kind, delta.hours, planned.timestamp[:13], cell)
+        for dim, value in planned.groups.items():
+            values = delta.groups.get(dim)
+            if values is None:
+                values = delta.groups[dim] = {}
+            absorb(kind, values, value, cell)
+        if planned.unique is not None:
+            seen = deltas.uniques.get(planned.unique)
+            if seen is None:
+                assert planned.unique_value is not None
+                seen = deltas.uniques[planned.unique] = UniqueDelta(meter, planned.unique_value)
+            seen.days.add(planned.day)
     return deltas

@@ -37,7 +37,8 @@ MAX_JSON_NUMBER_DIGITS = 15
 ZERO = Decimal(0)
 ONE = Decimal(1)
 
-_DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# ASCII digits only: Decimal() also reads other scripts' digits, which no client means as a quantity.
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 class QuantityError(ValueError):
@@ -66,10 +67,19 @@ def from_str(text: str) -> Decimal:
     return Decimal(text)
 
 
+def _shape(value: Decimal) -> tuple[int, int]:
+    """(significant digits, exponent) without trailing zeros, computed without arithmetic: a value with an
+    absurd exponent must be refused as a bad quantity, not raise from the exact context."""
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    end = len(digits)
+    while end > 1 and digits[end - 1] == 0:
+        end -= 1
+    return end, exponent + (len(digits) - end)
+
+
 def significant_digits(value: Decimal) -> int:
-    if not value:
-        return 1
-    return len(value.normalize(EXACT).as_tuple().digits)
+    return 1 if not value else _shape(value)[0]
 
 
 def check_bounds(value: Decimal) -> Decimal:
@@ -78,11 +88,9 @@ def check_bounds(value: Decimal) -> Decimal:
         raise QuantityError("must be a finite number")
     if not value:
         return ZERO
-    normal = value.normalize(EXACT)
-    exponent = normal.as_tuple().exponent
-    assert isinstance(exponent, int)
+    count, exponent = _shape(value)
     if -exponent > MAX_FRACTION_DIGITS:
         raise QuantityError(f"must have at most {MAX_FRACTION_DIGITS} digits after the decimal point")
-    if normal.adjusted() >= MAX_INTEGER_DIGITS:
+    if count + exponent > MAX_INTEGER_DIGITS:
         raise QuantityError(f"must have at most {MAX_INTEGER_DIGITS} digits before the decimal point")
     return value

@@ -56,7 +56,7 @@ def _quantity(value: Any) -> Decimal:
             if decimals.significant_digits(quantity) > decimals.MAX_JSON_NUMBER_DIGITS:
                 raise decimals.QuantityError(
                     f"a JSON number may have at most {decimals.MAX_JSON_NUMBER_DIGITS} significant digits "
-                    '(a double cannot hold more): send the quantity as a string, e.g. "1.234567890123456789"'
+                    '(a double cannot hold more): send the quantity as a string, e.g. "1234567.890123456789"'
                 )
         else:
             raise PydanticCustomError("quantity_type", "must be a decimal number or a decimal string")
@@ -86,8 +86,10 @@ def _timestamp(value: Any) -> datetime:
 
 
 def format_timestamp(value: datetime) -> str:
-    """Fixed-width UTC text: sorts as the instants do, which `latest` relies on."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed-width UTC text (microseconds always written): sorts as the instants do, which `latest` relies on."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 Quantity = Annotated[Decimal, BeforeValidator(_quantity), PlainSerializer(decimals.to_str, return_type=str)]
@@ -221,14 +223,16 @@ def check_against_catalog(
 
 
 def unique_value(event: UsageEvent, field: str | None) -> str | None:
-    """The value a unique_count meter counts for this event, from the field its meter names."""
+    """The value a unique_count meter counts for this event, from the field its meter names (an empty string
+    is no value: it would count as one more distinct user)."""
+    value = None
     if field == "user_id":
-        return event.user_id
-    if field == "resource_id":
-        return event.resource_id
-    if field is not None and field.startswith("dimensions."):
-        return event.dimensions.get(field.removeprefix("dimensions."))
-    return None
+        value = event.user_id
+    elif field == "resource_id":
+        value = event.resource_id
+    elif field is not None and field.startswith("dimensions."):
+        value = event.dimensions.get(field.removeprefix("dimensions."))
+    return value or None
 
 
 def validate_events(

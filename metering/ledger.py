@@ -21,7 +21,6 @@ from typing import Any
 
 from metering import rows
 from metering.aggregation import (
-    PERIOD_BUCKET,
     STATE_ROW,
     BatchPlan,
     ChunkDeltas,
@@ -31,7 +30,6 @@ from metering.aggregation import (
     SourcedEvent,
     chunk_deltas,
     day_row_key,
-    group_row_key,
     marker_key,
     payload_hash,
     plan_batch,
@@ -67,11 +65,18 @@ class ApplyResult:
 
 @dataclass(slots=True)
 class _Known:
-    """What this instance knows of one store partition. Rows map to None when known to be absent."""
+    """What this instance knows of one store partition. Rows map to None when known to be absent.
+
+    `uniques` holds distinct-value rows the same way. `all_uniques` means it holds every one of them: they are
+    only written by commits that also rewrite the state row under its ETag, so this stays true as long as this
+    instance's commits succeed; a failed one (someone else wrote) ends it.
+    """
 
     rows: dict[str, Row | None] = field(default_factory=dict)
     markers: dict[str, str] = field(default_factory=dict)
-    uniques: set[str] = field(default_factory=set)
+    uniques: dict[str, Row | None] = field(default_factory=dict)
+    all_uniques: bool = False
+    uniques_loaded: bool = False
 
 
 def contiguous_ranges(items: Iterable[SourcedEvent]) -> dict[str, tuple[int, int]]:
@@ -120,11 +125,14 @@ class Ledger:
         """Apply a batch exactly once. `ranges` are the hub ranges the batch holds completely (by default
         derived from the events' positions); a store failure raises and nothing past the last commit counts."""
         plan = self.plan(items)
-        result = ApplyResult(duplicates=plan.duplicates, rejected=plan.rejected)
-        self._record_conflicts(plan.conflicts, result)
+        result = ApplyResult(rejected=plan.rejected)
         hub_ranges = contiguous_ranges(items) if ranges is None else dict(ranges)
         for partition, events in plan.partitions.items():
-            self._apply_partition(partition, events, hub_ranges, result)
+            repeats = plan.repeats.get(partition, [])
+            self._apply_partition(partition, events, _held_back(hub_ranges, repeats), result)
+            if repeats:
+                # Their first occurrences are settled now, so each repeat meets the payload that counted.
+                self._apply_partition(partition, repeats, {}, result)
         return result
 
     # -- one store partition -------------------------------------------------------------------------------
@@ -140,11 +148,16 @@ class Ledger:
         touched = {STATE_ROW}
         for planned in events:
             touched |= _row_keys(planned)
+        fresh_state = STATE_ROW not in known.rows
         self._learn_rows(partition, known, touched)
         state = known.rows[STATE_ROW]
         if state is not None and state.data["status"] == rows.CLOSED:
-            result.late.extend(events)
+            self._late(partition, known, events, result)
             return
+        if fresh_state and state is None:
+            known.all_uniques = True  # a partition without a state row has no distinct-value markers either
+        elif not known.all_uniques and any(planned.unique for planned in events):
+            self._learn_uniques(partition, known)
         pending: list[PlannedEvent] = []
         for planned in events:
             if planned.position is not None and state is not None and rows.is_covered(state.data, planned.position):
@@ -155,6 +168,17 @@ class Ledger:
         for index, chunk in enumerate(chunks):
             coverage = _coverage(events, chunks[index + 1 :], hub_ranges)
             self._commit_chunk(partition, known, chunk, coverage, result)
+
+    def _late(self, partition: str, known: _Known, events: list[PlannedEvent], result: ApplyResult) -> None:
+        """Events of a closed period: those already counted before it closed are duplicates (their markers
+        outlive the close), the others are late and go back to the caller, never into the void."""
+        state = known.rows[STATE_ROW]
+        unsure = [p for p in events if not (p.position and state and rows.is_covered(state.data, p.position))]
+        result.duplicates += len(events) - len(unsure)
+        markers = self.store.usage.read(partition, [p.marker for p in unsure if p.marker not in known.markers])
+        for row in markers.values():
+            known.markers[row.key] = row.data["h"]
+        result.late.extend(p for p in unsure if not self._is_known_applied(p, known, result))
 
     def _is_known_applied(self, planned: PlannedEvent, known: _Known, result: ApplyResult) -> bool:
         first = known.markers.get(planned.marker)
@@ -177,7 +201,7 @@ class Ledger:
         unique_keys: set[str] = set()
         for planned in events:
             needs_rows = _row_keys(planned)
-            needs_uniques = {key for key in planned.uniques if key not in known.uniques}
+            needs_uniques = {planned.unique} if planned.unique else set()
             used = 1 + len(current) + len(row_keys) + len(unique_keys)
             extra = 1 + len(needs_rows - row_keys) + len(needs_uniques - unique_keys)
             if current and used + extra > self.max_ops:
@@ -205,14 +229,13 @@ class Ledger:
             self._learn_rows(partition, known, [STATE_ROW, *deltas.row_keys()])
             state = known.rows[STATE_ROW]
             if state is not None and state.data["status"] == rows.CLOSED:
-                result.late.extend(chunk)
+                self._late(partition, known, chunk, result)
                 return
-            new_uniques = self._new_uniques(partition, known, deltas.uniques)
+            self._learn_uniques_of(partition, known, deltas.uniques)
             now = format_timestamp(self.clock())
             operations = self._operations(
                 chunk=chunk,
                 deltas=deltas,
-                new_uniques=new_uniques,
                 state=state,
                 coverage=coverage,
                 known=known,
@@ -228,9 +251,10 @@ class Ledger:
             for (op, kind), etag in zip(operations, etags, strict=True):
                 if kind == "row":
                     known.rows[op.key] = Row(op.key, etag, op.data)
+                elif kind == "unique":
+                    known.uniques[op.key] = Row(op.key, etag, op.data)
             for planned in chunk:
                 known.markers[planned.marker] = planned.payload
-            known.uniques.update(new_uniques)
             self._trim(known)
             result.applied += len(chunk)
             result.commits += 1
@@ -242,7 +266,6 @@ class Ledger:
         *,
         chunk: list[PlannedEvent],
         deltas: ChunkDeltas,
-        new_uniques: list[str],
         state: Row | None,
         coverage: Mapping[str, tuple[int, int]],
         known: _Known,
@@ -251,15 +274,19 @@ class Ledger:
         operations: list[tuple[Operation, str]] = [(Create(p.marker, p.marker_data(now)), "marker") for p in chunk]
         new_in_period: Counter[str] = Counter()
         new_by_day: dict[str, Counter[str]] = {}
-        for key in new_uniques:
-            planned = deltas.uniques[key]
-            bucket = key.split("|", 3)[2]
-            if bucket == PERIOD_BUCKET:
-                new_in_period[planned.meter.name] += 1
-            else:
-                new_by_day.setdefault(bucket, Counter())[planned.meter.name] += 1
-            marker = {"m": planned.meter.name, "b": bucket, "x": planned.unique_value, "a": now}
-            operations.append((Create(key, marker), "unique"))
+        for key, met in deltas.uniques.items():
+            name = met.meter.name
+            row = known.uniques.get(key)
+            seen_on = set(row.data["days"]) if row is not None else set()
+            new_days = met.days - seen_on
+            if not new_days:
+                continue
+            if row is None:
+                new_in_period[name] += 1
+            for day in new_days:
+                new_by_day.setdefault(day, Counter())[name] += 1
+            data = {"m": name, "x": met.value, "days": sorted(seen_on | new_days), "a": now}
+            operations.append((_write(key, data, row), "unique"))
         for day, per_meter in deltas.days.items():
             key = day_row_key(day)
             old = known.rows[key]
@@ -271,11 +298,6 @@ class Ledger:
                 new_distinct=new_by_day.get(day, {}),
                 now=now,
             )
-            operations.append((_write(key, data, old), "row"))
-        for key, per_dimension in deltas.groups.items():
-            _, metric, day = key.split("|", 2)
-            old = known.rows[key]
-            data = rows.apply_to_groups(old.data if old else None, deltas.meters[metric], day, per_dimension, now)
             operations.append((_write(key, data, old), "row"))
         first = chunk[0]
         base = state.data if state else rows.new_state(first.event.tenant_id, first.period)
@@ -303,18 +325,31 @@ class Ledger:
         for key in unknown:
             known.rows[key] = found.get(key)
 
-    def _new_uniques(self, partition: str, known: _Known, candidates: Mapping[str, PlannedEvent]) -> list[str]:
+    def _learn_uniques(self, partition: str, known: _Known) -> None:
+        """Load the partition's distinct-value rows once, if there are not too many to hold."""
+        if known.uniques_loaded:
+            return
+        known.uniques_loaded = True
+        found = self.store.usage.range(partition, "u|", "u|~", limit=self._cached_markers + 1)
+        if len(found) <= self._cached_markers:
+            known.uniques.update((row.key, row) for row in found)
+            known.all_uniques = True
+
+    def _learn_uniques_of(self, partition: str, known: _Known, candidates: Mapping[str, Any]) -> None:
+        if known.all_uniques:
+            return
         unknown = [key for key in candidates if key not in known.uniques]
-        if not unknown:
-            return []
-        existing = self.store.usage.read(partition, unknown)
-        known.uniques.update(existing)
-        return [key for key in unknown if key not in existing]
+        if unknown:
+            found = self.store.usage.read(partition, unknown)
+            for key in unknown:
+                known.uniques[key] = found.get(key)
 
     def _refresh(self, partition: str, known: _Known, chunk: list[PlannedEvent], result: ApplyResult) -> None:
         """After a failed commit: forget the rows (their ETags may be stale), learn which markers exist, and
         drop the chunk's events that are already applied."""
         known.rows.clear()
+        known.uniques.clear()
+        known.all_uniques = known.uniques_loaded = False
         markers = self.store.usage.read(partition, [p.marker for p in chunk])
         for row in markers.values():
             known.markers[row.key] = row.data["h"]
@@ -327,6 +362,8 @@ class Ledger:
                 del known.markers[key]
         if len(known.uniques) > self._cached_markers:
             known.uniques.clear()
+            known.all_uniques = False
+            known.uniques_loaded = True  # too many to hold: look them up per chunk from now on
 
     def _record_conflicts(self, conflicts: Iterable[Conflict], result: ApplyResult) -> None:
         """Conflicts are written before the commit that leaves their event out, so none goes unreported."""
@@ -346,11 +383,22 @@ class Ledger:
             result.conflicts.append(conflict)
 
 
+def _held_back(
+    hub_ranges: Mapping[str, tuple[int, int]], repeats: Sequence[PlannedEvent]
+) -> dict[str, tuple[int, int]]:
+    """Hub ranges cut short before the first in-batch repeat: a repeat is judged after the commits, so no
+    commit may record it as applied (a redelivery must judge it again if this one stops before it)."""
+    ranges = dict(hub_ranges)
+    for planned in repeats:
+        position = planned.position
+        if position is not None and position.partition in ranges:
+            lo, hi = ranges[position.partition]
+            ranges[position.partition] = (lo, min(hi, position.sequence - 1))
+    return {partition: (lo, hi) for partition, (lo, hi) in ranges.items() if hi >= lo}
+
+
 def _row_keys(planned: PlannedEvent) -> set[str]:
-    keys = {day_row_key(planned.day)}
-    if planned.groups:
-        keys.add(group_row_key(planned.meter.name, planned.day))
-    return keys
+    return {day_row_key(planned.day)}
 
 
 def _write(key: str, data: dict[str, Any], old: Row | None) -> Operation:
@@ -379,7 +427,7 @@ def _coverage(
         if partition not in present:
             continue
         pending = first_pending.get(partition)
-        top = hi if pending is None else pending - 1
+        top = hi if pending is None else min(hi, pending - 1)
         if top >= lo:
             coverage[partition] = (lo, top)
     return coverage

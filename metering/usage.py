@@ -171,11 +171,11 @@ class UsageReader:
             allowed = ", ".join(meter.group_by) or "none"
             raise RangeError(f"{metric} cannot be grouped by {dimension!r} (group_by dimensions: {allowed})")
         kind = meter.aggregation
-        prefix = f"g|{metric}|"
         values: dict[str, Cell | None] = {}
         overflow: Cell | None = None
-        for row in self.store.usage.range(partition_key(tenant_id, period), prefix, prefix + "~"):
-            stored = row.data["g"].get(dimension)
+        # The period's day rows: "d|" up to "d|~" ('~' sorts after every digit).
+        for row in self.store.usage.range(partition_key(tenant_id, period), day_row_key(""), day_row_key("~")):
+            stored = row.data["m"].get(metric, {}).get("g", {}).get(dimension)
             if stored is None:
                 continue
             for value, data in stored["v"].items():

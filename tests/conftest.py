@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
 
 from metering.devhost.azurite import Azurite
 from metering.meters import MeterCatalog, load_catalog
@@ -69,3 +70,8 @@ def clock() -> FixedClock:
 @pytest.fixture
 def project_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+# `pytest --hypothesis-profile=no-shrink` reports the first failing example as found: shrinking an example
+# that runs against Azurite can take minutes.
+settings.register_profile("no-shrink", phases=[Phase.explicit, Phase.reuse, Phase.generate])

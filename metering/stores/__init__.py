@@ -58,8 +58,8 @@ class RowTable(Protocol):
         """The rows of `keys` that exist (missing keys are absent from the result)."""
         ...
 
-    def range(self, partition: str, start: str, stop: str) -> list[Row]:
-        """Rows with start <= key < stop, in key order."""
+    def range(self, partition: str, start: str, stop: str, limit: int | None = None) -> list[Row]:
+        """Rows with start <= key < stop, in key order; at most `limit` of them when given."""
         ...
 
     def commit(self, partition: str, operations: Sequence[Operation]) -> list[str]:

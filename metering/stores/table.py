@@ -8,6 +8,7 @@ RowKey unchanged; the callers build them from restricted or hashed parts only.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -67,10 +68,11 @@ class TableRows:
                 found[row.key] = row
         return found
 
-    def range(self, partition: str, start: str, stop: str) -> list[Row]:
+    def range(self, partition: str, start: str, stop: str, limit: int | None = None) -> list[Row]:
         query = f"PartitionKey eq {_literal(partition)} and RowKey ge {_literal(start)} and RowKey lt {_literal(stop)}"
-        entities = self._client.query_entities(query)
-        return sorted((decode(e) for e in entities), key=lambda row: row.key)
+        # Table storage returns a partition's rows in RowKey order, page by page.
+        entities = self._client.query_entities(query, results_per_page=min(limit or 1000, 1000))
+        return [decode(entity) for entity in itertools.islice(entities, limit)]
 
     def partition(self, partition: str) -> list[Row]:
         entities = self._client.query_entities(f"PartitionKey eq {_literal(partition)}")

@@ -1,0 +1,315 @@
+"""Exactly once, as a property: whatever the delivery does, the aggregates equal a ground truth computed
+independently from the unique events (the first payload of each dedupe key).
+
+Each example draws a stream of events over several tenants, every meter and two billing periods, with exact
+duplicates (inside a batch and across batches), retries under an idempotency key with a new event id, and
+conflicting payloads under a key already counted. Phase 1 delivers it in batches that are replayed whole, replayed
+split differently, or cut short by a crash before or after a commit reached the store (with the same instance
+retrying or a new one taking over), on transactions small enough that batches span several. Phase 2 has two
+aggregators apply overlapping batches at the same time, then a third redeliver the whole phase.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from metering import decimals
+from metering.aggregation import Position, SourcedEvent, payload_hash
+from metering.events import UsageEvent, format_timestamp
+from metering.ledger import Ledger
+from metering.meters import Aggregation, load_catalog
+from metering.periods import CalendarMonthUtc
+from metering.usage import Granularity, UsageReader
+from tests.conftest import fresh_table_store
+from tests.support import InjectedCrash, ProbedStore
+
+CATALOG = load_catalog()
+METERS = sorted(CATALOG.meters)
+TENANTS = ["t1", "t2", "t3"]
+START = datetime(2026, 10, 30, tzinfo=UTC)  # four days across the October / November boundary
+DAYS = [date(2026, 10, 30) + timedelta(days=i) for i in range(4)]
+DIMENSION_VALUES = ["a", "b", "c"]
+
+
+@st.composite
+def quantities(draw: st.DrawFn, metric: str) -> Decimal:
+    places = draw(st.integers(0, 12))
+    negative = CATALOG.meters[metric].allow_negative
+    bound = draw(st.sampled_from([10, 10**6, 10**17]))
+    return draw(st.decimals(min_value=-bound if negative else 0, max_value=bound, places=places, allow_nan=False))
+
+
+@st.composite
+def logical_events(draw: st.DrawFn, index: int) -> UsageEvent:
+    metric = draw(st.sampled_from(METERS))
+    meter = CATALOG.meters[metric]
+    dimensions = {dim: draw(st.sampled_from(DIMENSION_VALUES)) for dim in meter.group_by if draw(st.booleans())}
+    return UsageEvent(
+        event_id=f"e{index}",
+        idempotency_key=f"k{index}" if draw(st.integers(0, 3)) == 0 else None,
+        tenant_id=draw(st.sampled_from(TENANTS)),
+        metric=metric,
+        # As a string, the way any quantity with more than 15 significant digits must travel.
+        quantity=format(draw(quantities(metric)), "f"),
+        timestamp=START + timedelta(minutes=draw(st.integers(0, 4 * 24 * 60 - 1))),
+        source="prop",
+        user_id=draw(st.sampled_from(["u1", "u2", "u3", "u4"])),
+        dimensions=dimensions,
+    )
+
+
+def variant(original: UsageEvent, kind: str, quantity: Decimal, hour: int) -> UsageEvent:
+    """A repeat of an event: the same payload, a retry with a new id under its idempotency key, or a conflict
+    (another payload, same day so the same period)."""
+    if kind == "new_id" and original.idempotency_key is not None:
+        return original.model_copy(update={"event_id": f"{original.event_id}-retry"})
+    if kind == "conflict":
+        moved = original.timestamp.replace(hour=hour)
+        return original.model_copy(update={"quantity": original.quantity + quantity, "timestamp": moved})
+    return original
+
+
+@st.composite
+def streams(draw: st.DrawFn, originals: list[UsageEvent], conflict_sources: list[UsageEvent]) -> list[UsageEvent]:
+    """Originals in order, with repeats inserted after the event they repeat. Conflicting payloads only repeat
+    `conflict_sources`, so which payload is first never depends on how concurrent aggregators interleave."""
+    stream = list(originals)
+    for _ in range(draw(st.integers(0, len(originals)))):
+        kind = draw(st.sampled_from(["same", "new_id", "conflict"]))
+        pool = conflict_sources if kind == "conflict" else originals + conflict_sources
+        source = pool[draw(st.integers(0, len(pool) - 1))]
+        repeat = variant(source, kind, Decimal(draw(st.integers(1, 9))), draw(st.integers(0, 23)))
+        after = stream.index(source) + 1 if source in stream else 0
+        stream.insert(draw(st.integers(after, len(stream))), repeat)
+    return stream
+
+
+def cuts(draw: st.DrawFn, size: int) -> list[tuple[int, int]]:
+    """Split [0, size) into consecutive non-empty ranges."""
+    points = sorted(set(draw(st.lists(st.integers(1, max(size - 1, 1)), max_size=6)))) if size > 1 else []
+    bounds = [0, *points, size]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if a < b]
+
+
+@dataclass
+class Delivery:
+    start: int
+    stop: int
+    action: str  # once | replay | resplit | crash
+    crash_after: int = 0
+    crash_applies: bool = False
+    same_instance: bool = False
+    resplit: list[tuple[int, int]] | None = None
+
+
+@dataclass
+class Scenario:
+    phase1: list[UsageEvent]
+    phase2: list[UsageEvent]
+    max_ops: int
+    deliveries: list[Delivery]
+    window_a: tuple[int, int]
+    window_b: tuple[int, int]
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    n1 = draw(st.integers(1, 24))
+    n2 = draw(st.integers(1, 16))
+    originals = [draw(logical_events(i)) for i in range(n1 + n2)]
+    phase1 = draw(streams(originals[:n1], originals[:n1]))
+    # Phase 2 may repeat phase 1's events: conflicts only against those, already counted before it starts.
+    phase2 = draw(streams(originals[n1:], originals[:n1]))
+    deliveries = []
+    for start, stop in cuts(draw, len(phase1)):
+        action = draw(st.sampled_from(["once", "replay", "resplit", "crash"]))
+        resplit = [(start + a, start + b) for a, b in cuts(draw, stop - start)]
+        deliveries.append(
+            Delivery(
+                start,
+                stop,
+                action,
+                crash_after=draw(st.integers(0, 4)),
+                crash_applies=draw(st.booleans()),
+                same_instance=draw(st.booleans()),
+                resplit=resplit,
+            )
+        )
+    size = len(phase2)
+    a0 = draw(st.integers(0, size - 1))
+    b0 = draw(st.integers(0, size - 1))
+    return Scenario(
+        phase1=phase1,
+        phase2=phase2,
+        max_ops=draw(st.sampled_from([8, 13, 100])),
+        deliveries=deliveries,
+        window_a=(a0, draw(st.integers(a0 + 1, size))),
+        window_b=(b0, draw(st.integers(b0 + 1, size))),
+    )
+
+
+# -- ground truth, computed without the ledger ----------------------------------------------------------------
+
+
+def winners(stream: list[UsageEvent]) -> dict[tuple[str, str], UsageEvent]:
+    first: dict[tuple[str, str], UsageEvent] = {}
+    for event in stream:
+        first.setdefault((event.tenant_id, event.dedupe_key), event)
+    return first
+
+
+def expected_cell(metric: str, events: list[UsageEvent]) -> tuple[str, int]:
+    kind = CATALOG.meters[metric].aggregation
+    if not events:
+        return "0", 0
+    values = [e.quantity for e in events]
+    if kind is Aggregation.SUM:
+        result = Decimal(0)
+        for value in values:
+            result = decimals.add(result, value)
+    elif kind is Aggregation.COUNT:
+        result = Decimal(len(events))
+    elif kind is Aggregation.MAX:
+        result = max(values)
+    elif kind is Aggregation.MIN:
+        result = min(values)
+    elif kind is Aggregation.LATEST:
+        result = max(events, key=lambda e: (format_timestamp(e.timestamp), e.event_id)).quantity
+    else:
+        result = Decimal(len({e.user_id for e in events}))
+    return decimals.to_str(result), len(events)
+
+
+def check(store: Any, unique: list[UsageEvent], conflicts: set[tuple[str, str, str]]) -> None:
+    schedule = CalendarMonthUtc()
+    reader = UsageReader(store, CATALOG, schedule, clock=lambda: datetime(2026, 12, 5, tzinfo=UTC))
+    by: dict[tuple[str, str], list[UsageEvent]] = defaultdict(list)
+    for event in unique:
+        by[(event.tenant_id, event.metric)].append(event)
+    # Every pair that has events, and one that has none (reads must say zero, not fail).
+    empty = next(((t, m) for t in TENANTS for m in METERS if (t, m) not in by), None)
+    for tenant, metric in sorted([*by, *([empty] if empty else [])]):
+        events = by[(tenant, metric)]
+        meter = CATALOG.meters[metric]
+        periods = reader.history(tenant, metric, DAYS[0], DAYS[-1], Granularity.PERIOD)
+        for bucket in periods:
+            inside = [e for e in events if bucket.start <= e.timestamp < bucket.end]
+            got = (decimals.to_str(bucket.total), bucket.event_count)
+            assert got == expected_cell(metric, inside), (tenant, metric, bucket.start)
+            period = schedule.period_at(tenant, bucket.start)
+            for dim in meter.group_by:
+                groups = {
+                    g.key: (decimals.to_str(g.total), g.event_count) for g in reader.groups(tenant, metric, dim, period)
+                }
+                values = {e.dimensions[dim] for e in inside if dim in e.dimensions}
+                expected = {v: expected_cell(metric, [e for e in inside if e.dimensions.get(dim) == v]) for v in values}
+                assert groups == expected, (tenant, metric, dim)
+        days = reader.history(tenant, metric, DAYS[0], DAYS[-1], Granularity.DAY)
+        for bucket in days:
+            inside = [e for e in events if bucket.start <= e.timestamp < bucket.end]
+            assert (decimals.to_str(bucket.total), bucket.event_count) == expected_cell(metric, inside)
+        if meter.aggregation is not Aggregation.UNIQUE_COUNT:
+            hours = reader.history(tenant, metric, DAYS[0], DAYS[-1], Granularity.HOUR)
+            for bucket in hours:
+                inside = [e for e in events if bucket.start <= e.timestamp < bucket.end]
+                assert (decimals.to_str(bucket.total), bucket.event_count) == expected_cell(metric, inside)
+    recorded = {
+        (tenant, row.data["dedupe_key"], row.key.split("|")[1])
+        for tenant in TENANTS
+        for row in store.conflicts.partition(tenant)
+    }
+    assert recorded == conflicts
+
+
+def expected_conflicts(stream: list[UsageEvent]) -> set[tuple[str, str, str]]:
+    first = winners(stream)
+    found = set()
+    for event in stream:
+        winner = first[(event.tenant_id, event.dedupe_key)]
+        if payload_hash(event) != payload_hash(winner):
+            found.add((event.tenant_id, event.dedupe_key, payload_hash(event)))
+    return found
+
+
+# -- delivery ---------------------------------------------------------------------------------------------------
+
+
+def sourced(stream: list[UsageEvent], start: int, stop: int, offset: int = 0) -> list[SourcedEvent]:
+    return [SourcedEvent(stream[i], Position("0", offset + i)) for i in range(start, stop)]
+
+
+def deliver_phase1(store: ProbedStore, scenario: Scenario) -> None:
+    schedule = CalendarMonthUtc()
+    make = lambda: Ledger(store, CATALOG, schedule, max_ops=scenario.max_ops)  # noqa: E731
+    ledger = make()
+    stream = scenario.phase1
+    for delivery in scenario.deliveries:
+        batch = sourced(stream, delivery.start, delivery.stop)
+        if delivery.action == "crash":
+            store.probe.crash_after = store.probe.commits + delivery.crash_after
+            store.probe.crash_applies = delivery.crash_applies
+            try:
+                ledger.apply(batch)
+            except InjectedCrash:
+                ledger = ledger if delivery.same_instance else make()
+            store.probe.crash_after = None
+            for a, b in delivery.resplit or []:
+                ledger.apply(sourced(stream, a, b))
+            continue
+        ledger.apply(batch)
+        if delivery.action == "replay":
+            make().apply(batch)
+        elif delivery.action == "resplit":
+            replayer = make() if not delivery.same_instance else ledger
+            for a, b in delivery.resplit or []:
+                replayer.apply(sourced(stream, a, b))
+
+
+def deliver_phase2(store: ProbedStore, scenario: Scenario, offset: int) -> None:
+    schedule = CalendarMonthUtc()
+    stream = scenario.phase2
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def run(window: tuple[int, int]) -> None:
+        ledger = Ledger(store, CATALOG, schedule, max_ops=scenario.max_ops)
+        try:
+            barrier.wait(timeout=30)
+            for a in range(window[0], window[1], 7):
+                ledger.apply(sourced(stream, a, min(a + 7, window[1]), offset))
+        except BaseException as error:  # surfaced below, on the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in (scenario.window_a, scenario.window_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    # The partition moves to a third instance, which receives everything from the last checkpoint.
+    Ledger(store, CATALOG, schedule, max_ops=scenario.max_ops).apply(sourced(stream, 0, len(stream), offset))
+
+
+@settings(
+    max_examples=int(os.environ.get("EXACTLY_ONCE_EXAMPLES", "200")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(scenario=scenarios())
+def test_every_event_counts_exactly_once(azurite, scenario: Scenario) -> None:
+    store = ProbedStore(fresh_table_store(azurite))
+    deliver_phase1(store, scenario)
+    deliver_phase2(store, scenario, offset=len(scenario.phase1))
+    stream = scenario.phase1 + scenario.phase2
+    check(store, list(winners(stream).values()), expected_conflicts(stream))
+    store.inner.close()

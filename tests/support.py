@@ -1,0 +1,82 @@
+"""Test doubles at the storage boundary only: they wrap a real store (Azurite) and delegate every call.
+
+`Probe` counts round trips, `Crash` injects a failure around a commit, either before it reaches the store or
+after the store applied it (the response is lost, as when a process dies mid-call). The code under test
+(ledger, readers) is never replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from metering.stores import Operation, Row, RowTable, Store
+
+
+class InjectedCrash(RuntimeError):
+    pass
+
+
+@dataclass
+class Probe:
+    reads: int = 0
+    ranges: int = 0
+    commits: int = 0
+    failed_commits: int = 0
+    crash_after: int | None = None
+    crash_applies: bool = False
+
+
+class ProbedRows:
+    def __init__(self, inner: RowTable, probe: Probe) -> None:
+        self.inner = inner
+        self.probe = probe
+        self.name = inner.name
+
+    def read(self, partition: str, keys: Collection[str]) -> dict[str, Row]:
+        self.probe.reads += 1
+        return self.inner.read(partition, keys)
+
+    def range(self, partition: str, start: str, stop: str, limit: int | None = None) -> list[Row]:
+        self.probe.ranges += 1
+        return self.inner.range(partition, start, stop, limit)
+
+    def partition(self, partition: str) -> list[Row]:
+        return self.inner.partition(partition)
+
+    def upsert(self, partition: str, key: str, data: dict[str, Any]) -> None:
+        self.inner.upsert(partition, key, data)
+
+    def commit(self, partition: str, operations: Sequence[Operation]) -> list[str]:
+        probe = self.probe
+        if probe.crash_after is not None and probe.commits >= probe.crash_after:
+            probe.crash_after = None
+            if probe.crash_applies:
+                self.inner.commit(partition, operations)
+            raise InjectedCrash(f"crash {'after' if probe.crash_applies else 'before'} commit to {partition}")
+        try:
+            etags = self.inner.commit(partition, operations)
+        except Exception:
+            probe.failed_commits += 1
+            raise
+        probe.commits += 1
+        return etags
+
+
+@dataclass
+class ProbedStore:
+    """A real store whose usage table is watched."""
+
+    inner: Store
+    probe: Probe = field(default_factory=Probe)
+
+    def __post_init__(self) -> None:
+        self.usage = ProbedRows(self.inner.usage, self.probe)
+        self.conflicts = self.inner.conflicts
+
+    def ensure_ready(self) -> None:
+        self.inner.ensure_ready()
+
+    def close(self) -> None:
+        pass
