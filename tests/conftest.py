@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,24 +13,13 @@ from metering.devhost.azurite import Azurite
 from metering.meters import MeterCatalog, load_catalog
 from metering.periods import CalendarMonthUtc
 from metering.stores.table import TableStore
-
-_names = itertools.count()
+from tests.support import FixedClock, fresh_table_store
 
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     with Azurite(tmp_path_factory.mktemp("azurite")) as running:
         yield running
-
-
-def fresh_table_store(azurite: Azurite) -> TableStore:
-    # Table names are alphanumeric: the worker id and a counter keep parallel workers and tests apart.
-    suffix = f"{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}{next(_names)}".replace("gw", "w")
-    store = TableStore.from_connection_string(
-        azurite.connection_string, usage_table=f"usage{suffix}", conflicts_table=f"conflicts{suffix}"
-    )
-    store.ensure_ready()
-    return store
 
 
 @pytest.fixture
@@ -50,16 +37,6 @@ def catalog() -> MeterCatalog:
 @pytest.fixture
 def schedule() -> CalendarMonthUtc:
     return CalendarMonthUtc()
-
-
-class FixedClock:
-    """Time that moves only when a test moves it."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -7,11 +7,15 @@ after the store applied it (the response is lost, as when a process dies mid-cal
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from metering.devhost.azurite import Azurite
 from metering.stores import Operation, Row, RowTable, Store
+from metering.stores.table import TableStore
 
 
 class InjectedCrash(RuntimeError):
@@ -80,3 +84,23 @@ class ProbedStore:
 
     def close(self) -> None:
         pass
+
+
+def fresh_table_store(azurite: Azurite) -> TableStore:
+    # Random names: every test and hypothesis example gets tables no other one has touched.
+    suffix = uuid.uuid4().hex
+    store = TableStore.from_connection_string(
+        azurite.connection_string, usage_table=f"u{suffix}", conflicts_table=f"c{suffix}"
+    )
+    store.ensure_ready()
+    return store
+
+
+class FixedClock:
+    """Time that moves only when a test moves it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now

@@ -30,8 +30,7 @@ from metering.ledger import Ledger
 from metering.meters import Aggregation, load_catalog
 from metering.periods import CalendarMonthUtc
 from metering.usage import Granularity, UsageReader
-from tests.conftest import fresh_table_store
-from tests.support import InjectedCrash, ProbedStore
+from tests.support import InjectedCrash, ProbedStore, fresh_table_store
 
 CATALOG = load_catalog()
 METERS = sorted(CATALOG.meters)
