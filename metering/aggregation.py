@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from decimal import Decimal
 from hashlib import blake2b
 from typing import Any
@@ -151,13 +152,29 @@ class PlannedEvent:
     partition: str
     period: BillingPeriod
     marker: str
-    payload: str
     day: str
-    timestamp: str
+    hour: str  # the UTC hour bucket, e.g. 2026-11-24T09
     cell: Cell
     groups: dict[str, str]
     unique: str | None = None  # the row key of its distinct value, for unique_count meters
     unique_value: str | None = None
+    _payload: str | None = None
+    _timestamp: str | None = None
+
+    @property
+    def timestamp(self) -> str:
+        """The event time as fixed-width UTC text, for its marker: computed when a marker is written."""
+        if self._timestamp is None:
+            self._timestamp = format_timestamp(self.event.timestamp)
+        return self._timestamp
+
+    @property
+    def payload(self) -> str:
+        """The payload hash, computed when first needed: a marker is written or met. Events a replay skips by
+        their hub position never need it."""
+        if self._payload is None:
+            self._payload = payload_hash(self.event, self.timestamp)
+        return self._payload
 
     def marker_data(self, applied_at: str) -> dict[str, Any]:
         """A marker keeps the event's contribution (what a cancel subtracts) and its payload hash."""
@@ -208,7 +225,7 @@ class BatchPlan:
     rejected: list[Rejected] = field(default_factory=list)
 
 
-def contribution(meter: Meter, event: UsageEvent, timestamp: str) -> Cell:
+def contribution(meter: Meter, event: UsageEvent) -> Cell:
     kind = meter.aggregation
     if kind is Aggregation.COUNT:
         return Cell(decimals.ONE, 1)
@@ -216,7 +233,7 @@ def contribution(meter: Meter, event: UsageEvent, timestamp: str) -> Cell:
         # Distinct values are added when their unique marker is created, not per event.
         return Cell(decimals.ZERO, 1)
     if kind is Aggregation.LATEST:
-        return Cell(event.quantity, 1, (timestamp, event.event_id or event.dedupe_key))
+        return Cell(event.quantity, 1, (format_timestamp(event.timestamp), event.event_id or event.dedupe_key))
     return Cell(event.quantity, 1)
 
 
@@ -254,7 +271,9 @@ def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: P
         period = schedule.period_at(tenant, instant)
         pkey = f"{tenant}|{period.key}|{SHARD}"
         mkey = marker_key(tenant, dedupe)
-        timestamp = format_timestamp(instant)
+        # The UTC hour bucket (validation already made timestamps UTC; isoformat is C, strftime is not).
+        utc = instant if instant.tzinfo is UTC else instant.astimezone(UTC)
+        hour = utc.isoformat(timespec="hours")[:13]
         day = schedule.day_of(tenant, instant).isoformat()
         dimensions = event.dimensions
         groups = {dim: dimensions[dim] for dim in meter.group_by if dim in dimensions} if dimensions else {}
@@ -265,10 +284,9 @@ def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: P
             partition=pkey,
             period=period,
             marker=mkey,
-            payload=payload_hash(event, timestamp),
             day=day,
-            timestamp=timestamp,
-            cell=contribution(meter, event, timestamp),
+            hour=hour,
+            cell=contribution(meter, event),
             groups=groups,
         )
         if unique is not None:
@@ -285,11 +303,14 @@ def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: P
 
 @dataclass(slots=True)
 class DayDelta:
-    """One meter's deltas for one day: the day cell, its UTC hour cells, its groups per dimension and value."""
+    """One meter's deltas for one day: the day cell, its UTC hour cells, its groups per dimension and value
+    (and, when a stored block is moved, its overflow cells)."""
 
+    kind: Aggregation
     day: Cell | None = None
     hours: dict[str, Cell] = field(default_factory=dict)
     groups: dict[str, dict[str, Cell]] = field(default_factory=dict)
+    overflow: dict[str, Cell] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -329,13 +350,13 @@ def chunk_deltas(events: Iterable[PlannedEvent]) -> ChunkDeltas:
             per_meter = days[planned.day] = {}
         delta = per_meter.get(name)
         if delta is None:
-            delta = per_meter[name] = DayDelta()
+            delta = per_meter[name] = DayDelta(kind)
         if delta.day is None:
             delta.day = Cell(cell.value, cell.count, cell.at)
         else:
             absorb_into(kind, delta.day, cell)
         if kind is not Aggregation.UNIQUE_COUNT:
-            absorb(kind, delta.hours, planned.timestamp[:13], cell)
+            absorb(kind, delta.hours, planned.hour, cell)
         for dim, value in planned.groups.items():
             values = delta.groups.get(dim)
             if values is None:

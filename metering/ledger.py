@@ -231,6 +231,9 @@ class Ledger:
             if state is not None and state.data["status"] == rows.CLOSED:
                 self._late(partition, known, chunk, result)
                 return
+            moving = _moving_day(state, deltas)
+            if moving is not None:
+                self._learn_rows(partition, known, [day_row_key(moving)])
             self._learn_uniques_of(partition, known, deltas.uniques)
             now = format_timestamp(self.clock())
             operations = self._operations(
@@ -287,23 +290,42 @@ class Ledger:
                 new_by_day.setdefault(day, Counter())[name] += 1
             data = {"m": name, "x": met.value, "days": sorted(seen_on | new_days), "a": now}
             operations.append((_write(key, data, row), "unique"))
+        # The latest day's cells live in the state row; a later day takes its place and the old block moves
+        # into its day row. Older days are written to their rows.
+        meters = self.catalog.meters
+        today = state.data.get("today") if state else None
+        blocks: dict[str, dict[str, Any]] = {}
+        moving = _moving_day(state, deltas)
+        if moving is not None:
+            assert today is not None
+            stored = self._stored_block(known, moving)
+            blocks[moving] = rows.add_to_block(stored, day=moving, per_meter=rows.block_deltas(today), meters=meters)
+            today = None
+        today_day = today["day"] if today is not None else max(deltas.days)
         for day, per_meter in deltas.days.items():
+            new_distinct = new_by_day.get(day)
+            if day == today_day:
+                today = rows.add_to_block(today, day=day, per_meter=per_meter, meters=meters, new_distinct=new_distinct)
+            else:
+                base = blocks[day] if day in blocks else self._stored_block(known, day)
+                blocks[day] = rows.add_to_block(
+                    base, day=day, per_meter=per_meter, meters=meters, new_distinct=new_distinct
+                )
+        for day, block in blocks.items():
             key = day_row_key(day)
-            old = known.rows[key]
-            data = rows.apply_to_day(
-                old.data if old else None,
-                day=day,
-                per_meter=per_meter,
-                meters=deltas.meters,
-                new_distinct=new_by_day.get(day, {}),
-                now=now,
-            )
-            operations.append((_write(key, data, old), "row"))
+            operations.append((_write(key, rows.day_row(block, now), known.rows[key]), "row"))
         first = chunk[0]
         base = state.data if state else rows.new_state(first.event.tenant_id, first.period)
-        data = rows.apply_to_state(base, deltas, new_in_period, coverage, now)
+        data = rows.apply_to_state(
+            base, deltas=deltas, new_distinct=new_in_period, coverage=coverage, now=now, today=today
+        )
         operations.append((_write(STATE_ROW, data, state), "row"))
         return operations
+
+    @staticmethod
+    def _stored_block(known: _Known, day: str) -> dict[str, Any] | None:
+        row = known.rows[day_row_key(day)]
+        return row.data if row is not None else None
 
     # -- what the store holds ------------------------------------------------------------------------------
 
@@ -395,6 +417,14 @@ def _held_back(
             lo, hi = ranges[position.partition]
             ranges[position.partition] = (lo, min(hi, position.sequence - 1))
     return {partition: (lo, hi) for partition, (lo, hi) in ranges.items() if hi >= lo}
+
+
+def _moving_day(state: Row | None, deltas: ChunkDeltas) -> str | None:
+    """The day whose block leaves the state row for its day row in this chunk, if a later day arrives."""
+    today = state.data.get("today") if state else None
+    if today is not None and max(deltas.days) > today["day"]:
+        return str(today["day"])
+    return None
 
 
 def _row_keys(planned: PlannedEvent) -> set[str]:

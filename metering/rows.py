@@ -1,22 +1,30 @@
 """The rows of one store partition (tenant, billing period, shard) and how deltas change them.
 
-    s                     period state: status, period totals per meter, applied hub positions
-    d|<day>               one tenant-local day: per meter the day cell, its UTC hour cells and its groups
+    s                     period state: status, period totals per meter, applied hub positions, and the
+                          block of the latest day (its cells are written here, not in its day row)
+    d|<day>               one tenant-local day's block: per meter the day cell, UTC hour cells and groups
     m|<digest>            dedupe marker of one event (created once, never updated)
     u|<meter>|<digest>    a distinct value of a unique_count meter and the days of the period it was met on
 
 Every transaction of the aggregator rewrites the state row under its ETag, so the period closer, flipping that
-row to closed, is ordered against all of them. Functions here are pure and never mutate their inputs: a cached
-row must stay as the store holds it until a commit succeeds.
+row to closed, is ordered against all of them. Since it is written anyway, it also carries the latest day's
+block: a transaction of current events then writes the state row and its markers, and nothing else. When a
+later day starts, the old block moves into its day row in the same transaction. A reader combines a day's row
+with the state's block when both name that day: each event, and each distinct value of a day, is counted in
+exactly one of the two, so combining them by the meter's aggregation is exact.
+
+Functions here are pure and never mutate their inputs: a cached row must stay as the store holds it until a
+commit succeeds.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 from metering.aggregation import Cell, ChunkDeltas, DayDelta, Position, merge, merge_json
-from metering.meters import Aggregation, Meter
+from metering.meters import DEFAULT_MAX_GROUP_VALUES, Aggregation, Meter
 from metering.periods import BillingPeriod
 
 ROW_VERSION = 1
@@ -64,10 +72,12 @@ def merge_interval(intervals: list[list[int]], lo: int, hi: int) -> list[list[in
 
 def apply_to_state(
     state: Mapping[str, Any],
+    *,
     deltas: ChunkDeltas,
     new_distinct: Mapping[str, int],
     coverage: Mapping[str, tuple[int, int]],
     now: str,
+    today: dict[str, Any] | None,
 ) -> dict[str, Any]:
     totals = dict(state["totals"])
     for name, delta in deltas.totals.items():
@@ -78,45 +88,90 @@ def apply_to_state(
     watermarks = dict(state["wm"])
     for hub_partition, (lo, hi) in coverage.items():
         watermarks[hub_partition] = merge_interval(watermarks.get(hub_partition, []), lo, hi)
-    return {**state, "totals": totals, "wm": watermarks, "updated": now}
+    return {**state, "totals": totals, "wm": watermarks, "today": today, "updated": now}
 
 
-def apply_to_day(
-    row: Mapping[str, Any] | None,
+def add_to_block(
+    block: Mapping[str, Any] | None,
     *,
     day: str,
     per_meter: Mapping[str, DayDelta],
     meters: Mapping[str, Meter],
-    new_distinct: Mapping[str, int],
-    now: str,
+    new_distinct: Mapping[str, int] | None = None,
+    bounded: bool = True,
 ) -> dict[str, Any]:
-    cells = dict(row["m"]) if row else {}
-    budget = GROUP_BUDGET - (row["gs"] if row else 0)
+    """A day's block with deltas added. `new_distinct` counts the values a unique_count meter met on this day
+    for the first time in the period's distinct-value rows. Blocks that are stored keep group values within
+    their bounds; `bounded=False` is for readers combining two stored blocks, which lose nothing."""
+    cells = dict(block["m"]) if block else {}
+    budget = GROUP_BUDGET - (block["gs"] if block else 0) if bounded else sys.maxsize
     for name, delta in per_meter.items():
-        meter = meters[name]
-        kind = meter.aggregation
+        kind = delta.kind
         day_delta = delta.day
         assert day_delta is not None
-        if kind is Aggregation.UNIQUE_COUNT:
-            day_delta = Cell(day_delta.value + new_distinct.get(name, 0), day_delta.count)
-        stored = cells.get(name) or {"d": None, "h": {}}
-        updated = {"d": merge_json(kind, stored["d"], day_delta), "h": dict(stored["h"])}
+        if new_distinct and name in new_distinct:
+            day_delta = Cell(day_delta.value + new_distinct[name], day_delta.count)
+        stored = cells.get(name) or {"k": kind.value, "d": None, "h": {}}
+        updated = {"k": kind.value, "d": merge_json(kind, stored["d"], day_delta), "h": dict(stored["h"])}
         hours = updated["h"]
         for hour, cell in delta.hours.items():
             hours[hour] = merge_json(kind, hours.get(hour), cell)
-        if delta.groups or "g" in stored:
+        if delta.groups or delta.overflow or "g" in stored:
+            cap = meters[name].max_group_values if name in meters else DEFAULT_MAX_GROUP_VALUES
+            cap = cap if bounded else sys.maxsize
             groups = dict(stored.get("g", {}))
-            for dim, values in delta.groups.items():
-                groups[dim], budget = _merge_groups(meter, groups.get(dim), values, budget)
+            for dim in delta.groups.keys() | delta.overflow.keys():
+                groups[dim], budget = _merge_groups(
+                    kind,
+                    cap,
+                    stored=groups.get(dim),
+                    deltas=delta.groups.get(dim, {}),
+                    overflow_delta=delta.overflow.get(dim),
+                    budget=budget,
+                )
             updated["g"] = groups
         cells[name] = updated
-    return {"v": ROW_VERSION, "day": day, "m": cells, "gs": GROUP_BUDGET - budget, "updated": now}
+    return {"day": day, "m": cells, "gs": GROUP_BUDGET - budget}
+
+
+def block_deltas(block: Mapping[str, Any]) -> dict[str, DayDelta]:
+    """A stored block as deltas, to add it to another block of the same day."""
+    deltas: dict[str, DayDelta] = {}
+    for name, stored in block["m"].items():
+        delta = DayDelta(Aggregation(stored["k"]), Cell.from_json(stored["d"]))
+        delta.hours = {hour: Cell.from_json(cell) for hour, cell in stored["h"].items()}
+        for dim, group in stored.get("g", {}).items():
+            delta.groups[dim] = {value: Cell.from_json(cell) for value, cell in group["v"].items()}
+            if group["o"] is not None:
+                delta.overflow[dim] = Cell.from_json(group["o"])
+        deltas[name] = delta
+    return deltas
+
+
+def day_row(block: Mapping[str, Any], now: str) -> dict[str, Any]:
+    return {"v": ROW_VERSION, **block, "updated": now}
+
+
+def combine_blocks(blocks: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The blocks of one day (its row's and the state's) as one, for readers."""
+    result: dict[str, Any] | None = None
+    for block in blocks:
+        if result is None:
+            result = dict(block)
+        else:
+            result = add_to_block(result, day=block["day"], per_meter=block_deltas(block), meters={}, bounded=False)
+    return result
 
 
 def _merge_groups(
-    meter: Meter, stored: Mapping[str, Any] | None, deltas: Mapping[str, Cell], budget: int
+    kind: Aggregation,
+    cap: int,
+    *,
+    stored: Mapping[str, Any] | None,
+    deltas: Mapping[str, Cell],
+    overflow_delta: Cell | None,
+    budget: int,
 ) -> tuple[dict[str, Any], int]:
-    kind = meter.aggregation
     values = dict(stored["v"]) if stored else {}
     overflow = stored["o"] if stored else None
     for value, delta in deltas.items():
@@ -125,11 +180,13 @@ def _merge_groups(
             continue
         # Non-ASCII text is written as \uXXXX escapes: six characters each, at most.
         size = (len(value) if value.isascii() else 6 * len(value)) + _CELL_SIZE
-        if len(values) < meter.max_group_values and size <= budget:
+        if len(values) < cap and size <= budget:
             values[value] = merge_json(kind, None, delta)
             budget -= size
         else:
             overflow = merge_json(kind, overflow, delta)
+    if overflow_delta is not None:
+        overflow = merge_json(kind, overflow, overflow_delta)
     return {"v": values, "o": overflow}, budget
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
@@ -19,7 +19,7 @@ from metering.aggregation import STATE_ROW, Cell, day_row_key, partition_key
 from metering.ledger import Clock, utc_now
 from metering.meters import Aggregation, Meter, MeterCatalog
 from metering.periods import BillingPeriod, PeriodSchedule, periods_between
-from metering.rows import CLOSED, cell_of, combine
+from metering.rows import CLOSED, cell_of, combine, combine_blocks
 from metering.stores import Store
 
 DecimalText = Annotated[Decimal, PlainSerializer(decimals.to_str, return_type=str)]
@@ -160,7 +160,7 @@ class UsageReader:
         periods = list(periods_between(self.schedule, tenant_id, begin, finish))
         if granularity is Granularity.PERIOD:
             return [self._period_bucket(tenant_id, meter, period) for period in periods]
-        day_rows = self._day_rows(tenant_id, periods, start, end)
+        day_rows = {day: block["m"] for day, block in self._day_blocks(tenant_id, periods, start, end).items()}
         if granularity is Granularity.DAY:
             return [self._day_bucket(tenant_id, meter, day, day_rows) for day in _dates(start, end)]
         return self._hour_buckets(meter, begin, finish, day_rows)
@@ -173,9 +173,8 @@ class UsageReader:
         kind = meter.aggregation
         values: dict[str, Cell | None] = {}
         overflow: Cell | None = None
-        # The period's day rows: "d|" up to "d|~" ('~' sorts after every digit).
-        for row in self.store.usage.range(partition_key(tenant_id, period), day_row_key(""), day_row_key("~")):
-            stored = row.data["m"].get(metric, {}).get("g", {}).get(dimension)
+        for block in self._day_blocks(tenant_id, [period], None, None).values():
+            stored = block["m"].get(metric, {}).get("g", {}).get(dimension)
             if stored is None:
                 continue
             for value, data in stored["v"].items():
@@ -194,13 +193,23 @@ class UsageReader:
         aggregate = self.for_period(tenant_id, meter.name, period)
         return UsageBucket(start=period.start, end=period.end, total=aggregate.total, event_count=aggregate.event_count)
 
-    def _day_rows(self, tenant_id: str, periods: list[BillingPeriod], start: date, end: date) -> dict[str, dict]:
-        found: dict[str, dict] = {}
-        stop = day_row_key((end + timedelta(days=1)).isoformat())
+    def _day_blocks(
+        self, tenant_id: str, periods: list[BillingPeriod], start: date | None, end: date | None
+    ) -> dict[str, dict[str, Any]]:
+        """The blocks of the days from start to end (all of the periods' days when None), each combined from its
+        day row and, for the latest day, the state row."""
+        first = day_row_key(start.isoformat() if start else "")
+        stop = day_row_key((end + timedelta(days=1)).isoformat() if end else "~")
+        found: dict[str, list[dict[str, Any]]] = {}
         for period in periods:
-            for row in self.store.usage.range(partition_key(tenant_id, period), day_row_key(start.isoformat()), stop):
-                found[row.data["day"]] = row.data["m"]
-        return found
+            partition = partition_key(tenant_id, period)
+            for row in self.store.usage.range(partition, first, stop):
+                found.setdefault(row.data["day"], []).append(row.data)
+            state = self.store.usage.read(partition, [STATE_ROW]).get(STATE_ROW)
+            today = state.data.get("today") if state else None
+            if today and day_row_key(today["day"]) >= first and day_row_key(today["day"]) < stop:
+                found.setdefault(today["day"], []).append(today)
+        return {day: block for day, blocks in found.items() if (block := combine_blocks(blocks)) is not None}
 
     def _day_bucket(self, tenant_id: str, meter: Meter, day: date, day_rows: dict[str, dict]) -> UsageBucket:
         stored = day_rows.get(day.isoformat(), {}).get(meter.name)

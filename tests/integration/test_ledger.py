@@ -296,3 +296,29 @@ def test_a_replay_into_a_closed_period_is_a_duplicate_not_late(ledger, table_sto
     result = Ledger(table_store, catalog, schedule).apply(retry)
     assert (result.applied, result.duplicates) == (0, 2)
     assert [p.event.event_id for p in result.late] == ["e3"]
+
+
+def test_days_move_out_of_the_state_row_and_late_days_still_count(ledger, reader, catalog, schedule, clock):
+    day1, day2 = NOV, NOV + timedelta(days=1)
+    groups = {"region": "eu"}
+    ledger.apply(sourced([event(1, quantity="1", timestamp=day1, dimensions=groups)]))
+    # A later day: day 1's block moves to its row in the same commit that starts day 2's.
+    ledger.apply(sourced([event(2, quantity="2", timestamp=day2, dimensions=groups)], start=1))
+    # An event of the earlier day after that, then one of day 2 through a fresh instance.
+    ledger.apply(sourced([event(3, quantity="4", timestamp=day1, dimensions={"region": "us"})], start=2))
+    Ledger(ledger.store, catalog, schedule, clock=clock).apply(
+        sourced([event(4, quantity="8", timestamp=day2)], start=3)
+    )
+    days = reader.history("acme", "api.requests", day1.date(), day2.date(), Granularity.DAY)
+    assert [(str(d.total), d.event_count) for d in days] == [("5", 2), ("10", 2)]
+    hours = reader.history("acme", "api.requests", day1.date(), day2.date(), Granularity.HOUR)
+    assert [(h.start, str(h.total)) for h in hours if h.event_count] == [
+        (day1.replace(minute=0), "5"),
+        (day2.replace(minute=0), "10"),
+    ]
+    period = schedule.period_at("acme", NOV)
+    assert [(g.key, str(g.total)) for g in reader.groups("acme", "api.requests", "region", period)] == [
+        ("eu", "3"),
+        ("us", "4"),
+    ]
+    assert total(reader, "api.requests") == ("15", 4)
