@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
+from functools import cache, cached_property
 
+from azure.storage.blob import ContainerClient
+
+from metering.api.ingest import Ingest
+from metering.api.reads import Reads
+from metering.deadletters import DeadLetters
 from metering.identity import credential
-from metering.ledger import Ledger
+from metering.ledger import Clock, Ledger, utc_now
 from metering.meters import MeterCatalog, load_catalog
 from metering.periods import CalendarMonthUtc, PeriodSchedule
 from metering.settings import Settings, load_settings
 from metering.stores import Store
 from metering.stores.table import TableStore
+from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Publisher
+from metering.transport.eventhub import EventHubPublisher
+from metering.transport.queue import QueuePublisher, queue_client, storage_retry
 from metering.usage import UsageReader
 
 
 def build_store(settings: Settings) -> Store:
-    tables = {"usage_table": settings.usage_table, "conflicts_table": settings.conflicts_table}
+    tables = {
+        "usage_table": settings.usage_table,
+        "conflicts_table": settings.conflicts_table,
+        "dead_letter_table": settings.dead_letter_table,
+    }
     if settings.storage_connection:
         return TableStore.from_connection_string(settings.storage_connection, **tables)
     assert settings.storage_table_uri is not None
@@ -24,11 +36,36 @@ def build_store(settings: Settings) -> Store:
     return TableStore.from_endpoint(settings.storage_table_uri, identity, **tables)
 
 
+def build_publisher(settings: Settings) -> Publisher:
+    hub = settings.event_hub_name
+    if settings.event_hub_connection:
+        return EventHubPublisher.from_connection_string(settings.event_hub_connection, hub)
+    if settings.event_hub_namespace:
+        identity = credential(settings.event_hub_credential, settings.event_hub_client_id)
+        return EventHubPublisher.from_namespace(settings.event_hub_namespace, hub, identity)
+    if not settings.storage_connection:
+        raise ValueError(
+            "no Event Hub configured (EventHubConnection) and no storage connection string for the local queue"
+        )
+    return QueuePublisher(queue_client(settings.storage_connection, settings.local_queue))
+
+
+def build_container(settings: Settings) -> ContainerClient:
+    name = settings.dead_letter_container
+    if settings.storage_connection:
+        return ContainerClient.from_connection_string(settings.storage_connection, name, retry_policy=storage_retry())
+    if not settings.storage_blob_uri:
+        raise ValueError("set AzureWebJobsStorage__blobServiceUri for dead-letter bodies too large for a table")
+    identity = credential(settings.storage_credential, settings.storage_client_id)
+    return ContainerClient(settings.storage_blob_uri, name, credential=identity, retry_policy=storage_retry())
+
+
 @dataclass
 class Services:
     """Long-lived objects shared by every invocation in a worker process (clients and caches are reused)."""
 
     settings: Settings
+    clock: Clock = field(default=utc_now)
 
     @cached_property
     def catalog(self) -> MeterCatalog:
@@ -46,12 +83,37 @@ class Services:
 
     @cached_property
     def ledger(self) -> Ledger:
-        return Ledger(self.store, self.catalog, self.schedule)
+        return Ledger(self.store, self.catalog, self.schedule, clock=self.clock)
 
     @cached_property
     def usage(self) -> UsageReader:
-        return UsageReader(self.store, self.catalog, self.schedule)
+        return UsageReader(self.store, self.catalog, self.schedule, clock=self.clock)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        return build_publisher(self.settings)
+
+    @cached_property
+    def ingest(self) -> Ingest:
+        return Ingest(
+            self.catalog,
+            self.publisher,
+            max_message_bytes=EVENT_HUB_MESSAGE_BYTES if self.settings.uses_event_hub else QUEUE_MESSAGE_BYTES,
+            max_age=self.settings.max_event_age,
+            max_future=self.settings.max_future,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def reads(self) -> Reads:
+        return Reads(self.usage)
+
+    @cached_property
+    def dead_letters(self) -> DeadLetters:
+        return DeadLetters(self.store.dead_letters, lambda: build_container(self.settings), self.clock)
 
 
+@cache
 def services() -> Services:
+    """The process's services, built on first use: importing the app reads no setting."""
     return Services(load_settings())

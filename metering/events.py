@@ -256,3 +256,47 @@ def validate_events(
                 events.append(event)
         errors.extend(problems)
     return events, errors
+
+
+# CloudEvents 1.0 attributes and the usage event fields they carry; `data` holds the rest.
+CLOUD_EVENT_FIELDS = {
+    "id": "event_id",
+    "source": "source",
+    "subject": "tenant_id",
+    "type": "metric",
+    "time": "timestamp",
+}
+_FIELD_IN_CLOUD_EVENT = {field: attribute for attribute, field in CLOUD_EVENT_FIELDS.items()}
+_CLOUD_EVENT_DATA = frozenset({"quantity", "unit", "user_id", "resource_id", "dimensions", "idempotency_key"})
+
+
+def from_cloud_event(item: Any, index: int) -> tuple[dict[str, Any] | None, list[FieldError]]:
+    """A structured-mode CloudEvent as the fields of a usage event. Extension attributes are ignored, as the
+    specification allows; a field the usage event does not know inside `data` is an error."""
+    if not isinstance(item, dict):
+        return None, [FieldError(index, "(event)", "must be a CloudEvent JSON object")]
+    errors: list[FieldError] = []
+    if item.get("specversion") != "1.0":
+        errors.append(FieldError(index, "specversion", 'must be "1.0"'))
+    content_type = item.get("datacontenttype")
+    if content_type is not None and str(content_type).split(";")[0].strip() != "application/json":
+        errors.append(FieldError(index, "datacontenttype", "must be application/json when given"))
+    data = item.get("data")
+    if not isinstance(data, dict):
+        errors.append(FieldError(index, "data", "must be a JSON object with quantity and the other usage fields"))
+        data = {}
+    fields = {field: item[attribute] for attribute, field in CLOUD_EVENT_FIELDS.items() if attribute in item}
+    for key, value in data.items():
+        if key in _CLOUD_EVENT_DATA:
+            fields[key] = value
+        else:
+            errors.append(FieldError(index, f"data.{key}", "is not a field of a usage event"))
+    return (None if errors else fields), errors
+
+
+def cloud_event_field(field: str) -> str:
+    """Where a usage event field sits in a CloudEvent, to name it in errors the way the client sent it."""
+    head, _, rest = field.partition(".")
+    if head in _FIELD_IN_CLOUD_EVENT:
+        return _FIELD_IN_CLOUD_EVENT[head] + (f".{rest}" if rest else "")
+    return f"data.{field}" if field != "(event)" else field

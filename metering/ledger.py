@@ -26,6 +26,7 @@ from metering.aggregation import (
     ChunkDeltas,
     Conflict,
     PlannedEvent,
+    Position,
     Rejected,
     SourcedEvent,
     chunk_deltas,
@@ -79,13 +80,12 @@ class _Known:
     uniques_loaded: bool = False
 
 
-def contiguous_ranges(items: Iterable[SourcedEvent]) -> dict[str, tuple[int, int]]:
+def contiguous_ranges(positions: Iterable[Position]) -> dict[str, tuple[int, int]]:
     """The hub ranges a batch holds completely: Event Hubs delivers a partition's messages in sequence, so a
     batch whose sequence numbers have no gap holds every message between its first and last."""
     sequences: dict[str, set[int]] = {}
-    for item in items:
-        if item.position is not None:
-            sequences.setdefault(item.position.partition, set()).add(item.position.sequence)
+    for position in positions:
+        sequences.setdefault(position.partition, set()).add(position.sequence)
     return {
         partition: (min(seqs), max(seqs))
         for partition, seqs in sequences.items()
@@ -126,7 +126,10 @@ class Ledger:
         derived from the events' positions); a store failure raises and nothing past the last commit counts."""
         plan = self.plan(items)
         result = ApplyResult(rejected=plan.rejected)
-        hub_ranges = contiguous_ranges(items) if ranges is None else dict(ranges)
+        if ranges is None:
+            hub_ranges = contiguous_ranges(item.position for item in items if item.position is not None)
+        else:
+            hub_ranges = dict(ranges)
         for partition, events in plan.partitions.items():
             repeats = plan.repeats.get(partition, [])
             self._apply_partition(partition, events, _held_back(hub_ranges, repeats), result)

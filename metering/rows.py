@@ -40,6 +40,8 @@ _CELL_SIZE = 48
 # Applied hub positions are kept as a few intervals per hub partition; dropping the oldest only costs a
 # replay of very old events a marker check, never correctness.
 MAX_INTERVALS = 8
+# Event Hubs has at most 32 partitions; the dev host names a new one each run. Forgetting one is as safe.
+MAX_HUB_PARTITIONS = 32
 
 
 def new_state(tenant_id: str, period: BillingPeriod) -> dict[str, Any]:
@@ -87,7 +89,10 @@ def apply_to_state(
         totals[name] = merge_json(kind, totals.get(name), delta)
     watermarks = dict(state["wm"])
     for hub_partition, (lo, hi) in coverage.items():
-        watermarks[hub_partition] = merge_interval(watermarks.get(hub_partition, []), lo, hi)
+        # Re-inserted last, so the partitions least recently applied are the first to go past the bound.
+        watermarks[hub_partition] = merge_interval(watermarks.pop(hub_partition, []), lo, hi)
+    for stale in list(watermarks)[:-MAX_HUB_PARTITIONS]:
+        del watermarks[stale]
     return {**state, "totals": totals, "wm": watermarks, "today": today, "updated": now}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import cache
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,26 @@ class Settings(BaseSettings):
     storage_table_uri: str | None = Field(None, validation_alias="AzureWebJobsStorage__tableServiceUri")
     storage_credential: str | None = Field(None, validation_alias="AzureWebJobsStorage__credential")
     storage_client_id: str | None = Field(None, validation_alias="AzureWebJobsStorage__clientId")
+    storage_blob_uri: str | None = Field(None, validation_alias="AzureWebJobsStorage__blobServiceUri")
+    storage_queue_uri: str | None = Field(None, validation_alias="AzureWebJobsStorage__queueServiceUri")
+
+    # The hub ingest publishes to and the aggregator's trigger reads: a connection string locally (or for the
+    # Event Hubs emulator), the namespace with an identity in Azure. Neither set: the local queue transport.
+    event_hub_connection: str | None = Field(None, validation_alias="EventHubConnection")
+    event_hub_namespace: str | None = Field(None, validation_alias="EventHubConnection__fullyQualifiedNamespace")
+    event_hub_credential: str | None = Field(None, validation_alias="EventHubConnection__credential")
+    event_hub_client_id: str | None = Field(None, validation_alias="EventHubConnection__clientId")
+    event_hub_name: str = Field("usage", validation_alias="EVENTHUB_NAME")
+    event_hub_consumer_group: str = Field("aggregator", validation_alias="EVENTHUB_CONSUMER_GROUP")
+    local_queue: str = Field(
+        "meteringevents",
+        validation_alias="METERING_LOCAL_QUEUE",
+        pattern=r"^[a-z0-9](-?[a-z0-9]){2,62}$",
+        description="Queue standing in for the hub when no Event Hub is configured (the dev host)",
+    )
+    close_periods_schedule: str = Field(
+        "0 */5 * * * *", validation_alias="CLOSE_PERIODS_SCHEDULE", description="NCRONTAB, seconds first"
+    )
 
     meters_file: str | None = Field(
         None, validation_alias="METERING_METERS_FILE", description="Meter catalog (TOML); the packaged one if unset"
@@ -35,11 +55,20 @@ class Settings(BaseSettings):
     conflicts_table: str = Field(
         "meteringconflicts", validation_alias="METERING_CONFLICTS_TABLE", pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$"
     )
+    dead_letter_table: str = Field(
+        "meteringdeadletters", validation_alias="METERING_DEADLETTER_TABLE", pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$"
+    )
+    dead_letter_container: str = Field(
+        "metering-deadletters",
+        validation_alias="METERING_DEADLETTER_CONTAINER",
+        pattern=r"^[a-z0-9](-?[a-z0-9]){2,62}$",
+        description="Blob container for dead-lettered bodies too large for a table property",
+    )
     max_event_age_days: int = Field(
         35,
         ge=1,
         le=365,
-        validation_alias=AliasChoices("METERING_MAX_EVENT_AGE_DAYS"),
+        validation_alias="METERING_MAX_EVENT_AGE_DAYS",
         description="Oldest event timestamp ingest accepts, in days (keep it below the dedupe retention)",
     )
     max_future_minutes: int = Field(5, ge=0, le=1440, validation_alias="METERING_MAX_FUTURE_MINUTES")
@@ -52,6 +81,10 @@ class Settings(BaseSettings):
                 "AzureWebJobsStorage__tableServiceUri (identity-based)"
             )
         return self
+
+    @property
+    def uses_event_hub(self) -> bool:
+        return bool(self.event_hub_connection or self.event_hub_namespace)
 
     @property
     def max_event_age(self) -> timedelta:

@@ -78,6 +78,7 @@ class ProbedStore:
     def __post_init__(self) -> None:
         self.usage = ProbedRows(self.inner.usage, self.probe)
         self.conflicts = self.inner.conflicts
+        self.dead_letters = self.inner.dead_letters
 
     def ensure_ready(self) -> None:
         self.inner.ensure_ready()

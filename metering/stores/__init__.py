@@ -74,6 +74,7 @@ class RowTable(Protocol):
 class Store(Protocol):
     usage: RowTable
     conflicts: RowTable
+    dead_letters: RowTable
 
     def ensure_ready(self) -> None:
         """Create what the store may create, check the rest exists; raise with a clear message if not."""

@@ -106,10 +106,18 @@ class TableRows:
 class TableStore:
     """The metering tables of one storage account."""
 
-    def __init__(self, service: TableServiceClient, *, usage_table: str, conflicts_table: str) -> None:
+    def __init__(
+        self,
+        service: TableServiceClient,
+        *,
+        usage_table: str,
+        conflicts_table: str,
+        dead_letter_table: str | None = None,
+    ) -> None:
         self._service = service
         self.usage = TableRows(service.get_table_client(usage_table))
         self.conflicts = TableRows(service.get_table_client(conflicts_table))
+        self.dead_letters = TableRows(service.get_table_client(dead_letter_table or conflicts_table + "dead"))
 
     @classmethod
     def from_connection_string(cls, connection: str, **tables: str) -> TableStore:
@@ -120,7 +128,7 @@ class TableStore:
         return cls(TableServiceClient(endpoint, credential=credential, **RETRY), **tables)
 
     def ensure_ready(self) -> None:
-        for table in (self.usage, self.conflicts):
+        for table in (self.usage, self.conflicts, self.dead_letters):
             with contextlib.suppress(ResourceExistsError):
                 self._service.create_table(table.name)
 

@@ -1,0 +1,56 @@
+"""Responses and problem details (RFC 9457) shared by the handlers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from metering.events import FieldError
+
+PROBLEM = "application/problem+json"
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def ok(model: BaseModel | Mapping[str, Any], status: int = 200) -> Response:
+    if isinstance(model, BaseModel):
+        return Response(status, model.model_dump_json().encode())
+    return Response(status, json.dumps(model, separators=(",", ":")).encode())
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    errors: Sequence[FieldError] = (),
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",  # RFC 9457: the status code and title say what kind of problem it is
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = [error.as_dict() for error in errors]
+    return Response(status, json.dumps(body).encode(), PROBLEM, dict(headers or {}))
+
+
+def bad_request(field_name: str, message: str) -> Response:
+    """A 400 for a request parameter, naming it the way validation errors name fields."""
+    return problem(400, "Bad request", f"{field_name} {message}", errors=[FieldError(0, field_name, message)])

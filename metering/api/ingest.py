@@ -1,0 +1,160 @@
+"""POST /api/events: validate a whole request, then hand every event to the transport, or nothing at all."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from metering.api.http import Response, ok, problem
+from metering.events import (
+    BodyError,
+    FieldError,
+    UsageEvent,
+    check_against_catalog,
+    cloud_event_field,
+    decode_json,
+    from_cloud_event,
+    parse_event,
+)
+from metering.meters import MeterCatalog
+from metering.transport import Message, Publisher, PublishError, pack
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_EVENTS = 1000
+RETRY_AFTER_SECONDS = "5"
+
+JSON_TYPES = {"application/json"}
+CLOUD_EVENT = "application/cloudevents+json"
+CLOUD_EVENT_BATCH = "application/cloudevents-batch+json"
+
+_EVENTS = TypeAdapter(list[UsageEvent])
+
+
+class Accepted(BaseModel):
+    accepted: int
+    event_ids: list[str]
+
+
+class Ingest:
+    def __init__(
+        self,
+        catalog: MeterCatalog,
+        publisher: Publisher,
+        *,
+        max_message_bytes: int,
+        max_age: timedelta,
+        max_future: timedelta,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.catalog = catalog
+        self.publisher = publisher
+        self.max_message_bytes = max_message_bytes
+        self.max_age = max_age
+        self.max_future = max_future
+        self.clock = clock
+
+    def __call__(self, body: bytes, content_type: str | None) -> Response:
+        if len(body) > MAX_BODY_BYTES:
+            return problem(413, "Payload too large", f"the body is {len(body)} bytes; at most {MAX_BODY_BYTES}")
+        media = (content_type or "").split(";")[0].strip().lower()
+        if media not in JSON_TYPES | {CLOUD_EVENT, CLOUD_EVENT_BATCH}:
+            return problem(
+                415,
+                "Unsupported media type",
+                f"Content-Type {media or '(none)'} is not accepted: send application/json, "
+                f"{CLOUD_EVENT} or {CLOUD_EVENT_BATCH}",
+            )
+        try:
+            decoded = decode_json(body)
+        except BodyError as error:
+            return problem(400, "Bad request", str(error))
+        items, shape_error = _items(decoded, media)
+        if shape_error is not None:
+            return shape_error
+        events, errors = self.validate(items, cloud=media != "application/json")
+        if errors:
+            return problem(
+                422,
+                "Invalid events",
+                f"{len({e.index for e in errors})} of {len(items)} events are invalid; none was accepted",
+                errors=errors,
+            )
+        events = [e if e.event_id is not None else e.model_copy(update={"event_id": uuid.uuid4().hex}) for e in events]
+        try:
+            self.publisher.publish(self.messages(events))
+        except PublishError as error:
+            return problem(
+                503,
+                "Transport unavailable",
+                f"{error}. Retry the same request: events keep their ids, so none is counted twice.",
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        return ok(Accepted(accepted=len(events), event_ids=[e.event_id or "" for e in events]), status=202)
+
+    def messages(self, events: list[UsageEvent]) -> list[Message]:
+        return pack(events, self.max_message_bytes)
+
+    def validate(self, items: list[Any], *, cloud: bool) -> tuple[list[UsageEvent], list[FieldError]]:
+        """Every event against the model and the catalog. The fast path validates the list in one call; only a
+        request with errors is walked event by event, to report each one with its index."""
+        errors: list[FieldError] = []
+        if cloud:
+            mapped = []
+            for index, item in enumerate(items):
+                fields, problems = from_cloud_event(item, index)
+                mapped.append(fields)
+                errors.extend(problems)
+            items = mapped
+        now = self.clock()
+        events: list[UsageEvent] = []
+        try:
+            if not errors:
+                events = _EVENTS.validate_python(items)
+        except ValidationError:
+            events = []
+        if not events:
+            for index, item in enumerate(items):
+                if item is None:
+                    continue
+                event, problems = parse_event(item, index)
+                errors.extend(problems)
+                metric = item.get("metric") if isinstance(item, dict) else None
+                if event is None and isinstance(metric, str) and self.catalog.get(metric) is None:
+                    errors.append(FieldError(index, "metric", f"is not a meter of the catalog ({metric!r})"))
+                if event is not None:
+                    events.append(event)
+                    errors.extend(self._catalog_errors(event, index, now))
+        else:
+            for index, event in enumerate(events):
+                errors.extend(self._catalog_errors(event, index, now))
+        if cloud:
+            errors = [FieldError(e.index, cloud_event_field(e.field), e.message) for e in errors]
+        errors.sort(key=lambda e: e.index)
+        return events, errors
+
+    def _catalog_errors(self, event: UsageEvent, index: int, now: datetime) -> list[FieldError]:
+        return check_against_catalog(
+            event, self.catalog, index=index, now=now, max_age=self.max_age, max_future=self.max_future
+        )
+
+
+def _items(decoded: Any, media: str) -> tuple[list[Any], Response | None]:
+    if media == CLOUD_EVENT:
+        if not isinstance(decoded, dict):
+            return [], problem(400, "Bad request", f"a {CLOUD_EVENT} body is one JSON object")
+        return [decoded], None
+    if media == CLOUD_EVENT_BATCH and not isinstance(decoded, list):
+        return [], problem(400, "Bad request", f"a {CLOUD_EVENT_BATCH} body is a JSON array")
+    if isinstance(decoded, dict):
+        return [decoded], None
+    if not isinstance(decoded, list):
+        return [], problem(400, "Bad request", "the body must be an event object or an array of events")
+    if not decoded:
+        return [], problem(400, "Bad request", "the array holds no events: send 1 to 1000")
+    if len(decoded) > MAX_EVENTS:
+        return [], problem(413, "Payload too large", f"{len(decoded)} events in one request; at most {MAX_EVENTS}")
+    return decoded, None

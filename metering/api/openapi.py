@@ -1,0 +1,199 @@
+"""GET /api/openapi.json: the OpenAPI 3.1 description of the HTTP contract, generated from the same pydantic
+models that validate requests and shape responses."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from metering.api.ingest import MAX_EVENTS, Accepted
+from metering.api.reads import HistoryResponse, UsageResponse
+from metering.events import UsageEvent
+from metering.quotas import QuotaDecision
+
+VERSION = "0.1.0"
+
+
+class FieldErrorModel(BaseModel):
+    index: int
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """application/problem+json (RFC 9457)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldErrorModel] | None = None
+
+
+class UsageEventData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    quantity: str | float = Field(description="As in UsageEvent")
+    unit: str | None = None
+    user_id: str | None = None
+    resource_id: str | None = None
+    dimensions: dict[str, str] | None = None
+    idempotency_key: str | None = None
+
+
+class UsageCloudEvent(BaseModel):
+    """A usage event as a structured-mode CloudEvent 1.0."""
+
+    specversion: str = Field(description='"1.0"')
+    id: str = Field(description="event_id")
+    source: str
+    subject: str = Field(description="tenant_id")
+    type: str = Field(description="metric")
+    time: str = Field(description="timestamp, RFC 3339")
+    datacontenttype: str | None = None
+    data: UsageEventData
+
+
+def _problem_responses(*statuses: int) -> dict[str, Any]:
+    reasons = {
+        400: "Bad request: not JSON, or a bad parameter (named in errors)",
+        401: "Missing or wrong key",
+        404: "Unknown meter",
+        413: "Body over 1 MiB or more than 1000 events",
+        415: "Unsupported content type",
+        422: "At least one invalid event: per-index errors; nothing of the request was forwarded",
+        429: "The tenant's ingest rate limit is exceeded (Retry-After)",
+        503: "The transport did not accept all events (Retry-After); retrying with the same ids is safe",
+    }
+    problem_body = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    return {str(status): {"description": reasons[status], "content": problem_body} for status in statuses}
+
+
+def _ok(model: str, description: str, status: int = 200) -> dict[str, Any]:
+    return {str(status): {"description": description, "content": {"application/json": {"schema": _ref(model)}}}}
+
+
+def _ref(model: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model}"}
+
+
+def _path_parameters() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "tenant_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+        },
+        {"name": "metric", "in": "path", "required": True, "schema": {"type": "string"}},
+    ]
+
+
+def _query(name: str, description: str, required: bool = False, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+@cache
+def document() -> dict[str, Any]:
+    models: list[tuple[type[BaseModel], Any]] = [
+        (UsageEvent, "validation"),
+        (UsageCloudEvent, "validation"),
+        (Accepted, "serialization"),
+        (Problem, "serialization"),
+        (UsageResponse, "serialization"),
+        (HistoryResponse, "serialization"),
+        (QuotaDecision, "serialization"),
+    ]
+    _, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    events_body = {
+        "oneOf": [
+            _ref("UsageEvent"),
+            {"type": "array", "items": _ref("UsageEvent"), "minItems": 1, "maxItems": MAX_EVENTS},
+        ]
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Usage metering", "version": VERSION, "description": "Exactly-once usage metering."},
+        "servers": [{"url": "/api"}],
+        "security": [{"functionKey": []}, {"functionKeyQuery": []}],
+        "components": {
+            "schemas": schemas["$defs"],
+            "securitySchemes": {
+                "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+                "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
+            },
+        },
+        "paths": {
+            "/events": {
+                "post": {
+                    "summary": "Record usage events (all or nothing)",
+                    "operationId": "recordEvents",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": events_body},
+                            "application/cloudevents+json": {"schema": _ref("UsageCloudEvent")},
+                            "application/cloudevents-batch+json": {
+                                "schema": {"type": "array", "items": _ref("UsageCloudEvent"), "maxItems": MAX_EVENTS}
+                            },
+                        },
+                    },
+                    "responses": {
+                        **_ok("Accepted", "All events durably handed to the transport", 202),
+                        **_problem_responses(400, 401, 413, 415, 422, 429, 503),
+                    },
+                }
+            },
+            "/usage/{tenant_id}/{metric}": {
+                "get": {
+                    "summary": "Usage of a meter in the current (or a given) billing period",
+                    "operationId": "getUsage",
+                    "parameters": [
+                        *_path_parameters(),
+                        _query("period", "Start date of another period", format="date", type="string"),
+                        _query("group_by", "A group_by dimension of the meter"),
+                    ],
+                    "responses": {**_ok("UsageResponse", "The aggregate"), **_problem_responses(400, 401, 404)},
+                }
+            },
+            "/usage/{tenant_id}/{metric}/history": {
+                "get": {
+                    "summary": "Usage in hour, day or period buckets, empty buckets included",
+                    "operationId": "getUsageHistory",
+                    "parameters": [
+                        *_path_parameters(),
+                        _query("start", "First day (tenant's time zone)", True, type="string", format="date"),
+                        _query("end", "Last day, inclusive", True, type="string", format="date"),
+                        _query(
+                            "granularity", "Bucket size", type="string", enum=["hour", "day", "period"], default="day"
+                        ),
+                    ],
+                    "responses": {**_ok("HistoryResponse", "The buckets"), **_problem_responses(400, 401, 404)},
+                }
+            },
+            "/quota/{tenant_id}/{metric}": {
+                "get": {
+                    "summary": "May the tenant use `requested` more in its current period?",
+                    "operationId": "checkQuota",
+                    "parameters": [*_path_parameters(), _query("requested", "Amount to add (decimal)", type="string")],
+                    "responses": {**_ok("QuotaDecision", "The decision"), **_problem_responses(400, 401, 404)},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "getOpenApi",
+                    "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
+                }
+            },
+        },
+    }

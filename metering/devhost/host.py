@@ -1,0 +1,174 @@
+"""The local Functions host: runs a function app on this machine without Docker or Core Tools.
+
+It reads the app settings (local.settings.json, else local.settings.example.json) into the environment,
+starts Azurite unless AzureWebJobsStorage points elsewhere, discovers the functions from the app object,
+serves the HTTP triggers with uvicorn, runs the timers, and feeds the Event Hub trigger from the local queue.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from metering.devhost.azurite import PROJECT_ROOT, Azurite
+from metering.devhost.feed import HubFeed
+from metering.devhost.http import HttpHost, http_routes, trigger_of
+from metering.devhost.timers import Timer, timers
+
+log = logging.getLogger(__name__)
+
+LOCAL_STORAGE = "UseDevelopmentStorage=true"
+
+
+def load_app_settings(root: Path = PROJECT_ROOT) -> Path | None:
+    """Values of local.settings.json (else the example) into the environment; what is set already wins."""
+    for name in ("local.settings.json", "local.settings.example.json"):
+        path = root / name
+        if path.exists():
+            values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
+            for key, value in values.items():
+                os.environ.setdefault(key, str(value))
+            return path
+    return None
+
+
+_DISCOVERED: dict[str, list[Any]] = {}
+
+
+def discover(module: str) -> list[Any]:
+    """The app's functions. azure-functions lets get_functions() run once per app object, so every host and
+    test in a process shares this one list."""
+    if module not in _DISCOVERED:
+        _DISCOVERED[module] = importlib.import_module(module).app.get_functions()
+    return _DISCOVERED[module]
+
+
+def host_settings(root: Path = PROJECT_ROOT) -> dict[str, Any]:
+    path = root / "host.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+@dataclass
+class DevHost:
+    app_module: str = "function_app"
+    port: int = 7071
+    host: str = "127.0.0.1"
+    data: Path = PROJECT_ROOT / ".azurite"
+    root: Path = PROJECT_ROOT
+    function_key: str = ""
+    admin_key: str = ""
+    azurite: Azurite | None = None
+    feeds: list[HubFeed] = field(default_factory=list)
+    timers: list[Timer] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _server: Any = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+    def start(self) -> DevHost:
+        load_app_settings(self.root)
+        self.function_key = self.function_key or os.environ.get("METERING_FUNCTION_KEY") or secrets.token_urlsafe(24)
+        self.admin_key = self.admin_key or os.environ.get("METERING_ADMIN_KEY") or secrets.token_urlsafe(24)
+        if os.environ.get("AzureWebJobsStorage", LOCAL_STORAGE) == LOCAL_STORAGE:
+            self.azurite = Azurite(self.data).start()
+            os.environ["AzureWebJobsStorage"] = self.azurite.connection_string
+        functions = discover(self.app_module)
+        self.timers = timers(functions)
+        self.feeds = self._feeds(functions)
+        self._serve(HttpHost(http_routes(functions), self.function_key, self.admin_key))
+        for timer in self.timers:
+            self._spawn(f"timer {timer.name}", timer.run)
+        for feed in self.feeds:
+            self._spawn("hub feed", feed.run)
+        return self
+
+    def _feeds(self, functions: list[Any]) -> list[HubFeed]:
+        from metering.bootstrap import services  # noqa: PLC0415 (after the settings are in the environment)
+        from metering.deadletters import DeadLetter  # noqa: PLC0415
+        from metering.transport.queue import queue_client  # noqa: PLC0415
+
+        runtime = services()
+        batch = host_settings(self.root).get("extensions", {}).get("eventHubs", {}).get("maxEventBatchSize", 100)
+        feeds = []
+        for function in functions:
+            trigger = trigger_of(function)
+            if trigger["type"] != "eventHubTrigger":
+                continue
+            if runtime.settings.uses_event_hub:
+                log.warning("%s reads a real Event Hub: the dev host does not feed it", function.get_function_name())
+                continue
+
+            def dead_letter(message: Any, reason: str) -> None:
+                body = (
+                    message.content.decode("utf-8", "replace")
+                    if isinstance(message.content, bytes)
+                    else str(message.content)
+                )
+                runtime.dead_letters.record(DeadLetter(reason, body, "local-poison", None, None, message.inserted_on))
+
+            feeds.append(
+                HubFeed(
+                    queue_client(os.environ["AzureWebJobsStorage"], runtime.settings.local_queue),
+                    function.get_user_function(),
+                    trigger["name"],
+                    hub=runtime.settings.event_hub_name,
+                    consumer_group=runtime.settings.event_hub_consumer_group,
+                    max_batch=int(batch),
+                    dead_letter=dead_letter,
+                )
+            )
+        return feeds
+
+    def _serve(self, app: HttpHost) -> None:
+        import uvicorn  # noqa: PLC0415 (a dev-only dependency)
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        app.base_url = f"http://{self.host}:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._spawn("http", lambda stop: self._server.run(sockets=[sock]))
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the HTTP server did not start")
+            time.sleep(0.02)
+
+    def _spawn(self, name: str, target: Any) -> None:
+        thread = threading.Thread(target=target, args=(self._stop,), name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.should_exit = True
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self.azurite is not None:
+            self.azurite.stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def wait(self) -> None:
+        """Block until Ctrl-C or the stop event."""
+        try:
+            while not self._stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass

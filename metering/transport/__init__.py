@@ -1,0 +1,71 @@
+"""Publishing validated events to the hub the aggregator reads.
+
+Events are packed per tenant into JSON arrays, as few messages as fit a size limit: Event Hubs bills ingress in
+64 KB units, and a Storage queue message holds 64 KiB after Base64. A message's partition key is its tenant,
+so a tenant's events stay in one hub partition and reach one aggregator in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from metering.events import UsageEvent, decode_json
+
+# Event Hubs meters ingress in 64 KB units: a message just under one unit carries the most events per unit.
+EVENT_HUB_MESSAGE_BYTES = 64_000
+# A Storage queue message holds 64 KiB once Base64-encoded: 3/4 of that for the JSON itself.
+QUEUE_MESSAGE_BYTES = 64 * 1024 * 3 // 4
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    partition_key: str
+    body: bytes
+    count: int
+
+
+class PublishError(RuntimeError):
+    """The transport did not durably accept every message; some may have been sent."""
+
+
+class Publisher(Protocol):
+    def publish(self, messages: Sequence[Message]) -> None:
+        """Return only once every message is durably accepted; raise PublishError otherwise."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def pack(events: Iterable[UsageEvent], max_bytes: int) -> list[Message]:
+    """Each tenant's events as JSON arrays of at most `max_bytes` bytes (measured on the encoded text)."""
+    by_tenant: dict[str, list[bytes]] = {}
+    for event in events:
+        by_tenant.setdefault(event.tenant_id, []).append(event.model_dump_json(exclude_none=True).encode())
+    messages: list[Message] = []
+    for tenant, encoded in by_tenant.items():
+        current: list[bytes] = []
+        size = 2  # the brackets
+        for item in encoded:
+            extra = len(item) + (1 if current else 0)
+            if current and size + extra > max_bytes:
+                messages.append(_message(tenant, current))
+                current, size = [], 2
+                extra = len(item)
+            if size + extra > max_bytes:
+                raise ValueError(f"one event of {len(item)} bytes exceeds the {max_bytes}-byte message limit")
+            current.append(item)
+            size += extra
+        messages.append(_message(tenant, current))
+    return messages
+
+
+def _message(tenant: str, items: list[bytes]) -> Message:
+    return Message(tenant, b"[" + b",".join(items) + b"]", len(items))
+
+
+def decode_message(body: bytes) -> list[object]:
+    """A message holds one event (a JSON object) or several (a JSON array): direct producers may send either."""
+    decoded = decode_json(body)
+    return decoded if isinstance(decoded, list) else [decoded]

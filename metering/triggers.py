@@ -1,0 +1,43 @@
+"""Translating the Functions runtime's trigger objects to and from what `metering/` takes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import azure.functions as func
+
+from metering.api.http import Response
+from metering.consumer import HubMessage
+
+
+def http_response(response: Response) -> func.HttpResponse:
+    return func.HttpResponse(
+        response.body, status_code=response.status, headers=dict(response.headers), mimetype=response.content_type
+    )
+
+
+def hub_messages(events: Sequence[func.EventHubEvent]) -> list[HubMessage]:
+    """The batch as messages with their hub positions. With cardinality=many, every event carries the batch's
+    trigger metadata, whose PartitionContext names the partition."""
+    partition = _partition_id(events[0].metadata) if events else None
+    return [
+        HubMessage(
+            body=event.get_body(),
+            partition=partition,
+            sequence=event.sequence_number,
+            enqueued=event.enqueued_time,
+        )
+        for event in events
+    ]
+
+
+def _partition_id(metadata: Any) -> str | None:
+    context = (metadata or {}).get("PartitionContext")
+    if isinstance(context, str):
+        context = json.loads(context)
+    if isinstance(context, dict):
+        partition = context.get("PartitionId")
+        return None if partition is None else str(partition)
+    return None

@@ -1,0 +1,61 @@
+"""The app's bindings, as the Functions host reads them from function_app.py."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from metering.devhost.host import discover
+
+
+def functions() -> dict[str, Any]:
+    return {f.get_function_name(): f for f in discover("function_app")}
+
+
+def trigger(name: str) -> dict[str, Any]:
+    bindings = json.loads(functions()[name].get_function_json())["bindings"]
+    return next(b for b in bindings if b["type"].endswith("Trigger"))
+
+
+def test_http_routes_methods_and_auth_levels():
+    routes = {
+        name: (t["route"], t["methods"], t["authLevel"])
+        for name in functions()
+        if (t := trigger(name))["type"] == "httpTrigger"
+    }
+    assert routes == {
+        "ingest": ("events", ["POST"], "FUNCTION"),
+        "usage": ("usage/{tenant_id}/{metric}", ["GET"], "FUNCTION"),
+        "usage_history": ("usage/{tenant_id}/{metric}/history", ["GET"], "FUNCTION"),
+        "quota": ("quota/{tenant_id}/{metric}", ["GET"], "FUNCTION"),
+        "openapi": ("openapi.json", ["GET"], "FUNCTION"),
+    }
+    # The host reserves routes and function names that start with "admin".
+    assert not any(name.startswith("admin") or route.startswith("admin") for name, (route, _, _) in routes.items())
+
+
+def test_event_hub_trigger_reads_batches_from_settings_and_retries_forever():
+    hub = trigger("aggregate")
+    assert hub["type"] == "eventHubTrigger"
+    assert hub["cardinality"] == "MANY"
+    assert hub["connection"] == "EventHubConnection"
+    assert hub["eventHubName"] == "%EVENTHUB_NAME%"
+    assert hub["consumerGroup"] == "%EVENTHUB_CONSUMER_GROUP%"
+    retry = functions()["aggregate"].get_setting("retry_policy").get_dict_repr()
+    assert retry["strategy"] == "exponential_backoff"
+    assert retry["max_retry_count"] == "-1"
+    assert retry["maximum_interval"] == "00:01:00"
+
+
+def test_close_periods_timer_takes_its_schedule_from_a_setting():
+    timer = trigger("close_periods")
+    assert (timer["type"], timer["schedule"]) == ("timerTrigger", "%CLOSE_PERIODS_SCHEDULE%")
+
+
+def test_host_json_event_hub_batches_and_bundle(project_root):
+    host = json.loads((project_root / "host.json").read_text())
+    hubs = host["extensions"]["eventHubs"]
+    assert hubs["maxEventBatchSize"] == 100
+    assert hubs["prefetchCount"] >= hubs["maxEventBatchSize"]
+    assert hubs["batchCheckpointFrequency"] == 1
+    assert host["extensionBundle"]["version"] == "[4.*, 5.0.0)"
