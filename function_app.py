@@ -5,11 +5,10 @@ needs, lives there. Settings are read on first use, not at import.
 """
 
 import logging
-from datetime import UTC, datetime
 
 import azure.functions as func
 
-from metering import closing, consumer
+from metering import consumer
 from metering.api.http import ok
 from metering.api.openapi import document
 from metering.bootstrap import services
@@ -22,6 +21,43 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 @app.route(route="events", methods=["POST"])
 def ingest(req: func.HttpRequest) -> func.HttpResponse:
     return http_response(services().ingest(req.get_body(), req.headers.get("content-type")))
+
+
+@app.function_name("cancel_event")
+@app.route(route="events/{tenant_id}/cancel", methods=["POST"])
+def cancel_event(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().billing.cancel(req.route_params["tenant_id"], req.get_body()))
+
+
+@app.function_name("statements")
+@app.route(route="statements/{tenant_id}", methods=["GET"])
+def statements(req: func.HttpRequest) -> func.HttpResponse:
+    billing = services().billing
+    return http_response(billing.statement(req.route_params["tenant_id"], req.params, req.headers.get("accept")))
+
+
+@app.function_name("late_events")
+@app.route(route="late-events/{tenant_id}", methods=["GET"])
+def late_events(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().billing.late_events(req.route_params["tenant_id"]))
+
+
+# Operator routes: the master key in Azure, METERING_ADMIN_KEY under the dev host. (The host reserves routes
+# and function names starting with "admin", hence "manage".)
+@app.function_name("manage_tenant")
+@app.route(route="manage/tenants/{tenant_id}", methods=["GET", "PUT"], auth_level=func.AuthLevel.ADMIN)
+def manage_tenant(req: func.HttpRequest) -> func.HttpResponse:
+    manage = services().manage
+    tenant_id = req.route_params["tenant_id"]
+    if req.method == "PUT":
+        return http_response(manage.put_tenant(tenant_id, req.get_body()))
+    return http_response(manage.get_tenant(tenant_id))
+
+
+@app.function_name("manage_close_periods")
+@app.route(route="manage/periods/close", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+def manage_close_periods(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().manage.close_periods())
 
 
 @app.function_name("usage")
@@ -68,7 +104,7 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 def aggregate(events: list[func.EventHubEvent]) -> None:
     runtime = services()
     try:
-        consumer.consume(hub_messages(events), runtime.ledger, runtime.dead_letters, runtime.clock)
+        consumer.consume(hub_messages(events), runtime.ledger, runtime.dead_letters, runtime.clock, runtime.after_apply)
     except Exception:
         logging.exception("aggregate: batch of %d messages failed and will be retried (alert on this)", len(events))
         raise
@@ -77,4 +113,4 @@ def aggregate(events: list[func.EventHubEvent]) -> None:
 @app.function_name("close_periods")
 @app.timer_trigger(arg_name="timer", schedule="%CLOSE_PERIODS_SCHEDULE%")
 def close_periods(timer: func.TimerRequest) -> None:
-    closing.close_due_periods(datetime.now(UTC))
+    services().closer.run()

@@ -158,6 +158,7 @@ class PlannedEvent:
     groups: dict[str, str]
     unique: str | None = None  # the row key of its distinct value, for unique_count meters
     unique_value: str | None = None
+    adjustment: bool = False  # a late event of a closed period, carried into a later one
     _payload: str | None = None
     _timestamp: str | None = None
 
@@ -193,6 +194,10 @@ class PlannedEvent:
             data["g"] = self.groups
         if self.position is not None:
             data["p"] = [self.position.partition, self.position.sequence]
+        if self.adjustment:
+            # Counted on the day and hour it was carried, not those of its timestamp: a cancel needs them.
+            data["adj"] = True
+            data["hr"] = self.hour
         return data
 
 
@@ -301,6 +306,28 @@ def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: P
     return plan
 
 
+def plan_adjustment(planned: PlannedEvent, period: BillingPeriod, day: str, hour: str) -> PlannedEvent:
+    """A late event carried into `period` (counted on the day and hour it was carried). It keeps its marker
+    key, so it is carried once however often it comes again; it has no hub position, because the hub ranges
+    that partition records as applied say nothing of events carried into it."""
+    tenant = planned.event.tenant_id
+    return PlannedEvent(
+        event=planned.event,
+        meter=planned.meter,
+        position=None,
+        partition=partition_key(tenant, period),
+        period=period,
+        marker=planned.marker,
+        day=day,
+        hour=hour,
+        cell=planned.cell,
+        groups=planned.groups,
+        unique=planned.unique,
+        unique_value=planned.unique_value,
+        adjustment=True,
+    )
+
+
 @dataclass(slots=True)
 class DayDelta:
     """One meter's deltas for one day: the day cell, its UTC hour cells, its groups per dimension and value
@@ -327,6 +354,7 @@ class ChunkDeltas:
     """What one chunk of events adds to the rows of its partition, merged per row and cell."""
 
     totals: dict[str, Cell] = field(default_factory=dict)
+    adjustments: dict[str, Cell] = field(default_factory=dict)  # the part of `totals` carried from closed periods
     days: dict[str, dict[str, DayDelta]] = field(default_factory=dict)
     uniques: dict[str, UniqueDelta] = field(default_factory=dict)
     meters: dict[str, Meter] = field(default_factory=dict)
@@ -345,6 +373,8 @@ def chunk_deltas(events: Iterable[PlannedEvent]) -> ChunkDeltas:
         cell = planned.cell
         meters[name] = meter
         absorb(kind, totals, name, cell)
+        if planned.adjustment:
+            absorb(kind, deltas.adjustments, name, cell)
         per_meter = days.get(planned.day)
         if per_meter is None:
             per_meter = days[planned.day] = {}

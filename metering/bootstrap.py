@@ -6,20 +6,32 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 
 from azure.storage.blob import ContainerClient
+from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
 
+from metering.alerts import AlertWatch
+from metering.api.billing import Billing
 from metering.api.ingest import Ingest
+from metering.api.manage import Manage
 from metering.api.reads import Reads
+from metering.cancel import Cancels
+from metering.closing import Backlog, PeriodCloser
+from metering.consumer import AfterApply
+from metering.control import HubProgress
 from metering.deadletters import DeadLetters
 from metering.identity import credential
+from metering.late import LateEvents
 from metering.ledger import Clock, Ledger, utc_now
 from metering.meters import MeterCatalog, load_catalog
-from metering.periods import CalendarMonthUtc, PeriodSchedule
+from metering.notifications import Outbox, QueueSink
+from metering.periods import PeriodSchedule, TenantSchedule
+from metering.plans import PlanCatalog, load_plans
 from metering.settings import Settings, load_settings
 from metering.stores import Store
 from metering.stores.table import TableStore
+from metering.tenants import TenantDirectory
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Publisher
-from metering.transport.eventhub import EventHubPublisher
-from metering.transport.queue import QueuePublisher, queue_client, storage_retry
+from metering.transport.eventhub import EventHubBacklog, EventHubPublisher
+from metering.transport.queue import QueueBacklog, QueuePublisher, queue_client, storage_retry
 from metering.usage import UsageReader
 
 
@@ -28,6 +40,10 @@ def build_store(settings: Settings) -> Store:
         "usage_table": settings.usage_table,
         "conflicts_table": settings.conflicts_table,
         "dead_letter_table": settings.dead_letter_table,
+        "tenants_table": settings.tenants_table,
+        "statements_table": settings.statements_table,
+        "late_events_table": settings.late_events_table,
+        "control_table": settings.control_table,
     }
     if settings.storage_connection:
         return TableStore.from_connection_string(settings.storage_connection, **tables)
@@ -48,6 +64,32 @@ def build_publisher(settings: Settings) -> Publisher:
             "no Event Hub configured (EventHubConnection) and no storage connection string for the local queue"
         )
     return QueuePublisher(queue_client(settings.storage_connection, settings.local_queue))
+
+
+def build_queue(settings: Settings, name: str) -> QueueClient:
+    if settings.storage_connection:
+        return queue_client(settings.storage_connection, name)
+    if not settings.storage_queue_uri:
+        raise ValueError("set AzureWebJobsStorage__queueServiceUri for the notifications queue")
+    identity = credential(settings.storage_credential, settings.storage_client_id)
+    return QueueClient(
+        settings.storage_queue_uri,
+        name,
+        credential=identity,
+        message_encode_policy=BinaryBase64EncodePolicy(),
+        message_decode_policy=BinaryBase64DecodePolicy(),
+        retry_policy=storage_retry(),
+    )
+
+
+def build_backlog(settings: Settings) -> Backlog:
+    hub, group = settings.event_hub_name, settings.event_hub_consumer_group
+    if settings.event_hub_connection:
+        return EventHubBacklog.from_connection_string(settings.event_hub_connection, hub, group)
+    if settings.event_hub_namespace:
+        identity = credential(settings.event_hub_credential, settings.event_hub_client_id)
+        return EventHubBacklog.from_namespace(settings.event_hub_namespace, hub, group, identity)
+    return QueueBacklog(build_queue(settings, settings.local_queue))
 
 
 def build_container(settings: Settings) -> ContainerClient:
@@ -72,8 +114,58 @@ class Services:
         return load_catalog(self.settings.meters_file)
 
     @cached_property
+    def plans(self) -> PlanCatalog:
+        return load_plans(self.settings.plans_file, self.catalog)
+
+    @cached_property
+    def directory(self) -> TenantDirectory:
+        return TenantDirectory(self.store.tenants, self.plans, self.catalog, clock=self.clock)
+
+    @cached_property
     def schedule(self) -> PeriodSchedule:
-        return CalendarMonthUtc()
+        return TenantSchedule(self.directory.history)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(self.store.control, QueueSink(build_queue(self.settings, self.settings.notifications_queue)))
+
+    @cached_property
+    def closer(self) -> PeriodCloser:
+        return PeriodCloser(
+            self.store,
+            self.catalog,
+            self.outbox,
+            build_backlog(self.settings),
+            grace=self.settings.grace,
+            retention=self.settings.dedupe_retention,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def late_events(self) -> LateEvents:
+        return LateEvents(
+            self.store.late_events, self.ledger, self.schedule, self.settings.late_event_policy, self.clock
+        )
+
+    @cached_property
+    def after_apply(self) -> AfterApply:
+        return AfterApply(
+            late=self.late_events,
+            alerts=AlertWatch(self.directory.limits, self.settings.thresholds, self.outbox, self.clock),
+            outbox=self.outbox,
+            progress=HubProgress(self.store.control),
+        )
+
+    @cached_property
+    def billing(self) -> Billing:
+        cancels = Cancels(
+            self.store, self.catalog, self.schedule, clock=self.clock, max_future=self.settings.max_future
+        )
+        return Billing(self.store.statements, self.late_events, cancels)
+
+    @cached_property
+    def manage(self) -> Manage:
+        return Manage(self.directory, self.closer, self.clock)
 
     @cached_property
     def store(self) -> Store:
@@ -102,11 +194,12 @@ class Services:
             max_age=self.settings.max_event_age,
             max_future=self.settings.max_future,
             clock=self.clock,
+            rate_of=self.directory.rate,
         )
 
     @cached_property
     def reads(self) -> Reads:
-        return Reads(self.usage)
+        return Reads(self.usage, self.directory.limits)
 
     @cached_property
     def dead_letters(self) -> DeadLetters:

@@ -1,18 +1,243 @@
-"""Closing billing periods into statements: the entry point the close-periods timer calls.
+"""Closing billing periods into statements; purging the dedupe markers of long-closed periods.
 
-Periods, statements and their closing arrive with tenant settings; until then no period is ever due, and
-the timer only records that it ran.
+A period is due when its end plus the grace window has passed and every hub partition has applied its events
+up to that instant (so events still waiting in the hub are not mistaken for late ones). Closing one:
+
+1. flip the state row of each of its store partitions to closed, under its ETag (or create it closed): every
+   aggregator commit rewrites that row under its ETag, so none can slip in after;
+2. write the statement from the closed rows' totals, with `create` (racing closers build the same statement
+   from the same closed rows; one create wins, so there is exactly one);
+3. queue `period.closed` in the outbox (sent at least once, stable id);
+4. move the period from the open index to the purge index.
+
+Each step is idempotent and the index row goes last, so a crash anywhere resumes on the next run.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from metering import control, decimals, rows
+from metering.aggregation import SHARD, STATE_ROW, Cell, partition_key
+from metering.control import Applied, HubProgress, IndexedPeriod
+from metering.events import format_timestamp
+from metering.meters import MeterCatalog
+from metering.notifications import Outbox
+from metering.periods import BillingPeriod
+from metering.stores import CommitConflict, Create, Replace, Row, Store
+from metering.usage import DecimalText
 
 log = logging.getLogger(__name__)
 
+SHARDS = (SHARD,)
 
-def close_due_periods(now: datetime) -> int:
-    """Close every period due at `now`; returns how many were closed."""
-    log.info("close-periods ran at %s: period closing is not enabled yet", now.isoformat())
-    return 0
+
+class Backlog(Protocol):
+    def caught_up(self, instant: datetime, applied: Mapping[str, Applied]) -> bool: ...
+
+
+class LineKind(StrEnum):
+    USAGE = "usage"
+    ADJUSTMENT = "adjustment"
+
+
+class StatementLine(BaseModel):
+    metric: str
+    kind: LineKind
+    unit: str
+    aggregation: str
+    quantity: DecimalText
+    event_count: int
+
+
+class Statement(BaseModel):
+    """Invoice-ready usage of one tenant for one closed period. `adjustment` lines are late events of earlier,
+    closed periods carried into this one (late-event policy `adjust`); `usage` lines exclude them."""
+
+    tenant_id: str
+    period_start: datetime
+    period_end: datetime
+    closed_at: datetime
+    catalog_version: str
+    lines: list[StatementLine]
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedPeriod:
+    tenant_id: str
+    period: BillingPeriod
+
+
+@dataclass(slots=True)
+class CloseReport:
+    closed: list[ClosedPeriod] = field(default_factory=list)
+    waiting: int = 0  # due by the clock, but the hub has not applied up to their end plus grace yet
+    sent: int = 0
+    purged_markers: int = 0
+
+
+def statement_id(tenant_id: str, period: BillingPeriod) -> str:
+    return f"period.closed:{tenant_id}:{period.key}"
+
+
+def build_statement(
+    tenant_id: str, period: BillingPeriod, state: Mapping[str, Any], catalog: MeterCatalog
+) -> Statement:
+    lines: list[StatementLine] = []
+    adjustments = state.get("adj", {})
+    for metric in sorted(state["totals"]):
+        meter = catalog.get(metric)
+        unit = meter.unit if meter else ""
+        kind = meter.aggregation.value if meter else "unknown"
+        total = Cell.from_json(state["totals"][metric])
+        carried = Cell.from_json(adjustments[metric]) if metric in adjustments else None
+        # Only additive meters carry late events (late.py), so subtracting their part is exact.
+        usage = (
+            total
+            if carried is None
+            else Cell(decimals.subtract(total.value, carried.value), total.count - carried.count)
+        )
+        if usage.count:
+            lines.append(
+                StatementLine(
+                    metric=metric,
+                    kind=LineKind.USAGE,
+                    unit=unit,
+                    aggregation=kind,
+                    quantity=usage.value,
+                    event_count=usage.count,
+                )
+            )
+        if carried is not None:
+            lines.append(
+                StatementLine(
+                    metric=metric,
+                    kind=LineKind.ADJUSTMENT,
+                    unit=unit,
+                    aggregation=kind,
+                    quantity=carried.value,
+                    event_count=carried.count,
+                )
+            )
+    return Statement(
+        tenant_id=tenant_id,
+        period_start=period.start,
+        period_end=period.end,
+        closed_at=datetime.fromisoformat(state["closed_at"]),
+        catalog_version=state.get("catalog", catalog.version),
+        lines=lines,
+    )
+
+
+class PeriodCloser:
+    def __init__(
+        self,
+        store: Store,
+        catalog: MeterCatalog,
+        outbox: Outbox,
+        backlog: Backlog,
+        *,
+        grace: timedelta,
+        retention: timedelta,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.outbox = outbox
+        self.backlog = backlog
+        self.progress = HubProgress(store.control)
+        self.grace = grace
+        self.retention = retention
+        self.clock = clock
+
+    def run(self, now: datetime | None = None) -> CloseReport:
+        now = now or self.clock()
+        report = CloseReport()
+        due = control.open_until(self.store.control, now - self.grace)
+        verdicts: dict[datetime, bool] = {}
+        applied = self.progress.positions() if due else {}
+        for entry in due:
+            instant = entry.period.end + self.grace
+            if instant not in verdicts:
+                verdicts[instant] = self.backlog.caught_up(instant, applied)
+            if not verdicts[instant]:
+                report.waiting += 1
+                continue
+            self.close(entry, now)
+            report.closed.append(ClosedPeriod(entry.tenant_id, entry.period))
+        report.sent = self.outbox.dispatch()
+        report.purged_markers = self.purge(now)
+        if report.closed or report.waiting:
+            log.info(
+                "close-periods: %d closed, %d waiting for the hub to catch up, %d messages sent",
+                len(report.closed),
+                report.waiting,
+                report.sent,
+            )
+        return report
+
+    def close(self, entry: IndexedPeriod, now: datetime) -> Statement:
+        tenant, period = entry.tenant_id, entry.period
+        states = [self._flip(partition_key(tenant, period, shard), tenant, period, now) for shard in SHARDS]
+        # One shard per period today; with more, their totals combine here by each meter's aggregation.
+        statement = build_statement(tenant, period, states[0], self.catalog)
+        try:
+            self.store.statements.commit(tenant, [Create(period.key, statement.model_dump(mode="json"))])
+        except CommitConflict:
+            stored = self.store.statements.read(tenant, [period.key])[period.key]
+            statement = Statement.model_validate(stored.data)
+        self.outbox.add(
+            statement_id(tenant, period),
+            {
+                "type": "period.closed",
+                "tenant_id": tenant,
+                "period_start": period.start.isoformat(),
+                "period_end": period.end.isoformat(),
+                "statement": statement.model_dump(mode="json"),
+            },
+        )
+        control.move_to_closed(self.store.control, entry, statement.closed_at + self.retention)
+        return statement
+
+    def _flip(self, partition: str, tenant: str, period: BillingPeriod, now: datetime) -> dict[str, Any]:
+        for _attempt in range(20):
+            state: Row | None = self.store.usage.read(partition, [STATE_ROW]).get(STATE_ROW)
+            if state is not None and state.data["status"] == rows.CLOSED:
+                return state.data
+            base = state.data if state is not None else rows.new_state(tenant, period)
+            closed = {
+                **base,
+                "status": rows.CLOSED,
+                "closed_at": format_timestamp(now),
+                "catalog": self.catalog.version,
+            }
+            operation = Create(STATE_ROW, closed) if state is None else Replace(STATE_ROW, closed, state.etag)
+            try:
+                self.store.usage.commit(partition, [operation])
+            except CommitConflict:
+                continue  # an aggregator commit landed first: read again and flip what it wrote
+            return closed
+        raise RuntimeError(f"could not close {partition}: its state row kept changing")
+
+    def purge(self, now: datetime) -> int:
+        """Delete the dedupe markers of periods closed longer than the dedupe retention: a replay of their
+        events is by then past the hub's retention and any client's retries."""
+        purged = 0
+        for entry in control.purgeable(self.store.control, now):
+            for shard in SHARDS:
+                partition = partition_key(entry.tenant_id, entry.period, shard)
+                while True:
+                    markers = self.store.usage.range(partition, "m|", "m|~", limit=1000)
+                    if not markers:
+                        break
+                    self.store.usage.delete(partition, [row.key for row in markers])
+                    purged += len(markers)
+            self.store.control.delete(control.CLOSED, [entry.key])
+        return purged

@@ -2,8 +2,9 @@
 
 Messages hold one event (a JSON object) or several (an array). An event without an event id or idempotency
 key gets an id from its hub position, so a redelivery carries the same id and is not counted twice. Every
-event ends applied, a duplicate, a recorded conflict, or a dead letter with its reason; a store failure
-raises instead, so the trigger's retry policy delivers the batch again rather than checkpoint past it.
+event ends applied, a duplicate, a recorded conflict, a late event (its period is closed) or a dead letter
+with its reason; a store failure raises instead, so the trigger's retry policy delivers the batch again
+rather than checkpoint past it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from metering import rows
 from metering.aggregation import Position, SourcedEvent
+from metering.alerts import AlertWatch
+from metering.control import Applied, HubProgress
 from metering.deadletters import DeadLetter, DeadLetters
 from metering.events import BodyError, parse_event
+from metering.late import LateEvents, LateReport
 from metering.ledger import Clock, Ledger, contiguous_ranges
+from metering.notifications import Outbox
 from metering.transport import decode_message
 
 log = logging.getLogger(__name__)
@@ -39,10 +45,28 @@ class BatchReport:
     duplicates: int
     conflicts: int
     dead_lettered: int
+    late: int
+    carried: int
     lag_seconds: float | None
 
 
-def consume(messages: Sequence[HubMessage], ledger: Ledger, dead_letters: DeadLetters, clock: Clock) -> BatchReport:
+@dataclass(frozen=True, slots=True)
+class AfterApply:
+    """What follows applying a batch: late events recorded (and carried), threshold alerts, hub progress."""
+
+    late: LateEvents
+    alerts: AlertWatch
+    outbox: Outbox
+    progress: HubProgress
+
+
+def consume(
+    messages: Sequence[HubMessage],
+    ledger: Ledger,
+    dead_letters: DeadLetters,
+    clock: Clock,
+    after: AfterApply | None = None,
+) -> BatchReport:
     sourced: list[SourcedEvent] = []
     letters: list[DeadLetter] = []
     # Where each event sat in its message, to key a dead letter found later by the same place every time.
@@ -82,7 +106,18 @@ def consume(messages: Sequence[HubMessage], ledger: Ledger, dead_letters: DeadLe
     )
     result = ledger.apply(sourced, ranges)
     unapplied = [(r.item.event, r.item.position, r.reason) for r in result.rejected]
-    unapplied += [(p.event, p.position, f"billing period starting {p.period.key} is closed") for p in result.late]
+    late = LateReport()
+    if after is not None:
+        late = after.late.handle(result.late)
+        alerts = sum(
+            after.alerts.check(first.event.tenant_id, first.period, state["totals"])
+            for first, state in result.states.values()
+            if state is not None and state["status"] == rows.OPEN
+        )
+        if alerts:
+            after.outbox.dispatch()
+    else:
+        unapplied += [(p.event, p.position, f"billing period starting {p.period.key} is closed") for p in result.late]
     enqueued = {(m.partition, m.sequence): m.enqueued for m in messages}
     for event, position, reason in unapplied:
         dead_letters.record(
@@ -96,6 +131,8 @@ def consume(messages: Sequence[HubMessage], ledger: Ledger, dead_letters: DeadLe
             )
         )
     now = clock()
+    if after is not None:
+        after.progress.record(_newest(messages), now)
     times = [m.enqueued for m in messages if m.enqueued is not None]
     report = BatchReport(
         messages=len(messages),
@@ -104,19 +141,36 @@ def consume(messages: Sequence[HubMessage], ledger: Ledger, dead_letters: DeadLe
         duplicates=result.duplicates,
         conflicts=len(result.conflicts),
         dead_lettered=len(letters) + len(unapplied),
+        late=len(result.late),
+        carried=late.carried,
         lag_seconds=(now - min(times)).total_seconds() if times else None,
     )
     log.info(
-        "batch: %d messages, %d events, %d applied, %d duplicates dropped, %d conflicts, %d dead-lettered, lag %s s",
+        "batch: %d messages, %d events, %d applied, %d duplicates dropped, %d conflicts, %d dead-lettered, "
+        "%d late (%d carried), lag %s s",
         report.messages,
         report.events,
         report.applied,
         report.duplicates,
         report.conflicts,
         report.dead_lettered,
+        report.late,
+        report.carried,
         f"{report.lag_seconds:.1f}" if report.lag_seconds is not None else "n/a",
     )
     return report
+
+
+def _newest(messages: Sequence[HubMessage]) -> list[Applied]:
+    """Per hub partition, the newest message of the batch: every event of the batch is settled by now."""
+    newest: dict[str, HubMessage] = {}
+    for message in messages:
+        if message.partition is None or message.sequence is None or message.enqueued is None:
+            continue
+        seen = newest.get(message.partition)
+        if seen is None or (seen.sequence or 0) < message.sequence:
+            newest[message.partition] = message
+    return [Applied(p, m.sequence or 0, m.enqueued) for p, m in newest.items() if m.enqueued is not None]
 
 
 def _letter(message: HubMessage, reason: str, body: str, index: int | None = None) -> DeadLetter:

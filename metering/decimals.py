@@ -53,6 +53,11 @@ def subtract(a: Decimal, b: Decimal) -> Decimal:
     return EXACT.subtract(a, b)
 
 
+def percent_of(value: Decimal, percent: Decimal) -> Decimal:
+    """`percent` % of `value`, exactly (dividing by 100 only moves the decimal point)."""
+    return EXACT.divide(EXACT.multiply(value, percent), 100)
+
+
 def to_str(value: Decimal) -> str:
     """Canonical text of a decimal: no exponent, no trailing fractional zeros, no negative zero."""
     if not value:

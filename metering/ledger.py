@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from metering import rows
+from metering import control, rows
 from metering.aggregation import (
     STATE_ROW,
     BatchPlan,
@@ -62,6 +62,8 @@ class ApplyResult:
     late: list[PlannedEvent] = field(default_factory=list)
     commits: int = 0
     retries: int = 0
+    # Each touched partition's state after the batch (None: the partition has none), for threshold alerts.
+    states: dict[str, tuple[PlannedEvent, dict[str, Any] | None]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -124,18 +126,22 @@ class Ledger:
     def apply(self, items: Sequence[SourcedEvent], ranges: Mapping[str, tuple[int, int]] | None = None) -> ApplyResult:
         """Apply a batch exactly once. `ranges` are the hub ranges the batch holds completely (by default
         derived from the events' positions); a store failure raises and nothing past the last commit counts."""
-        plan = self.plan(items)
-        result = ApplyResult(rejected=plan.rejected)
         if ranges is None:
             hub_ranges = contiguous_ranges(item.position for item in items if item.position is not None)
         else:
             hub_ranges = dict(ranges)
+        return self.apply_plan(self.plan(items), hub_ranges)
+
+    def apply_plan(self, plan: BatchPlan, hub_ranges: Mapping[str, tuple[int, int]]) -> ApplyResult:
+        result = ApplyResult(rejected=plan.rejected)
         for partition, events in plan.partitions.items():
             repeats = plan.repeats.get(partition, [])
             self._apply_partition(partition, events, _held_back(hub_ranges, repeats), result)
             if repeats:
                 # Their first occurrences are settled now, so each repeat meets the payload that counted.
                 self._apply_partition(partition, repeats, {}, result)
+            state = self._known[partition].rows.get(STATE_ROW) if partition in self._known else None
+            result.states[partition] = (events[0], state.data if state is not None else None)
         return result
 
     # -- one store partition -------------------------------------------------------------------------------
@@ -157,6 +163,10 @@ class Ledger:
         if state is not None and state.data["status"] == rows.CLOSED:
             self._late(partition, known, events, result)
             return
+        if state is None:
+            # The closer finds periods through this index: it names every partition before its state row exists.
+            first = events[0]
+            control.index_open(self.store.control, first.event.tenant_id, first.period)
         if fresh_state and state is None:
             known.all_uniques = True  # a partition without a state row has no distinct-value markers either
         elif not known.all_uniques and any(planned.unique for planned in events):

@@ -87,13 +87,19 @@ def apply_to_state(
         if kind is Aggregation.UNIQUE_COUNT:
             delta = Cell(delta.value + new_distinct.get(name, 0), delta.count)  # noqa: PLW2901
         totals[name] = merge_json(kind, totals.get(name), delta)
+    adjustments = dict(state.get("adj", {}))
+    for name, delta in deltas.adjustments.items():
+        adjustments[name] = merge_json(deltas.meters[name].aggregation, adjustments.get(name), delta)
     watermarks = dict(state["wm"])
     for hub_partition, (lo, hi) in coverage.items():
         # Re-inserted last, so the partitions least recently applied are the first to go past the bound.
         watermarks[hub_partition] = merge_interval(watermarks.pop(hub_partition, []), lo, hi)
     for stale in list(watermarks)[:-MAX_HUB_PARTITIONS]:
         del watermarks[stale]
-    return {**state, "totals": totals, "wm": watermarks, "today": today, "updated": now}
+    updated = {**state, "totals": totals, "wm": watermarks, "today": today, "updated": now}
+    if adjustments:
+        updated["adj"] = adjustments
+    return updated
 
 
 def add_to_block(

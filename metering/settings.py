@@ -8,6 +8,8 @@ Azure the identity-based form (`AzureWebJobsStorage__tableServiceUri` with `__cr
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
+from enum import StrEnum
 from functools import cache
 
 from pydantic import Field, model_validator
@@ -16,6 +18,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 class SettingsError(ValueError):
     pass
+
+
+class LateEventPolicy(StrEnum):
+    REVIEW = "review"
+    ADJUST = "adjust"
 
 
 class Settings(BaseSettings):
@@ -64,6 +71,55 @@ class Settings(BaseSettings):
         pattern=r"^[a-z0-9](-?[a-z0-9]){2,62}$",
         description="Blob container for dead-lettered bodies too large for a table property",
     )
+    tenants_table: str = Field(
+        "meteringtenants", validation_alias="METERING_TENANTS_TABLE", pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$"
+    )
+    statements_table: str = Field(
+        "meteringstatements", validation_alias="METERING_STATEMENTS_TABLE", pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$"
+    )
+    late_events_table: str = Field(
+        "meteringlateevents", validation_alias="METERING_LATE_EVENTS_TABLE", pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$"
+    )
+    control_table: str = Field(
+        "meteringcontrol",
+        validation_alias="METERING_CONTROL_TABLE",
+        pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$",
+        description="Open-period index, applied hub positions, alert records and the outbox",
+    )
+    notifications_queue: str = Field(
+        "meteringnotifications",
+        validation_alias="METERING_NOTIFICATIONS_QUEUE",
+        pattern=r"^[a-z0-9](-?[a-z0-9]){2,62}$",
+        description="Storage queue receiving period.closed and quota.threshold_crossed messages",
+    )
+    plans_file: str | None = Field(
+        None, validation_alias="METERING_PLANS_FILE", description="Plan catalog (TOML); the packaged one if unset"
+    )
+    grace_hours: int = Field(
+        24,
+        ge=0,
+        le=24 * 31,
+        validation_alias="METERING_GRACE_HOURS",
+        description="Hours after a period ends during which late events still count toward it",
+    )
+    dedupe_retention_days: int = Field(
+        35,
+        ge=1,
+        le=3650,
+        validation_alias="METERING_DEDUPE_RETENTION_DAYS",
+        description="Days a closed period keeps its dedupe markers (longer than hub retention and client retries)",
+    )
+    late_event_policy: LateEventPolicy = Field(
+        LateEventPolicy.REVIEW,
+        validation_alias="METERING_LATE_EVENT_POLICY",
+        description="review: late events wait in the late-events table; adjust: counted in the current period",
+    )
+    alert_thresholds: str = Field(
+        "80,100",
+        validation_alias="METERING_ALERT_THRESHOLDS",
+        pattern=r"^\s*\d{1,3}(\.\d+)?\s*(,\s*\d{1,3}(\.\d+)?\s*)*$",
+        description="Percentages of a hard limit whose crossing sends a quota.threshold_crossed alert",
+    )
     max_event_age_days: int = Field(
         35,
         ge=1,
@@ -85,6 +141,18 @@ class Settings(BaseSettings):
     @property
     def uses_event_hub(self) -> bool:
         return bool(self.event_hub_connection or self.event_hub_namespace)
+
+    @property
+    def grace(self) -> timedelta:
+        return timedelta(hours=self.grace_hours)
+
+    @property
+    def dedupe_retention(self) -> timedelta:
+        return timedelta(days=self.dedupe_retention_days)
+
+    @property
+    def thresholds(self) -> tuple[Decimal, ...]:
+        return tuple(sorted({Decimal(part.strip()) for part in self.alert_thresholds.split(",")}))
 
     @property
     def max_event_age(self) -> timedelta:

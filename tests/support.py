@@ -79,6 +79,10 @@ class ProbedStore:
         self.usage = ProbedRows(self.inner.usage, self.probe)
         self.conflicts = self.inner.conflicts
         self.dead_letters = self.inner.dead_letters
+        self.tenants = self.inner.tenants
+        self.statements = self.inner.statements
+        self.late_events = self.inner.late_events
+        self.control = self.inner.control
 
     def ensure_ready(self) -> None:
         self.inner.ensure_ready()

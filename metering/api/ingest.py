@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +23,7 @@ from metering.events import (
     parse_event,
 )
 from metering.meters import MeterCatalog
+from metering.ratelimit import RateLimit, RateLimiter
 from metering.transport import Message, Publisher, PublishError, pack
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -49,7 +52,11 @@ class Ingest:
         max_age: timedelta,
         max_future: timedelta,
         clock: Callable[[], datetime],
+        rate_of: Callable[[str], RateLimit | None] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
+        self.rate_of = rate_of
+        self.limiter = limiter or RateLimiter()
         self.catalog = catalog
         self.publisher = publisher
         self.max_message_bytes = max_message_bytes
@@ -83,6 +90,9 @@ class Ingest:
                 f"{len({e.index for e in errors})} of {len(items)} events are invalid; none was accepted",
                 errors=errors,
             )
+        limited = self.rate_limited(events)
+        if limited is not None:
+            return limited
         events = [e if e.event_id is not None else e.model_copy(update={"event_id": uuid.uuid4().hex}) for e in events]
         try:
             self.publisher.publish(self.messages(events))
@@ -94,6 +104,40 @@ class Ingest:
                 headers={"Retry-After": RETRY_AFTER_SECONDS},
             )
         return ok(Accepted(accepted=len(events), event_ids=[e.event_id or "" for e in events]), status=202)
+
+    def rate_limited(self, events: list[UsageEvent]) -> Response | None:
+        """A 429 when a tenant of the request is over its plan's ingest rate; then nothing is taken from any
+        tenant's allowance and nothing is forwarded. The buckets live in this instance's memory."""
+        if self.rate_of is None:
+            return None
+        counts = Counter(event.tenant_id for event in events)
+        wanted = {}
+        for tenant, count in counts.items():
+            rate = self.rate_of(tenant)
+            if rate is not None:
+                wanted[tenant] = (count, rate)
+        if not wanted:
+            return None
+        for tenant, (count, rate) in wanted.items():
+            if count > rate.burst:
+                # No wait would ever let this request through: say how to split it instead.
+                return problem(
+                    413,
+                    "Payload too large",
+                    f"{count} events for tenant {tenant} in one request exceed the burst of its plan's ingest "
+                    f"rate ({rate.burst}); send at most {rate.burst} per request",
+                )
+        wait = self.limiter.take_all(wanted)
+        if wait is None:
+            return None
+        seconds = max(1, math.ceil(wait))
+        return problem(
+            429,
+            "Too many requests",
+            f"the ingest rate limit of a tenant in this request is exceeded; retry after {seconds} s "
+            "with the same events (nothing of this request was accepted)",
+            headers={"Retry-After": str(seconds)},
+        )
 
     def messages(self, events: list[UsageEvent]) -> list[Message]:
         return pack(events, self.max_message_bytes)

@@ -68,6 +68,10 @@ class RowTable(Protocol):
 
     def upsert(self, partition: str, key: str, data: dict[str, Any]) -> None: ...
 
+    def delete(self, partition: str, keys: Collection[str]) -> None:
+        """Delete rows, in atomic groups as large as the store allows; missing rows are no error."""
+        ...
+
     def partition(self, partition: str) -> list[Row]: ...
 
 
@@ -75,6 +79,11 @@ class Store(Protocol):
     usage: RowTable
     conflicts: RowTable
     dead_letters: RowTable
+    tenants: RowTable
+    statements: RowTable
+    late_events: RowTable
+    # The open-period index, the hub's applied positions, alert records and the outbox.
+    control: RowTable
 
     def ensure_ready(self) -> None:
         """Create what the store may create, check the rest exists; raise with a clear message if not."""

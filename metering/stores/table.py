@@ -14,10 +14,10 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
-from metering.stores import CommitConflict, Create, Operation, Replace, Row
+from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, Create, Operation, Replace, Row
 
 _CHUNK = 32_000
 _DATA_PROPERTIES = tuple(f"d{i}" for i in range(30))
@@ -102,6 +102,20 @@ class TableRows:
     def upsert(self, partition: str, key: str, data: dict[str, Any]) -> None:
         self._client.upsert_entity(encode(partition, key, data), mode=UpdateMode.REPLACE)
 
+    def delete(self, partition: str, keys: Collection[str]) -> None:
+        wanted = sorted(set(keys))
+        for i in range(0, len(wanted), MAX_TRANSACTION_OPS):
+            group = wanted[i : i + MAX_TRANSACTION_OPS]
+            try:
+                self._client.submit_transaction([("delete", {"PartitionKey": partition, "RowKey": k}) for k in group])
+            except TableTransactionError as error:
+                if error.error_code != "ResourceNotFound":
+                    raise
+                # One row of the group is gone already (a concurrent purge): delete the rest one by one.
+                for key in group:
+                    with contextlib.suppress(ResourceNotFoundError):
+                        self._client.delete_entity(partition, key)
+
 
 class TableStore:
     """The metering tables of one storage account."""
@@ -113,11 +127,33 @@ class TableStore:
         usage_table: str,
         conflicts_table: str,
         dead_letter_table: str | None = None,
+        tenants_table: str | None = None,
+        statements_table: str | None = None,
+        late_events_table: str | None = None,
+        control_table: str | None = None,
     ) -> None:
         self._service = service
-        self.usage = TableRows(service.get_table_client(usage_table))
-        self.conflicts = TableRows(service.get_table_client(conflicts_table))
-        self.dead_letters = TableRows(service.get_table_client(dead_letter_table or conflicts_table + "dead"))
+
+        def rows(name: str | None, suffix: str) -> TableRows:
+            # Tests name only the usage table; the others follow it, so each test's tables stay its own.
+            return TableRows(service.get_table_client(name or usage_table + suffix))
+
+        self.usage = rows(usage_table, "")
+        self.conflicts = rows(conflicts_table, "conflicts")
+        self.dead_letters = rows(dead_letter_table, "dead")
+        self.tenants = rows(tenants_table, "tenants")
+        self.statements = rows(statements_table, "statements")
+        self.late_events = rows(late_events_table, "late")
+        self.control = rows(control_table, "control")
+        self._all = (
+            self.usage,
+            self.conflicts,
+            self.dead_letters,
+            self.tenants,
+            self.statements,
+            self.late_events,
+            self.control,
+        )
 
     @classmethod
     def from_connection_string(cls, connection: str, **tables: str) -> TableStore:
@@ -128,7 +164,7 @@ class TableStore:
         return cls(TableServiceClient(endpoint, credential=credential, **RETRY), **tables)
 
     def ensure_ready(self) -> None:
-        for table in (self.usage, self.conflicts, self.dead_letters):
+        for table in self._all:
             with contextlib.suppress(ResourceExistsError):
                 self._service.create_table(table.name)
 

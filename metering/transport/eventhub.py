@@ -8,12 +8,14 @@ batches as the size limit needs; the call returns only when every batch was sent
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from azure.eventhub import EventData, EventHubProducerClient
+from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient
 from azure.eventhub.exceptions import EventHubError
 
+from metering.control import Applied
 from metering.transport import Message, PublishError
 
 
@@ -64,3 +66,40 @@ class EventHubPublisher:
             if self._producer is not None:
                 self._producer.close()
                 self._producer = None
+
+
+class EventHubBacklog:
+    """Whether every hub partition's events enqueued before an instant are applied: a partition is caught up
+    when it is empty, when the aggregator applied its last message, or a message enqueued after the instant
+    (a partition is read in order)."""
+
+    def __init__(self, factory: Callable[[], EventHubConsumerClient]) -> None:
+        self._factory = factory
+
+    @classmethod
+    def from_connection_string(cls, connection: str, hub: str, consumer_group: str) -> EventHubBacklog:
+        return cls(
+            lambda: EventHubConsumerClient.from_connection_string(
+                connection, consumer_group=consumer_group, eventhub_name=hub
+            )
+        )
+
+    @classmethod
+    def from_namespace(cls, namespace: str, hub: str, consumer_group: str, credential: Any) -> EventHubBacklog:
+        return cls(lambda: EventHubConsumerClient(namespace, hub, consumer_group, credential))
+
+    def caught_up(self, instant: datetime, applied: Mapping[str, Applied]) -> bool:
+        client = self._factory()
+        try:
+            for partition in client.get_partition_ids():
+                properties = client.get_partition_properties(partition)
+                if properties["is_empty"]:
+                    continue
+                position = applied.get(str(partition))
+                if position is None:
+                    return False
+                if position.sequence < properties["last_enqueued_sequence_number"] and position.enqueued < instant:
+                    return False
+            return True
+        finally:
+            client.close()

@@ -8,11 +8,13 @@ tooling expects, which is why a message holds at most 48 KiB of JSON.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, LinearRetry, QueueClient
 
+from metering.control import Applied
 from metering.transport import Message, PublishError
 
 
@@ -51,3 +53,24 @@ class QueuePublisher:
 
     def close(self) -> None:
         self._client.close()
+
+
+class QueueBacklog:
+    """Whether the local queue still holds events enqueued before an instant. The queue does not keep the
+    order of the hub, so this is conservative: caught up when it is empty, or when its oldest waiting message
+    is newer than the instant and the feed has applied a message newer than it too."""
+
+    def __init__(self, client: QueueClient) -> None:
+        self._client = client
+
+    def caught_up(self, instant: datetime, applied: Mapping[str, Applied]) -> bool:
+        try:
+            waiting = self._client.get_queue_properties().approximate_message_count
+        except ResourceNotFoundError:
+            return True  # nothing was ever published
+        if not waiting:
+            return True
+        oldest = list(self._client.peek_messages(max_messages=1))
+        if not oldest or oldest[0].inserted_on is None or oldest[0].inserted_on < instant:
+            return False
+        return any(position.enqueued >= instant for position in applied.values())

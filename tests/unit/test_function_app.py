@@ -29,6 +29,12 @@ def test_http_routes_methods_and_auth_levels():
         "usage_history": ("usage/{tenant_id}/{metric}/history", ["GET"], "FUNCTION"),
         "quota": ("quota/{tenant_id}/{metric}", ["GET"], "FUNCTION"),
         "openapi": ("openapi.json", ["GET"], "FUNCTION"),
+        "cancel_event": ("events/{tenant_id}/cancel", ["POST"], "FUNCTION"),
+        "statements": ("statements/{tenant_id}", ["GET"], "FUNCTION"),
+        "late_events": ("late-events/{tenant_id}", ["GET"], "FUNCTION"),
+        # Operator routes take the admin (master) key only.
+        "manage_tenant": ("manage/tenants/{tenant_id}", ["GET", "PUT"], "ADMIN"),
+        "manage_close_periods": ("manage/periods/close", ["POST"], "ADMIN"),
     }
     # The host reserves routes and function names that start with "admin".
     assert not any(name.startswith("admin") or route.startswith("admin") for name, (route, _, _) in routes.items())

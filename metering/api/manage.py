@@ -1,0 +1,83 @@
+"""Operator routes under /api/manage/ (admin key): tenant settings and closing periods on demand."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+
+from pydantic import BaseModel, ValidationError
+
+from metering.api.http import Response, bad_request, ok, problem
+from metering.closing import PeriodCloser
+from metering.events import TENANT_PATTERN, BodyError, FieldError, decode_json
+from metering.tenants import TenantDirectory, TenantError, TenantUpdate
+
+_TENANT = re.compile(TENANT_PATTERN)
+
+
+class ClosedView(BaseModel):
+    tenant_id: str
+    period_start: datetime
+    period_end: datetime
+
+
+class CloseResponse(BaseModel):
+    closed: list[ClosedView]
+    waiting: int
+    sent: int
+
+
+class Manage:
+    def __init__(self, directory: TenantDirectory, closer: PeriodCloser, clock: Callable[[], datetime]) -> None:
+        self.directory = directory
+        self.closer = closer
+        self.clock = clock
+
+    def get_tenant(self, tenant_id: str) -> Response:
+        if not _TENANT.fullmatch(tenant_id):
+            return bad_request("tenant_id", "must be 1 to 128 of A-Z a-z 0-9 . _ : -")
+        return ok(self.directory.settings(tenant_id))
+
+    def put_tenant(self, tenant_id: str, body: bytes) -> Response:
+        if not _TENANT.fullmatch(tenant_id):
+            return bad_request("tenant_id", "must be 1 to 128 of A-Z a-z 0-9 . _ : -")
+        try:
+            decoded = decode_json(body)
+        except BodyError as error:
+            return problem(400, "Bad request", str(error))
+        if not isinstance(decoded, dict):
+            return problem(400, "Bad request", "the body must be a JSON object of tenant settings")
+        try:
+            change = TenantUpdate.model_validate(decoded)
+        except ValidationError as error:
+            errors = [
+                FieldError(0, ".".join(str(p) for p in e["loc"]) or "body", str(e["msg"]).removeprefix("Value error, "))
+                for e in error.errors()
+            ]
+            return problem(
+                422, "Invalid tenant settings", f"{len(errors)} rule(s) broken; nothing changed", errors=errors
+            )
+        try:
+            settings = self.directory.update(tenant_id, change)
+        except TenantError as error:
+            return problem(
+                422,
+                "Invalid tenant settings",
+                f"{len(error.errors)} rule(s) broken; nothing changed",
+                errors=error.errors,
+            )
+        return ok(settings)
+
+    def close_periods(self) -> Response:
+        report = self.closer.run(self.clock())
+        return ok(
+            CloseResponse(
+                closed=[
+                    ClosedView(tenant_id=c.tenant_id, period_start=c.period.start, period_end=c.period.end)
+                    for c in report.closed
+                ],
+                waiting=report.waiting,
+                sent=report.sent,
+            )
+        )

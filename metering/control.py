@@ -1,0 +1,110 @@
+"""The control table: what closing periods needs to find its work without scanning the usage table.
+
+    open     | <end>|<tenant>|<period>      every period that has a store partition and is not closed yet,
+                                           ordered by its end, so the closer reads only the due ones
+    closed   | <purge after>|<tenant>|<period>   closed periods whose dedupe markers wait for their purge
+    hub      | <hub partition>              the newest position the aggregator applied, per hub partition
+
+The aggregator adds a period to the open index before its first commit creates the period's state row, so
+no state row exists that the index does not name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from metering.events import format_timestamp
+from metering.periods import BillingPeriod
+from metering.stores import Row, RowTable
+
+OPEN = "open"
+CLOSED = "closed"
+HUB = "hub"
+
+
+def instant_key(instant: datetime) -> str:
+    # Fixed width, so key order is time order.
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedPeriod:
+    tenant_id: str
+    period: BillingPeriod
+    key: str  # the index row's key
+
+    @classmethod
+    def from_row(cls, row: Row) -> IndexedPeriod:
+        data = row.data
+        start, end = (datetime.fromisoformat(text) for text in data["period"])
+        return cls(data["tenant"], BillingPeriod(start, end, data["key"]), row.key)
+
+
+def _data(tenant_id: str, period: BillingPeriod) -> dict[str, object]:
+    return {"tenant": tenant_id, "period": [period.start.isoformat(), period.end.isoformat()], "key": period.key}
+
+
+def index_open(control: RowTable, tenant_id: str, period: BillingPeriod) -> None:
+    control.upsert(OPEN, f"{instant_key(period.end)}|{tenant_id}|{period.key}", _data(tenant_id, period))
+
+
+def open_until(control: RowTable, ended_by: datetime, limit: int = 1000) -> list[IndexedPeriod]:
+    """Open periods that ended at or before `ended_by`, oldest first."""
+    rows = control.range(OPEN, "", instant_key(ended_by) + "~", limit=limit)
+    return [IndexedPeriod.from_row(row) for row in rows]
+
+
+def move_to_closed(control: RowTable, entry: IndexedPeriod, purge_after: datetime) -> None:
+    control.upsert(
+        CLOSED, f"{instant_key(purge_after)}|{entry.tenant_id}|{entry.period.key}", _data(entry.tenant_id, entry.period)
+    )
+    control.delete(OPEN, [entry.key])
+
+
+def purgeable(control: RowTable, now: datetime, limit: int = 100) -> list[IndexedPeriod]:
+    return [IndexedPeriod.from_row(row) for row in control.range(CLOSED, "", instant_key(now) + "~", limit=limit)]
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The newest message of a hub partition whose events are all applied."""
+
+    partition: str
+    sequence: int
+    enqueued: datetime
+
+
+class HubProgress:
+    """Records, per hub partition, the newest position the aggregator has applied. One upsert per batch; the
+    position only moves forward (a redelivered older batch does not move it back)."""
+
+    def __init__(self, control: RowTable) -> None:
+        self.control = control
+        self._known: dict[str, int] = {}
+
+    def record(self, applied: Iterable[Applied], now: datetime) -> None:
+        for position in applied:
+            known = self._known.get(position.partition)
+            if known is None:
+                stored = self.control.read(HUB, [position.partition]).get(position.partition)
+                known = self._known[position.partition] = stored.data["sequence"] if stored else -1
+            if position.sequence <= known:
+                continue
+            self.control.upsert(
+                HUB,
+                position.partition,
+                {
+                    "sequence": position.sequence,
+                    "enqueued": position.enqueued.isoformat(),
+                    "updated": format_timestamp(now),
+                },
+            )
+            self._known[position.partition] = position.sequence
+
+    def positions(self) -> dict[str, Applied]:
+        return {
+            row.key: Applied(row.key, row.data["sequence"], datetime.fromisoformat(row.data["enqueued"]))
+            for row in self.control.partition(HUB)
+        }

@@ -1,0 +1,80 @@
+"""Messages to billing integrations (`period.closed`, `quota.threshold_crossed`) through an outbox.
+
+A message is first written as an outbox row, then sent to a Storage queue and its row deleted: so it is sent
+at least once, whatever fails between. Every message carries a stable `id`; consumers dedupe on it. An alert
+is recorded once: its record row and its outbox row are created in one transaction, and a second attempt
+meets the record and creates nothing.
+
+    outbox | r|<message id>    the record of a message that must exist once (alerts)
+    outbox | q|<message id>    a message waiting to be sent
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import Any, Protocol
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient
+
+from metering.stores import CommitConflict, Create, RowTable
+
+log = logging.getLogger(__name__)
+
+OUTBOX = "outbox"
+
+
+class Sink(Protocol):
+    def send(self, message_id: str, text: str) -> None: ...
+
+
+class QueueSink:
+    """A Storage queue. Messages are Base64 encoded, as the Functions queue trigger expects by default."""
+
+    def __init__(self, client: QueueClient) -> None:
+        self.client = client
+        self._ready = False
+
+    def send(self, message_id: str, text: str) -> None:
+        if not self._ready:
+            with contextlib.suppress(ResourceExistsError):
+                self.client.create_queue()
+            self._ready = True
+        self.client.send_message(text.encode())
+
+
+class Outbox:
+    def __init__(self, control: RowTable, sink: Sink) -> None:
+        self.control = control
+        self.sink = sink
+
+    def add(self, message_id: str, body: dict[str, Any], *, once: bool = False) -> bool:
+        """Queue a message; with `once`, only if it was never queued before. Returns whether it was added."""
+        message = {"id": message_id, **body}
+        if not once:
+            self.control.upsert(OUTBOX, "q|" + message_id, message)
+            return True
+        try:
+            self.control.commit(OUTBOX, [Create("r|" + message_id, message), Create("q|" + message_id, message)])
+        except CommitConflict:
+            return False
+        return True
+
+    def dispatch(self, limit: int = 1000) -> int:
+        """Send waiting messages; a failed send leaves its row for the next run."""
+        sent = 0
+        for row in self.control.range(OUTBOX, "q|", "q|~", limit=limit):
+            try:
+                self.sink.send(row.data["id"], json.dumps(row.data, separators=(",", ":")))
+            except Exception:
+                log.exception("outbox: sending %s failed; it stays queued for the next run", row.data["id"])
+                continue
+            self.control.delete(OUTBOX, [row.key])
+            sent += 1
+        return sent
+
+    def record(self, message_id: str) -> dict[str, Any] | None:
+        row = self.control.read(OUTBOX, ["r|" + message_id]).get("r|" + message_id)
+        return None if row is None else row.data
