@@ -40,7 +40,9 @@ SHARDS = (SHARD,)
 
 
 class Backlog(Protocol):
-    def caught_up(self, instant: datetime, applied: Mapping[str, Applied]) -> bool: ...
+    def applied_through(self, applied: Mapping[str, Applied], now: datetime) -> datetime:
+        """The instant before which every event enqueued in the hub is applied."""
+        ...
 
 
 class LineKind(StrEnum):
@@ -160,18 +162,16 @@ class PeriodCloser:
     def run(self, now: datetime | None = None) -> CloseReport:
         now = now or self.clock()
         report = CloseReport()
-        due = control.open_until(self.store.control, now - self.grace)
-        verdicts: dict[datetime, bool] = {}
-        applied = self.progress.positions() if due else {}
-        for entry in due:
-            instant = entry.period.end + self.grace
-            if instant not in verdicts:
-                verdicts[instant] = self.backlog.caught_up(instant, applied)
-            if not verdicts[instant]:
+        through = min(now, self.backlog.applied_through(self.progress.positions(), now))
+        for entry in control.open_until(self.store.control, now - self.grace):
+            if entry.period.end + self.grace > through:
                 report.waiting += 1
                 continue
             self.close(entry, now)
             report.closed.append(ClosedPeriod(entry.tenant_id, entry.period))
+        # Every period that ended by then is closed now, or never had a partition: the aggregator files an event
+        # of such a period as late instead of opening it.
+        control.advance_closed_through(self.store.control, through - self.grace)
         report.sent = self.outbox.dispatch()
         report.purged_markers = self.purge(now)
         if report.closed or report.waiting:

@@ -2,6 +2,7 @@
 
     open     | <end>|<tenant>|<period>      every period that has a store partition and is not closed yet,
                                            ordered by its end, so the closer reads only the due ones
+    closer   | through                      every period that ended by this instant is closed
     closed   | <purge after>|<tenant>|<period>   closed periods whose dedupe markers wait for their purge
     hub      | <hub partition>              the newest position the aggregator applied, per hub partition
 
@@ -17,11 +18,15 @@ from datetime import UTC, datetime
 
 from metering.events import format_timestamp
 from metering.periods import BillingPeriod
-from metering.stores import Row, RowTable
+from metering.stores import CommitConflict, Create, Replace, Row, RowTable
 
 OPEN = "open"
 CLOSED = "closed"
 HUB = "hub"
+CLOSER = "closer"
+# Before any period: what a hub reports applied when nothing of it is known to be applied.
+NOTHING_APPLIED = datetime(2000, 1, 1, tzinfo=UTC)
+THROUGH = "through"
 
 
 def instant_key(instant: datetime) -> str:
@@ -65,6 +70,25 @@ def move_to_closed(control: RowTable, entry: IndexedPeriod, purge_after: datetim
 
 def purgeable(control: RowTable, now: datetime, limit: int = 100) -> list[IndexedPeriod]:
     return [IndexedPeriod.from_row(row) for row in control.range(CLOSED, "", instant_key(now) + "~", limit=limit)]
+
+
+def closed_through(control: RowTable) -> datetime | None:
+    row = control.read(CLOSER, [THROUGH]).get(THROUGH)
+    return None if row is None else datetime.fromisoformat(row.data["instant"])
+
+
+def advance_closed_through(control: RowTable, instant: datetime) -> None:
+    """Move the instant forward, never back (closers may race; an older run must not undo a newer one)."""
+    for _attempt in range(5):
+        row = control.read(CLOSER, [THROUGH]).get(THROUGH)
+        if row is not None and datetime.fromisoformat(row.data["instant"]) >= instant:
+            return
+        data = {"instant": instant.isoformat()}
+        try:
+            control.commit(CLOSER, [Create(THROUGH, data) if row is None else Replace(THROUGH, data, row.etag)])
+        except CommitConflict:
+            continue
+        return
 
 
 @dataclass(frozen=True, slots=True)

@@ -164,8 +164,12 @@ class Ledger:
             self._late(partition, known, events, result)
             return
         if state is None:
-            # The closer finds periods through this index: it names every partition before its state row exists.
             first = events[0]
+            if first.period.end <= self.clock() and self._closed_by_now(first.period.end):
+                # The closer has passed this period (it had no partition then): it is closed, its events late.
+                result.late.extend(events)
+                return
+            # The closer finds periods through this index: it names every partition before its state row exists.
             control.index_open(self.store.control, first.event.tenant_id, first.period)
         if fresh_state and state is None:
             known.all_uniques = True  # a partition without a state row has no distinct-value markers either
@@ -192,6 +196,10 @@ class Ledger:
         for row in markers.values():
             known.markers[row.key] = row.data["h"]
         result.late.extend(p for p in unsure if not self._is_known_applied(p, known, result))
+
+    def _closed_by_now(self, end: datetime) -> bool:
+        through = control.closed_through(self.store.control)
+        return through is not None and end <= through
 
     def _is_known_applied(self, planned: PlannedEvent, known: _Known, result: ApplyResult) -> bool:
         first = known.markers.get(planned.marker)

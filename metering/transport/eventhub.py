@@ -15,7 +15,7 @@ from typing import Any
 from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient
 from azure.eventhub.exceptions import EventHubError
 
-from metering.control import Applied
+from metering.control import NOTHING_APPLIED, Applied
 from metering.transport import Message, PublishError
 
 
@@ -69,9 +69,9 @@ class EventHubPublisher:
 
 
 class EventHubBacklog:
-    """Whether every hub partition's events enqueued before an instant are applied: a partition is caught up
-    when it is empty, when the aggregator applied its last message, or a message enqueued after the instant
-    (a partition is read in order)."""
+    """The instant up to which every hub partition's events are applied: a partition is read in order, so it
+    is applied up to the enqueued time of the newest message the aggregator applied, or entirely when that was
+    its last message (or it is empty)."""
 
     def __init__(self, factory: Callable[[], EventHubConsumerClient]) -> None:
         self._factory = factory
@@ -88,8 +88,9 @@ class EventHubBacklog:
     def from_namespace(cls, namespace: str, hub: str, consumer_group: str, credential: Any) -> EventHubBacklog:
         return cls(lambda: EventHubConsumerClient(namespace, hub, consumer_group, credential))
 
-    def caught_up(self, instant: datetime, applied: Mapping[str, Applied]) -> bool:
+    def applied_through(self, applied: Mapping[str, Applied], now: datetime) -> datetime:
         client = self._factory()
+        through = now
         try:
             for partition in client.get_partition_ids():
                 properties = client.get_partition_properties(partition)
@@ -97,9 +98,9 @@ class EventHubBacklog:
                     continue
                 position = applied.get(str(partition))
                 if position is None:
-                    return False
-                if position.sequence < properties["last_enqueued_sequence_number"] and position.enqueued < instant:
-                    return False
-            return True
+                    return NOTHING_APPLIED
+                if position.sequence < properties["last_enqueued_sequence_number"]:
+                    through = min(through, position.enqueued)
+            return through
         finally:
             client.close()

@@ -14,7 +14,7 @@ from datetime import datetime
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, LinearRetry, QueueClient
 
-from metering.control import Applied
+from metering.control import NOTHING_APPLIED, Applied
 from metering.transport import Message, PublishError
 
 
@@ -56,21 +56,22 @@ class QueuePublisher:
 
 
 class QueueBacklog:
-    """Whether the local queue still holds events enqueued before an instant. The queue does not keep the
-    order of the hub, so this is conservative: caught up when it is empty, or when its oldest waiting message
-    is newer than the instant and the feed has applied a message newer than it too."""
+    """How far the local queue's events are applied. A Storage queue keeps no strict order, so this is
+    conservative: everything when it is empty, else no later than its oldest waiting message and no later than
+    the newest message the feed has applied."""
 
     def __init__(self, client: QueueClient) -> None:
         self._client = client
 
-    def caught_up(self, instant: datetime, applied: Mapping[str, Applied]) -> bool:
+    def applied_through(self, applied: Mapping[str, Applied], now: datetime) -> datetime:
         try:
             waiting = self._client.get_queue_properties().approximate_message_count
         except ResourceNotFoundError:
-            return True  # nothing was ever published
+            return now  # nothing was ever published
         if not waiting:
-            return True
+            return now
+        newest = max((position.enqueued for position in applied.values()), default=NOTHING_APPLIED)
         oldest = list(self._client.peek_messages(max_messages=1))
-        if not oldest or oldest[0].inserted_on is None or oldest[0].inserted_on < instant:
-            return False
-        return any(position.enqueued >= instant for position in applied.values())
+        if oldest and oldest[0].inserted_on is not None:
+            return min(newest, oldest[0].inserted_on, now)
+        return min(newest, now)

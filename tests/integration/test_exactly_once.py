@@ -6,7 +6,10 @@ duplicates (inside a batch and across batches), retries under an idempotency key
 conflicting payloads under a key already counted. Phase 1 delivers it in batches that are replayed whole, replayed
 split differently, or cut short by a crash before or after a commit reached the store (with the same instance
 retrying or a new one taking over), on transactions small enough that batches span several. Phase 2 has two
-aggregators apply overlapping batches at the same time, then a third redeliver the whole phase.
+aggregators apply overlapping batches at the same time, then a third redeliver the whole phase. Phase 3 closes
+both periods, then redelivers everything together with new events of the closed periods: each period's
+statement equals the ground truth, the replayed events are recognised as counted, and exactly the new ones are
+recorded as late events.
 """
 
 from __future__ import annotations
@@ -25,12 +28,17 @@ from hypothesis import strategies as st
 
 from metering import decimals
 from metering.aggregation import Position, SourcedEvent, payload_hash
+from metering.closing import PeriodCloser, Statement
 from metering.events import UsageEvent, format_timestamp
+from metering.late import LateEvents
 from metering.ledger import Ledger
 from metering.meters import Aggregation, load_catalog
+from metering.notifications import Outbox, QueueSink
 from metering.periods import CalendarMonthUtc
+from metering.settings import LateEventPolicy
+from metering.transport.queue import QueueBacklog, queue_client
 from metering.usage import Granularity, UsageReader
-from tests.support import InjectedCrash, ProbedStore, fresh_table_store
+from tests.support import FixedClock, InjectedCrash, ProbedStore, fresh_table_store
 
 CATALOG = load_catalog()
 METERS = sorted(CATALOG.meters)
@@ -119,6 +127,7 @@ class Scenario:
     deliveries: list[Delivery]
     window_a: tuple[int, int]
     window_b: tuple[int, int]
+    late: list[UsageEvent]
 
 
 @st.composite
@@ -147,7 +156,12 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     size = len(phase2)
     a0 = draw(st.integers(0, size - 1))
     b0 = draw(st.integers(0, size - 1))
+    late = [
+        draw(logical_events(n1 + n2 + i)).model_copy(update={"event_id": f"late{i}", "idempotency_key": None})
+        for i in range(draw(st.integers(0, 4)))
+    ]
     return Scenario(
+        late=late,
         phase1=phase1,
         phase2=phase2,
         max_ops=draw(st.sampled_from([8, 13, 100])),
@@ -310,5 +324,49 @@ def test_every_event_counts_exactly_once(azurite, scenario: Scenario) -> None:
     deliver_phase1(store, scenario)
     deliver_phase2(store, scenario, offset=len(scenario.phase1))
     stream = scenario.phase1 + scenario.phase2
-    check(store, list(winners(stream).values()), expected_conflicts(stream))
+    unique = list(winners(stream).values())
+    conflicts = expected_conflicts(stream)
+    check(store, unique, conflicts)
+    close_and_replay(store, scenario, azurite, unique)
     store.inner.close()
+
+
+def close_and_replay(store: ProbedStore, scenario: Scenario, azurite: Any, unique: list[UsageEvent]) -> None:
+    clock = FixedClock(datetime(2026, 12, 5, tzinfo=UTC))
+    schedule = CalendarMonthUtc()
+    # A hub queue that was never created holds nothing: every hub position counts as applied.
+    backlog = QueueBacklog(queue_client(azurite.connection_string, "hubneverused"))
+    outbox = Outbox(store.control, QueueSink(queue_client(azurite.connection_string, "propnotifications")))
+    closer = PeriodCloser(
+        store, CATALOG, outbox, backlog, grace=timedelta(hours=24), retention=timedelta(days=35), clock=clock
+    )
+    closed = {(c.tenant_id, c.period.key) for c in closer.run().closed}
+    touched = {(e.tenant_id, schedule.period_at(e.tenant_id, e.timestamp).key) for e in unique}
+    assert touched <= closed
+    expected: dict[tuple[str, str], dict[str, tuple[str, int]]] = {}
+    for tenant, key in touched:
+        lines = Statement.model_validate(store.statements.read(tenant, [key])[key].data).lines
+        period = schedule.period_starting(tenant, date.fromisoformat(key))
+        assert period is not None
+        inside = [e for e in unique if e.tenant_id == tenant and period.contains(e.timestamp)]
+        metrics = {e.metric for e in inside}
+        expected[(tenant, key)] = {m: expected_cell(m, [e for e in inside if e.metric == m]) for m in metrics}
+        got = {line.metric: (decimals.to_str(line.quantity), line.event_count) for line in lines}
+        assert got == expected[(tenant, key)]
+    ledger = Ledger(store, CATALOG, schedule, max_ops=scenario.max_ops, clock=clock)
+    late = LateEvents(store.late_events, ledger, schedule, LateEventPolicy.REVIEW, clock)
+    stream = scenario.phase1 + scenario.phase2 + scenario.late
+    for start in range(0, len(stream), 9):
+        result = ledger.apply(sourced(stream, start, min(start + 9, len(stream)), offset=10_000))
+        assert result.applied == 0
+        late.handle(result.late)
+    recorded = {(item.event["tenant_id"], item.event["event_id"]) for t in TENANTS for item in late.list(t)}
+    assert recorded == {(e.tenant_id, e.event_id) for e in scenario.late}
+    # Closed is closed: the replay and the late events changed no total of a closed period.
+    reader = UsageReader(store, CATALOG, schedule, clock=clock)
+    for (tenant, key), metrics in expected.items():
+        period = schedule.period_starting(tenant, date.fromisoformat(key))
+        assert period is not None
+        for metric, cell in metrics.items():
+            aggregate = reader.for_period(tenant, metric, period)
+            assert (decimals.to_str(aggregate.total), aggregate.event_count, aggregate.status) == (*cell, "closed")
