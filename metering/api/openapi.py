@@ -9,10 +9,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
+from metering.api.billing import LateEventList, StatementList
 from metering.api.ingest import MAX_EVENTS, Accepted
+from metering.api.manage import CloseResponse
 from metering.api.reads import HistoryResponse, UsageResponse
+from metering.cancel import CancelResult
+from metering.closing import Statement
 from metering.events import UsageEvent
 from metering.quotas import QuotaDecision
+from metering.tenants import TenantSettings, TenantUpdate
 
 VERSION = "0.1.0"
 
@@ -31,6 +36,13 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldErrorModel] | None = None
+
+
+class CancelRequest(BaseModel):
+    """Exactly one of the two: the event's dedupe key."""
+
+    event_id: str | None = None
+    idempotency_key: str | None = None
 
 
 class UsageEventData(BaseModel):
@@ -61,10 +73,11 @@ def _problem_responses(*statuses: int) -> dict[str, Any]:
     reasons = {
         400: "Bad request: not JSON, or a bad parameter (named in errors)",
         401: "Missing or wrong key",
-        404: "Unknown meter",
-        413: "Body over 1 MiB or more than 1000 events",
+        404: "Unknown meter, statement or event",
+        409: "The event's billing period is closed: its totals are final",
+        413: "Body over 1 MiB, more than 1000 events, or more events of a tenant than its plan's burst",
         415: "Unsupported content type",
-        422: "At least one invalid event: per-index errors; nothing of the request was forwarded",
+        422: "Invalid input: per-field errors; nothing of the request was forwarded or changed",
         429: "The tenant's ingest rate limit is exceeded (Retry-After)",
         503: "The transport did not accept all events (Retry-After); retrying with the same ids is safe",
     }
@@ -112,6 +125,14 @@ def document() -> dict[str, Any]:
         (UsageResponse, "serialization"),
         (HistoryResponse, "serialization"),
         (QuotaDecision, "serialization"),
+        (CancelRequest, "validation"),
+        (CancelResult, "serialization"),
+        (Statement, "serialization"),
+        (StatementList, "serialization"),
+        (LateEventList, "serialization"),
+        (TenantUpdate, "validation"),
+        (TenantSettings, "serialization"),
+        (CloseResponse, "serialization"),
     ]
     _, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
     events_body = {
@@ -186,6 +207,74 @@ def document() -> dict[str, Any]:
                     "operationId": "checkQuota",
                     "parameters": [*_path_parameters(), _query("requested", "Amount to add (decimal)", type="string")],
                     "responses": {**_ok("QuotaDecision", "The decision"), **_problem_responses(400, 401, 404)},
+                }
+            },
+            "/events/{tenant_id}/cancel": {
+                "post": {
+                    "summary": "Cancel a counted event of a sum or count meter in its open period (idempotent)",
+                    "operationId": "cancelEvent",
+                    "parameters": [_path_parameters()[0]],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("CancelRequest")}},
+                    },
+                    "responses": {
+                        **_ok("CancelResult", "Cancelled (a repeat returns the same result)"),
+                        **_problem_responses(400, 401, 404, 409, 422),
+                    },
+                }
+            },
+            "/statements/{tenant_id}": {
+                "get": {
+                    "summary": "The statement of a closed period (or all of them); CSV with Accept: text/csv",
+                    "operationId": "getStatements",
+                    "parameters": [
+                        _path_parameters()[0],
+                        _query("period", "Start date of the closed period", type="string", format="date"),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "A Statement with period, a StatementList without",
+                            "content": {
+                                "application/json": {"schema": {"oneOf": [_ref("Statement"), _ref("StatementList")]}},
+                                "text/csv": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **_problem_responses(400, 401, 404),
+                    },
+                }
+            },
+            "/late-events/{tenant_id}": {
+                "get": {
+                    "summary": "Events that arrived for an already closed period",
+                    "operationId": "getLateEvents",
+                    "parameters": [_path_parameters()[0]],
+                    "responses": {**_ok("LateEventList", "Oldest first"), **_problem_responses(400, 401)},
+                }
+            },
+            "/manage/tenants/{tenant_id}": {
+                "get": {
+                    "summary": "A tenant's settings (admin key)",
+                    "operationId": "getTenant",
+                    "parameters": [_path_parameters()[0]],
+                    "responses": {**_ok("TenantSettings", "The settings"), **_problem_responses(400, 401)},
+                },
+                "put": {
+                    "summary": "Change a tenant's plan, limit overrides, billing anchor day or time zone (admin key)",
+                    "operationId": "setTenant",
+                    "parameters": [_path_parameters()[0]],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("TenantUpdate")}},
+                    },
+                    "responses": {**_ok("TenantSettings", "The settings"), **_problem_responses(400, 401, 422)},
+                },
+            },
+            "/manage/periods/close": {
+                "post": {
+                    "summary": "Close every due period now (admin key); the timer does this on its schedule",
+                    "operationId": "closePeriods",
+                    "responses": {**_ok("CloseResponse", "What closed"), **_problem_responses(401)},
                 }
             },
             "/openapi.json": {
