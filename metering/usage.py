@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from metering import decimals
 from metering.aggregation import STATE_ROW, Cell, day_row_key, partition_key
+from metering.control import closed_through
 from metering.ledger import Clock, utc_now
 from metering.meters import Aggregation, Meter, MeterCatalog
 from metering.periods import BillingPeriod, PeriodSchedule, periods_between
@@ -129,6 +130,8 @@ class UsageReader:
                 updated = datetime.fromisoformat(state.data["updated"])
             if state.data["status"] == CLOSED:
                 status = PeriodStatus.CLOSED
+        if status is PeriodStatus.GRACE and self._passed_by_closer(period):
+            status = PeriodStatus.CLOSED
         return UsageAggregate(
             tenant_id=tenant_id,
             metric=metric,
@@ -141,6 +144,11 @@ class UsageReader:
             event_count=span.count,
             last_updated=updated,
         )
+
+    def _passed_by_closer(self, period: BillingPeriod) -> bool:
+        """A period without usage has no state row to close: it is closed once the closer has passed its end."""
+        through = closed_through(self.store.control)
+        return through is not None and period.end <= through
 
     def history(
         self, tenant_id: str, metric: str, start: date, end: date, granularity: Granularity = Granularity.DAY

@@ -93,8 +93,9 @@ class Billing:
             return problem(
                 404,
                 "Unknown event",
-                f"no counted event of {tenant_id} has {name} {value!r} in an open period "
-                "(an event just accepted may still be on its way: retry once it shows in usage)",
+                f"no counted event of {tenant_id} has {name} {value!r} in an open period. An event sent with "
+                "an idempotency_key is cancelled by that key; one just accepted may still be on its way "
+                "(retry once it shows in usage)",
             )
         except PeriodClosed as error:
             return problem(409, "Period closed", f"{error}: its totals are final")

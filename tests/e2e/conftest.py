@@ -25,6 +25,12 @@ def devhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHost]:
             "AzureWebJobsStorage": "UseDevelopmentStorage=true",
             "METERING_FUNCTION_KEY": FUNCTION_KEY,
             "METERING_ADMIN_KEY": ADMIN_KEY,
+            # The billing tests close the previous calendar month on demand; with the default 24 h grace it
+            # would not be due on the first day of a month.
+            "METERING_GRACE_HOURS": "0",
+            # Periods close only when a test asks (POST /api/manage/periods/close), never behind its back
+            # between two of its steps: once a year instead of every five minutes.
+            "CLOSE_PERIODS_SCHEDULE": "0 0 0 1 1 *",
         }
     )
     host = DevHost(port=0, data=tmp_path_factory.mktemp("devhost-azurite"))
