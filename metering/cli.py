@@ -1,19 +1,29 @@
-"""The `metering` command line (`python -m metering ...`)."""
+"""The `metering` command line (`python -m metering ...`): the dev host, and every task an operator does over
+HTTP (send usage, read it back, check quotas, manage tenants and periods), plus the meter catalog and the event
+schema. The service's URL and keys come from options or METERING_URL, METERING_KEY and METERING_ADMIN_KEY.
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from metering.commands.common import Format, OutputFormat, err
+from metering.commands.manage import periods, tenants
+from metering.commands.reads import history, quota, usage
+from metering.commands.send import send
 from metering.devhost.azurite import PROJECT_ROOT, AzuriteError
 from metering.devhost.host import DevHost
-from metering.meters import CatalogError, load_catalog
+from metering.meters import CatalogError, MeterCatalog, load_catalog
+from metering.schema import schema_text
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Exactly-once usage metering on Azure.")
 console = Console()
@@ -67,6 +77,13 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+app.command()(send)
+app.command()(usage)
+app.command()(history)
+app.command()(quota)
+app.add_typer(tenants, name="tenants")
+app.add_typer(periods, name="periods")
+
 meters = typer.Typer(help="The meter catalog.")
 app.add_typer(meters, name="meters")
 
@@ -86,6 +103,41 @@ def validate_meters(
         extra = f" of {meter.field}" if meter.field else ""
         groups = f" by {', '.join(meter.group_by)}" if meter.group_by else ""
         console.print(f"  {meter.name}: {meter.aggregation}{extra} in {meter.unit}{groups}")
+
+
+@meters.command("list")
+def list_meters(
+    path: Annotated[
+        Path | None,
+        typer.Option("--file", envvar="METERING_METERS_FILE", help="Catalog file; the packaged one if unset"),
+    ] = None,
+    output: Format = OutputFormat.TABLE,
+) -> None:
+    """List the meters of a catalog: what each counts, in which unit, grouped by what."""
+    try:
+        catalog = load_catalog(path)
+    except CatalogError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    if output is OutputFormat.JSON:
+        typer.echo(catalog.model_dump_json(indent=2))
+        return
+    console.print(_meters_table(catalog))
+
+
+def _meters_table(catalog: MeterCatalog) -> Table:
+    table = Table("meter", "aggregation", "unit", "group by", "negative", title=f"catalog {catalog.version}")
+    for meter in sorted(catalog.meters.values(), key=lambda m: m.name):
+        aggregation = f"{meter.aggregation} of {meter.field}" if meter.field else str(meter.aggregation)
+        negative = "allowed" if meter.allow_negative else ""
+        table.add_row(meter.name, aggregation, meter.unit, ", ".join(meter.group_by), negative)
+    return table
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of a usage event (the one committed as schemas/usage-event.schema.json)."""
+    sys.stdout.write(schema_text())
 
 
 def main() -> None:

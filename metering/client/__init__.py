@@ -1,0 +1,78 @@
+"""The Python client for apps: typed calls for every route, and buffered writers that batch and retry.
+
+from metering.client import BufferedUsageWriter, MeteringClient
+
+with BufferedUsageWriter(MeteringClient("http://127.0.0.1:7071/api", key)) as usage:
+    usage.record("acme", "api.requests", 1, dimensions={"region": "eu"})
+"""
+
+from metering.api.ingest import Accepted
+from metering.api.reads import HistoryResponse, UsageResponse
+from metering.client.buffer import Backoff, CloseReport, RejectedEvent, WriterStats
+from metering.client.errors import (
+    BadRequest,
+    ConnectionFailed,
+    Forbidden,
+    InvalidEvent,
+    MeteringError,
+    NotFound,
+    PayloadTooLarge,
+    ProblemError,
+    RateLimited,
+    ServerError,
+    ServiceUnavailable,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from metering.client.http import DEFAULT_URL, AsyncMeteringClient, MeteringClient
+from metering.client.manage import ClosedPeriod, ClosedPeriods, MetricLimits, TenantSettings
+from metering.client.recording import new_event
+from metering.client.writer import AsyncBufferedUsageWriter, BufferedUsageWriter, BufferFull, WriterClosed
+from metering.events import FieldError, UsageEvent
+from metering.quotas import Decision, QuotaDecision
+from metering.usage import Granularity, GroupTotal, UsageAggregate, UsageBucket
+
+__all__ = [
+    "DEFAULT_URL",
+    "Accepted",
+    "AsyncBufferedUsageWriter",
+    "AsyncMeteringClient",
+    "Backoff",
+    "BadRequest",
+    "BufferFull",
+    "BufferedUsageWriter",
+    "CloseReport",
+    "ClosedPeriod",
+    "ClosedPeriods",
+    "ConnectionFailed",
+    "Decision",
+    "FieldError",
+    "Forbidden",
+    "Granularity",
+    "GroupTotal",
+    "HistoryResponse",
+    "InvalidEvent",
+    "MeteringClient",
+    "MeteringError",
+    "MetricLimits",
+    "NotFound",
+    "PayloadTooLarge",
+    "ProblemError",
+    "QuotaDecision",
+    "RateLimited",
+    "RejectedEvent",
+    "ServerError",
+    "ServiceUnavailable",
+    "TenantSettings",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "UsageAggregate",
+    "UsageBucket",
+    "UsageEvent",
+    "UsageResponse",
+    "ValidationFailed",
+    "WriterClosed",
+    "WriterStats",
+    "new_event",
+]

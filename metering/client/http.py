@@ -1,0 +1,337 @@
+"""`MeteringClient` and `AsyncMeteringClient`: the HTTP contract (API.md) as typed Python calls.
+
+Both clients share one description of each call (`_Call`: method, path, parameters, body, how to read the answer),
+so the synchronous and the asynchronous client cannot drift apart. Results are the service's own pydantic models;
+an error status raises the typed `ProblemError` for it (see errors.py), a dropped connection `ConnectionFailed`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel
+
+from metering.api.ingest import MAX_BODY_BYTES, MAX_EVENTS, Accepted
+from metering.api.reads import HistoryResponse, UsageResponse
+from metering.client.errors import ConnectionFailed, problem_from_response
+from metering.client.manage import ClosedPeriods, MetricLimits, TenantSettings, tenant_update
+from metering.client.recording import QuantityLike, encode, recorded, to_events
+from metering.decimals import to_str
+from metering.events import UsageEvent
+from metering.quotas import QuotaDecision
+from metering.usage import Granularity, UsageBucket
+
+DEFAULT_URL = "http://127.0.0.1:7071/api"
+DEFAULT_SOURCE = "metering-client"
+KEY_HEADER = "x-functions-key"
+USER_AGENT = "metering-client/0.1"
+
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call(Generic[T]):
+    method: str
+    path: str
+    parse: Callable[[bytes], T]
+    params: Mapping[str, str] | None = None
+    body: bytes | None = None
+    admin: bool = False
+
+
+def _path(*parts: str) -> str:
+    # Quote every segment so no character of an id is read as URL syntax ('/', '?', '#'); ':' may stay.
+    return "/" + "/".join(quote(part, safe=":") for part in parts)
+
+
+def _model(model: type[M]) -> Callable[[bytes], M]:
+    return model.model_validate_json
+
+
+def _history_items(content: bytes) -> list[UsageBucket]:
+    return HistoryResponse.model_validate_json(content).items
+
+
+def events_body(encoded: Sequence[bytes]) -> bytes:
+    return b"[" + b",".join(encoded) + b"]"
+
+
+def request_slices(encoded: Sequence[bytes]) -> list[slice]:
+    """Consecutive runs of encoded events that each fit one request (1000 events, 1 MiB), in order."""
+    slices: list[slice] = []
+    start, size = 0, 2
+    for index, item in enumerate(encoded):
+        extra = len(item) + (1 if index > start else 0)
+        if index > start and (index - start >= MAX_EVENTS or size + extra > MAX_BODY_BYTES):
+            slices.append(slice(start, index))
+            start, size, extra = index, 2, len(item)
+        size += extra
+    if start < len(encoded):
+        slices.append(slice(start, len(encoded)))
+    return slices
+
+
+def _merge(results: Iterable[Accepted]) -> Accepted:
+    ids: list[str] = []
+    for result in results:
+        ids.extend(result.event_ids)
+    return Accepted(accepted=len(ids), event_ids=ids)
+
+
+def _post_events(encoded: Sequence[bytes]) -> _Call[Accepted]:
+    return _Call("POST", "/events", _model(Accepted), body=events_body(encoded))
+
+
+def _usage(tenant_id: str, metric: str, period: date | None, group_by: str | None) -> _Call[UsageResponse]:
+    params = {}
+    if period is not None:
+        params["period"] = period.isoformat()
+    if group_by is not None:
+        params["group_by"] = group_by
+    return _Call("GET", _path("usage", tenant_id, metric), _model(UsageResponse), params=params)
+
+
+def _history(
+    tenant_id: str, metric: str, start: date, end: date, granularity: Granularity | str
+) -> _Call[list[UsageBucket]]:
+    params = {"start": start.isoformat(), "end": end.isoformat(), "granularity": str(Granularity(granularity))}
+    return _Call("GET", _path("usage", tenant_id, metric, "history"), _history_items, params=params)
+
+
+def _quota(tenant_id: str, metric: str, requested: QuantityLike) -> _Call[QuotaDecision]:
+    # Text goes as given, for the service to judge (a 400 naming `requested`); numbers as exact decimal text.
+    amount = requested if isinstance(requested, str) else to_str(Decimal(str(requested)))
+    return _Call("GET", _path("quota", tenant_id, metric), _model(QuotaDecision), params={"requested": amount})
+
+
+def _get_tenant(tenant_id: str) -> _Call[TenantSettings]:
+    return _Call("GET", _path("manage", "tenants", tenant_id), _model(TenantSettings), admin=True)
+
+
+def _set_tenant(tenant_id: str, body: dict[str, Any]) -> _Call[TenantSettings]:
+    content = json.dumps(body).encode()
+    return _Call("PUT", _path("manage", "tenants", tenant_id), _model(TenantSettings), body=content, admin=True)
+
+
+def _close_periods() -> _Call[ClosedPeriods]:
+    return _Call("POST", "/manage/periods/close", _model(ClosedPeriods), body=b"{}", admin=True)
+
+
+class _Base:
+    def __init__(self, base_url: str, key: str, admin_key: str | None, source: str) -> None:
+        if not key:
+            raise ValueError("a function key is required (x-functions-key); set METERING_KEY or pass key=")
+        self.base_url = base_url.rstrip("/")
+        self.key = key
+        self.admin_key = admin_key
+        self.source = source
+
+    def _headers(self, call: _Call[Any]) -> dict[str, str]:
+        headers = {KEY_HEADER: (self.admin_key or self.key) if call.admin else self.key}
+        if call.body is not None:
+            headers["content-type"] = "application/json"
+        return headers
+
+    def _encoded(self, events: Iterable[UsageEvent | Mapping[str, Any]]) -> list[bytes]:
+        return [encode(event) for event in to_events(events, default_source=self.source)]
+
+
+def env_settings() -> dict[str, Any]:
+    """Where to find the service and its keys: METERING_URL (the dev host by default), METERING_KEY and
+    METERING_ADMIN_KEY."""
+    return {
+        "base_url": os.environ.get("METERING_URL") or DEFAULT_URL,
+        "key": os.environ.get("METERING_KEY", ""),
+        "admin_key": os.environ.get("METERING_ADMIN_KEY") or None,
+    }
+
+
+class MeteringClient(_Base):
+    """Synchronous client; safe to share between threads (httpx pools the connections)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        key: str,
+        *,
+        admin_key: str | None = None,
+        source: str = DEFAULT_SOURCE,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, key, admin_key, source)
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, transport=transport, headers={"user-agent": USER_AGENT}
+        )
+
+    @classmethod
+    def from_env(cls, **options: Any) -> Self:
+        return cls(**{**env_settings(), **options})
+
+    def record(self, tenant_id: str, metric: str, quantity: QuantityLike, **fields: Any) -> Accepted:
+        """Send one event now. Keyword fields: source, timestamp, event_id, unit, user_id, resource_id,
+        dimensions, idempotency_key. Its id and timestamp are fixed first, so retrying this call with the same
+        event_id is safe."""
+        return self.send_encoded([encode(recorded(tenant_id, metric, quantity, fields, default_source=self.source))])
+
+    def record_batch(self, events: Iterable[UsageEvent | Mapping[str, Any]]) -> Accepted:
+        """Send events (models or their fields), in as many requests as the limits need, in order. If one
+        request fails, the error is raised; sending the same events again is safe, as they keep their ids."""
+        encoded = self._encoded(events)
+        return _merge(self.send_encoded(encoded[part]) for part in request_slices(encoded))
+
+    def send_encoded(self, encoded: Sequence[bytes]) -> Accepted:
+        """One POST /api/events of already encoded events (at most 1000, 1 MiB in all)."""
+        return self._call(_post_events(encoded))
+
+    def current_usage(
+        self, tenant_id: str, metric: str, *, period: date | None = None, group_by: str | None = None
+    ) -> UsageResponse:
+        return self._call(_usage(tenant_id, metric, period, group_by))
+
+    def usage_history(
+        self, tenant_id: str, metric: str, start: date, end: date, granularity: Granularity | str = Granularity.DAY
+    ) -> list[UsageBucket]:
+        return self._call(_history(tenant_id, metric, start, end, granularity))
+
+    def check_quota(self, tenant_id: str, metric: str, requested: QuantityLike = 0) -> QuotaDecision:
+        return self._call(_quota(tenant_id, metric, requested))
+
+    def get_tenant(self, tenant_id: str) -> TenantSettings:
+        return self._call(_get_tenant(tenant_id))
+
+    def set_tenant(
+        self,
+        tenant_id: str,
+        *,
+        plan: str | None = None,
+        limits: dict[str, MetricLimits] | None = None,
+        billing_anchor_day: int | None = None,
+        timezone: str | None = None,
+    ) -> TenantSettings:
+        body = tenant_update(plan=plan, limits=limits, billing_anchor_day=billing_anchor_day, timezone=timezone)
+        return self._call(_set_tenant(tenant_id, body))
+
+    def close_periods(self) -> ClosedPeriods:
+        return self._call(_close_periods())
+
+    def _call(self, call: _Call[T]) -> T:
+        try:
+            response = self._http.request(
+                call.method, call.path, params=call.params, content=call.body, headers=self._headers(call)
+            )
+        except httpx.TransportError as error:
+            raise ConnectionFailed(f"{call.method} {self.base_url}{call.path}: {error!r}") from error
+        if not response.is_success:
+            raise problem_from_response(response)
+        return call.parse(response.content)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncMeteringClient(_Base):
+    """The same calls for asyncio applications."""
+
+    def __init__(
+        self,
+        base_url: str,
+        key: str,
+        *,
+        admin_key: str | None = None,
+        source: str = DEFAULT_SOURCE,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, key, admin_key, source)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, transport=transport, headers={"user-agent": USER_AGENT}
+        )
+
+    @classmethod
+    def from_env(cls, **options: Any) -> Self:
+        return cls(**{**env_settings(), **options})
+
+    async def record(self, tenant_id: str, metric: str, quantity: QuantityLike, **fields: Any) -> Accepted:
+        return await self.send_encoded(
+            [encode(recorded(tenant_id, metric, quantity, fields, default_source=self.source))]
+        )
+
+    async def record_batch(self, events: Iterable[UsageEvent | Mapping[str, Any]]) -> Accepted:
+        encoded = self._encoded(events)
+        return _merge([await self.send_encoded(encoded[part]) for part in request_slices(encoded)])
+
+    async def send_encoded(self, encoded: Sequence[bytes]) -> Accepted:
+        return await self._call(_post_events(encoded))
+
+    async def current_usage(
+        self, tenant_id: str, metric: str, *, period: date | None = None, group_by: str | None = None
+    ) -> UsageResponse:
+        return await self._call(_usage(tenant_id, metric, period, group_by))
+
+    async def usage_history(
+        self, tenant_id: str, metric: str, start: date, end: date, granularity: Granularity | str = Granularity.DAY
+    ) -> list[UsageBucket]:
+        return await self._call(_history(tenant_id, metric, start, end, granularity))
+
+    async def check_quota(self, tenant_id: str, metric: str, requested: QuantityLike = 0) -> QuotaDecision:
+        return await self._call(_quota(tenant_id, metric, requested))
+
+    async def get_tenant(self, tenant_id: str) -> TenantSettings:
+        return await self._call(_get_tenant(tenant_id))
+
+    async def set_tenant(
+        self,
+        tenant_id: str,
+        *,
+        plan: str | None = None,
+        limits: dict[str, MetricLimits] | None = None,
+        billing_anchor_day: int | None = None,
+        timezone: str | None = None,
+    ) -> TenantSettings:
+        body = tenant_update(plan=plan, limits=limits, billing_anchor_day=billing_anchor_day, timezone=timezone)
+        return await self._call(_set_tenant(tenant_id, body))
+
+    async def close_periods(self) -> ClosedPeriods:
+        return await self._call(_close_periods())
+
+    async def _call(self, call: _Call[T]) -> T:
+        try:
+            response = await self._http.request(
+                call.method, call.path, params=call.params, content=call.body, headers=self._headers(call)
+            )
+        except httpx.TransportError as error:
+            raise ConnectionFailed(f"{call.method} {self.base_url}{call.path}: {error!r}") from error
+        if not response.is_success:
+            raise problem_from_response(response)
+        return call.parse(response.content)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,70 @@
+"""The operator routes' bodies (`/api/manage/...`, admin key): tenant settings and closed periods.
+
+Lenient on purpose: fields the service adds later are kept, not refused, so an older client keeps working.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from metering.usage import DecimalText
+
+
+class MetricLimits(BaseModel):
+    """A tenant's limits for one meter per billing period; None means no such limit."""
+
+    model_config = ConfigDict(extra="allow")
+
+    soft: DecimalText | None = None
+    hard: DecimalText | None = None
+
+
+class TenantSettings(BaseModel):
+    """`GET/PUT /api/manage/tenants/{tenant_id}`: the tenant's plan, limit overrides and billing schedule."""
+
+    model_config = ConfigDict(extra="allow")
+
+    tenant_id: str
+    plan: str | None = None
+    limits: dict[str, MetricLimits] = Field(default_factory=dict)
+    billing_anchor_day: int | None = None
+    timezone: str | None = None
+
+
+class ClosedPeriod(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    tenant_id: str
+    period_start: datetime
+    period_end: datetime
+
+
+class ClosedPeriods(BaseModel):
+    """`POST /api/manage/periods/close`: the periods this call closed (none when nothing was due)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    closed: list[ClosedPeriod]
+
+
+def tenant_update(
+    *,
+    plan: str | None = None,
+    limits: dict[str, MetricLimits] | None = None,
+    billing_anchor_day: int | None = None,
+    timezone: str | None = None,
+) -> dict[str, Any]:
+    """The PUT body: only the fields given, so the others keep their values."""
+    body: dict[str, Any] = {}
+    if plan is not None:
+        body["plan"] = plan
+    if limits is not None:
+        body["limits"] = {metric: limit.model_dump(mode="json", exclude_none=True) for metric, limit in limits.items()}
+    if billing_anchor_day is not None:
+        body["billing_anchor_day"] = billing_anchor_day
+    if timezone is not None:
+        body["timezone"] = timezone
+    return body

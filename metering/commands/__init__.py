@@ -1,0 +1,1 @@
+"""The command line's tasks against the service, one module per area; `metering/cli.py` assembles them."""

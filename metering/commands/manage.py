@@ -1,0 +1,116 @@
+"""`metering tenants set/get` and `metering periods close`: the operator routes, with the admin key."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from metering.client import DEFAULT_URL, MetricLimits, TenantSettings
+from metering.commands.common import (
+    AdminKey,
+    Format,
+    OutputFormat,
+    Url,
+    connect,
+    echo_json,
+    fields_table,
+    out,
+    service_errors,
+)
+
+tenants = typer.Typer(help="Tenant settings: plan, limits, billing schedule (admin key).", no_args_is_help=True)
+
+
+def _limits(items: list[str]) -> dict[str, MetricLimits]:
+    limits: dict[str, MetricLimits] = {}
+    for item in items:
+        metric, sep, values = item.partition("=")
+        soft, colon, hard = values.partition(":")
+        if not sep or not metric or not colon or not (soft or hard):
+            raise typer.BadParameter(
+                f"{item!r} is not metric=soft:hard (either may be empty, e.g. api.requests=:1000)", param_hint="--limit"
+            )
+        try:
+            limits[metric] = MetricLimits(soft=soft or None, hard=hard or None)
+        except ValueError:
+            raise typer.BadParameter(f"{item!r}: limits must be decimal numbers", param_hint="--limit") from None
+    return limits
+
+
+def _print_tenant(settings: TenantSettings, output: OutputFormat) -> None:
+    if output is not OutputFormat.TABLE:
+        echo_json(settings)
+        return
+    out.print(fields_table(settings, skip=("limits",)))
+    if settings.limits:
+        table = Table("metric", "soft limit", "hard limit")
+        for metric, limit in sorted(settings.limits.items()):
+            table.add_row(
+                metric, "" if limit.soft is None else str(limit.soft), "" if limit.hard is None else str(limit.hard)
+            )
+        out.print(table)
+
+
+@tenants.command("set")
+def set_tenant(
+    tenant: Annotated[str, typer.Argument(help="Tenant id")],
+    plan: Annotated[str | None, typer.Option(help="Plan name")] = None,
+    limit: Annotated[
+        list[str] | None,
+        typer.Option("--limit", help="metric=soft:hard per period, repeatable (e.g. api.requests=800:1000)"),
+    ] = None,
+    anchor_day: Annotated[
+        int | None, typer.Option("--anchor-day", min=1, max=31, help="Day of the month billing periods start")
+    ] = None,
+    timezone: Annotated[
+        str | None, typer.Option(help="IANA time zone of the tenant's periods, e.g. Europe/Paris")
+    ] = None,
+    output: Format = OutputFormat.TABLE,
+    url: Url = DEFAULT_URL,
+    admin_key: AdminKey = None,
+) -> None:
+    """Change a tenant's settings; what is not given keeps its value."""
+    limits = _limits(limit) if limit else None
+    with connect(url, admin_key, admin=True) as client, service_errors(url):
+        settings = client.set_tenant(tenant, plan=plan, limits=limits, billing_anchor_day=anchor_day, timezone=timezone)
+    _print_tenant(settings, output)
+
+
+@tenants.command("get")
+def get_tenant(
+    tenant: Annotated[str, typer.Argument(help="Tenant id")],
+    output: Format = OutputFormat.TABLE,
+    url: Url = DEFAULT_URL,
+    admin_key: AdminKey = None,
+) -> None:
+    """Show a tenant's settings."""
+    with connect(url, admin_key, admin=True) as client, service_errors(url):
+        settings = client.get_tenant(tenant)
+    _print_tenant(settings, output)
+
+
+periods = typer.Typer(help="Billing periods (admin key).", no_args_is_help=True)
+
+
+@periods.command("close")
+def close_periods(
+    output: Format = OutputFormat.TABLE,
+    url: Url = DEFAULT_URL,
+    admin_key: AdminKey = None,
+) -> None:
+    """Close every billing period that is due now (what the timer does), and list those closed."""
+    with connect(url, admin_key, admin=True) as client, service_errors(url):
+        result = client.close_periods()
+    if output is not OutputFormat.TABLE:
+        echo_json(result)
+        return
+    if not result.closed:
+        out.print("no period was due for closing")
+        return
+    table = Table("tenant", "period start", "period end", title=f"{len(result.closed)} periods closed")
+    for closed in result.closed:
+        item = closed.model_dump(mode="json")
+        table.add_row(item["tenant_id"], item["period_start"], item["period_end"])
+    out.print(table)
