@@ -133,9 +133,8 @@ def _describe(error: Any) -> str:
 
 
 def load_catalog(path: str | Path | None = None) -> MeterCatalog:
-    """Load the catalog from `path`, or the default one shipped with the package when `path` is None or empty (an app
-    setting cannot always be removed, but it can be left empty)."""
-    if path is None or path == "":
+    """Load the catalog from `path`, or the default one shipped with the package."""
+    if path is None:
         text = resources.files("metering").joinpath("meters.toml").read_text(encoding="utf-8")
         source = "default meters.toml"
     else:

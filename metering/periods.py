@@ -58,7 +58,7 @@ def zone(name: str) -> tzinfo:
         return UTC
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # a folder such as "America" is an OSError
         raise TermsError(f"{name!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
 
 
@@ -163,9 +163,10 @@ def day_bounds(history: History, day: date) -> tuple[datetime, datetime]:
 
 
 def period_starting(history: History, day: date) -> BillingPeriod | None:
-    """The period whose key (local start date) is `day`, if there is one."""
-    start, end = day_bounds(history, day)
-    instant = start
+    """The period whose key (local start date) is `day`, if there is one. Around a change of time zone the
+    local date spans different instants under each terms, so all of them are searched."""
+    instant = min(local_midnight(day, terms.tz) for terms in history)
+    end = max(local_midnight(day + timedelta(days=1), terms.tz) for terms in history)
     while instant < end:
         period = period_in(history, instant)
         if period.key == day.isoformat():
@@ -183,12 +184,19 @@ def next_boundary(history: History, after: datetime) -> datetime:
 def change_terms(history: History, terms: Terms, not_before: datetime) -> History:
     """The history with `terms` in force from the first boundary at or after `not_before`. Terms not yet in
     force are replaced (an operator may change their mind before they apply); a change to what is already in
-    force is no change."""
+    force is no change. A period's key is its local start date, so a boundary whose first new period would
+    share its key with the period before (two changes within days) is passed over for the next one."""
     settled = tuple(t for t in history if t.effective_from is None or t.effective_from <= not_before)
     if terms.same_schedule(settled[-1]):
         return settled
-    start = next_boundary(settled, not_before)
-    return (*settled, Terms(terms.anchor_day, terms.timezone, start))
+    after = not_before
+    while True:
+        start = next_boundary(settled, after)
+        changed = (*settled, Terms(terms.anchor_day, terms.timezone, start))
+        before = period_in(settled, start - timedelta(microseconds=1))
+        if period_in(changed, start).key > before.key:
+            return changed
+        after = start + timedelta(microseconds=1)
 
 
 def check_history(history: Sequence[Terms]) -> History:

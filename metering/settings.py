@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import cache
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -128,6 +128,12 @@ class Settings(BaseSettings):
         description="Oldest event timestamp ingest accepts, in days (keep it below the dedupe retention)",
     )
     max_future_minutes: int = Field(5, ge=0, le=1440, validation_alias="METERING_MAX_FUTURE_MINUTES")
+
+    @field_validator("meters_file", "plans_file", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        # An app setting cannot always be removed, but it can be left empty: that means the packaged file.
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _storage_given(self) -> Settings:

@@ -134,9 +134,15 @@ def test_quota(run, tenant):
     result = run("quota", tenant, "api.requests", "--requested", "2", "--format", "json")
     assert result.exit_code == 0, result.output
     decision = json.loads(result.stdout)
-    assert (decision["decision"], decision["current"], decision["projected"]) == ("unlimited", "5", "7")
+    # The default plan (free) limits api.requests to 10000 (soft 8000).
+    assert (decision["decision"], decision["current"], decision["projected"], decision["remaining"]) == (
+        "allowed",
+        "5",
+        "7",
+        "9993",
+    )
     table = run("quota", tenant, "api.requests", "--requested", "2")
-    assert "unlimited" in table.stdout
+    assert "allowed" in table.stdout
     assert "projected" in table.stdout
 
 

@@ -42,10 +42,10 @@ def test_tenants_set_then_get(run, tenant):
     assert shown.exit_code == 0, shown.output
     assert {key: json.loads(shown.stdout)[key] for key in expected} == expected
     # What is not given keeps its value.
-    assert run("tenants", "set", tenant, "--plan", "basic").exit_code == 0
+    assert run("tenants", "set", tenant, "--plan", "enterprise").exit_code == 0
     table = run("tenants", "get", tenant)
     assert table.exit_code == 0, table.output
-    assert "basic" in table.stdout
+    assert "enterprise" in table.stdout
     assert "Europe/Paris" in table.stdout
     assert "100" in table.stdout
 
