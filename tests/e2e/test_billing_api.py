@@ -134,8 +134,19 @@ def admin(devhost: Any) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def other_tenant(tenant: str) -> str:
-    return tenant + "-b"
+def on_free(admin: httpx.Client) -> Any:
+    """Puts a tenant on the free plan (limits and an ingest rate; the default plan has neither)."""
+
+    def assign(tenant: str) -> str:
+        assert admin.put(f"/manage/tenants/{tenant}", json={"plan": "free"}).status_code == 200
+        return tenant
+
+    return assign
+
+
+@pytest.fixture
+def other_tenant(tenant: str, on_free: Any) -> str:
+    return on_free(tenant + "-b")
 
 
 class Notifications:
@@ -176,10 +187,10 @@ def test_operator_routes_take_only_the_admin_key(devhost, api, admin, tenant, pr
             problem_of(client.put(f"/manage/tenants/{tenant}", json={"plan": "pro"}, headers=headers), 401)
             problem_of(client.post("/manage/periods/close", headers=headers), 401)
         problem_of(bare.put(f"/manage/tenants/{tenant}", params={"code": FUNCTION_KEY}, json={"plan": "pro"}), 401)
-        assert bare.get(f"/manage/tenants/{tenant}", params={"code": ADMIN_KEY}).json()["plan"] == "free"
+        assert bare.get(f"/manage/tenants/{tenant}", params={"code": ADMIN_KEY}).json()["plan"] == "unlimited"
     # None of the refused changes happened; the admin key's does. (This closes periods: `previous_month` has
     # closed its own first.)
-    assert admin.get(f"/manage/tenants/{tenant}").json()["plan"] == "free"
+    assert admin.get(f"/manage/tenants/{tenant}").json()["plan"] == "unlimited"
     assert admin.put(f"/manage/tenants/{tenant}", json={"plan": "pro"}).status_code == 200
     assert admin.get(f"/manage/tenants/{tenant}").json()["plan"] == "pro"
     close(admin)
@@ -198,7 +209,7 @@ def test_tenant_settings_round_trip(api, admin, tenant):
     path = f"/manage/tenants/{tenant}"
     default = {
         "tenant_id": tenant,
-        "plan": "free",
+        "plan": "unlimited",
         "limits": {},
         "billing_anchor_day": 1,
         "timezone": "UTC",
@@ -293,7 +304,8 @@ def test_tenant_settings_bad_requests_are_400(admin):
 # -- quotas --------------------------------------------------------------------------------------------------
 
 
-def test_quota_at_and_around_both_limits(api, admin, tenant):
+def test_quota_at_and_around_both_limits(api, admin, tenant, on_free):
+    on_free(tenant)
     accepted(api, [event(tenant, "q1", "2.5"), event(tenant, "q2", "3.5")])
     settle(api, tenant, ("6", 2))
 
@@ -397,7 +409,8 @@ def test_threshold_alerts_are_sent_once_per_threshold(api, admin, tenant, notifi
 # -- ingest rate limits --------------------------------------------------------------------------------------
 
 
-def test_over_the_burst_is_429_and_the_refused_request_is_not_counted(api, tenant):
+def test_over_the_burst_is_429_and_the_refused_request_is_not_counted(api, tenant, on_free):
+    on_free(tenant)
     # free plan: 50 events/s, burst 500. The first request empties the bucket; refilling 500 takes 10 s.
     accepted(api, [event(tenant, f"ok{i}") for i in range(500)])
     refused = api.post("/events", json=[event(tenant, f"no{i}", "1000") for i in range(500)])
@@ -417,7 +430,8 @@ def test_over_the_burst_is_429_and_the_refused_request_is_not_counted(api, tenan
     settle(api, tenant, ("500.5", 501))
 
 
-def test_a_request_over_any_tenants_rate_is_refused_whole(api, tenant, other_tenant):
+def test_a_request_over_any_tenants_rate_is_refused_whole(api, tenant, other_tenant, on_free):
+    on_free(tenant)
     accepted(api, [event(tenant, f"fill{i}") for i in range(500)])
     mixed = [event(other_tenant, f"b{i}") for i in range(300)] + [event(tenant, f"a{i}") for i in range(500)]
     problem_of(api.post("/events", json=mixed), 429)
@@ -427,7 +441,8 @@ def test_a_request_over_any_tenants_rate_is_refused_whole(api, tenant, other_ten
     settle(api, tenant, ("500", 500))
 
 
-def test_more_events_of_a_tenant_than_its_burst_in_one_request_is_413(api, tenant):
+def test_more_events_of_a_tenant_than_its_burst_in_one_request_is_413(api, tenant, on_free):
+    on_free(tenant)
     body = problem_of(api.post("/events", json=[event(tenant, f"e{i}") for i in range(501)]), 413)
     assert "500" in body["detail"]
     accepted(api, [event(tenant, "after", "2")])

@@ -454,6 +454,8 @@ def test_a_change_within_the_settle_time_waits_for_the_boundary_after(pipe):
 
 
 def test_limits_come_from_the_plan_and_overrides_replace_its_pair(pipe):
+    assert pipe.directory.limits("acme", "api.requests") == Limits()  # the default plan limits nothing
+    pipe.directory.update("acme", TenantUpdate(plan="free"))
     assert pipe.directory.limits("acme", "api.requests") == Limits(Decimal(8000), Decimal(10000))
     pipe.directory.update("acme", TenantUpdate(plan="pro"))
     assert pipe.directory.limits("acme", "api.requests") == Limits(Decimal(800000), Decimal(1000000))

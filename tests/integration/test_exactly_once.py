@@ -314,7 +314,7 @@ def deliver_phase2(store: ProbedStore, scenario: Scenario, offset: int) -> None:
 
 
 @settings(
-    max_examples=int(os.environ.get("EXACTLY_ONCE_EXAMPLES", "200")),
+    max_examples=int(os.environ.get("EXACTLY_ONCE_EXAMPLES", "150")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -60,12 +60,15 @@ def packaged() -> PlanCatalog:
 def test_packaged_plans_load_against_the_packaged_meters(packaged: PlanCatalog) -> None:
     assert packaged.version
     assert packaged.names == ("enterprise", "free", "pro", "unlimited")
-    assert packaged.default.name == "free"
-    assert packaged.default is packaged.get("free")
+    # A tenant nobody assigned a plan is neither limited nor throttled.
+    assert packaged.default.name == "unlimited"
+    assert packaged.default is packaged.get("unlimited")
+    assert (packaged.default.limits, packaged.default.rate) == ({}, None)
 
 
 def test_packaged_free_plan(packaged: PlanCatalog) -> None:
-    free = packaged.default
+    free = packaged.get("free")
+    assert free is not None
     assert free.limits_for("api.requests") == Limits(soft=Decimal(8000), hard=Decimal(10000))
     assert free.limits_for("reports.generated") == Limits(soft=None, hard=Decimal(100))
     assert free.limits_for("users.active") == Limits(soft=Decimal(40), hard=Decimal(50))
