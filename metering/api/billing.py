@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Mapping
 from datetime import date
 
 from pydantic import BaseModel
 
 from metering import decimals
-from metering.api.http import Response, bad_request, ok, problem
+from metering.api.http import Response, bad_request, bad_tenant, json_object, ok, problem
 from metering.cancel import Cancels, NotCancellable, NotCounted, PeriodClosed
 from metering.closing import Statement
-from metering.events import TENANT_PATTERN, BodyError, decode_json
 from metering.late import LateEvent, LateEvents
 from metering.stores import RowTable
 
-_TENANT = re.compile(TENANT_PATTERN)
 _KEY_LIMIT = 128
 CSV = "text/csv"
 
@@ -38,8 +35,8 @@ class Billing:
         self.cancels = cancels
 
     def statement(self, tenant_id: str, params: Mapping[str, str], accept: str | None) -> Response:
-        if not _TENANT.fullmatch(tenant_id):
-            return bad_request("tenant_id", "must be 1 to 128 of A-Z a-z 0-9 . _ : -")
+        if (refused := bad_tenant(tenant_id)) is not None:
+            return refused
         wants_csv = CSV in (accept or "").lower()
         if "period" not in params:
             rows = self.statements.range(tenant_id, "", "~")
@@ -64,19 +61,16 @@ class Billing:
         return _csv([found]) if wants_csv else ok(found)
 
     def late_events(self, tenant_id: str) -> Response:
-        if not _TENANT.fullmatch(tenant_id):
-            return bad_request("tenant_id", "must be 1 to 128 of A-Z a-z 0-9 . _ : -")
+        if (refused := bad_tenant(tenant_id)) is not None:
+            return refused
         return ok(LateEventList(items=self.late.list(tenant_id)))
 
     def cancel(self, tenant_id: str, body: bytes) -> Response:
-        if not _TENANT.fullmatch(tenant_id):
-            return bad_request("tenant_id", "must be 1 to 128 of A-Z a-z 0-9 . _ : -")
-        try:
-            decoded = decode_json(body)
-        except BodyError as error:
-            return problem(400, "Bad request", str(error))
-        if not isinstance(decoded, dict):
-            return problem(400, "Bad request", 'the body must be {"event_id": ...} or {"idempotency_key": ...}')
+        if (refused := bad_tenant(tenant_id)) is not None:
+            return refused
+        decoded = json_object(body, '{"event_id": ...} or {"idempotency_key": ...}')
+        if isinstance(decoded, Response):
+            return decoded
         given = {name: decoded[name] for name in ("event_id", "idempotency_key") if name in decoded}
         unknown = set(decoded) - {"event_id", "idempotency_key"}
         if unknown:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
-from metering.events import FieldError
+from metering.events import TENANT_PATTERN, BodyError, FieldError, decode_json
 
 PROBLEM = "application/problem+json"
 JSON = "application/json"
@@ -54,3 +55,24 @@ def problem(
 def bad_request(field_name: str, message: str) -> Response:
     """A 400 for a request parameter, naming it the way validation errors name fields."""
     return problem(400, "Bad request", f"{field_name} {message}", errors=[FieldError(0, field_name, message)])
+
+
+_TENANT = re.compile(TENANT_PATTERN)
+
+
+def bad_tenant(tenant_id: str) -> Response | None:
+    """A 400 for a tenant id in a route that no event could carry; None when it is a valid one."""
+    if _TENANT.fullmatch(tenant_id):
+        return None
+    return bad_request("tenant_id", "must be 1 to 128 of A-Z a-z 0-9 . _ : -")
+
+
+def json_object(body: bytes, shape: str) -> dict[str, Any] | Response:
+    """The body as a JSON object (numbers as exact decimals), or the 400 that says why it is not `shape`."""
+    try:
+        decoded = decode_json(body)
+    except BodyError as error:
+        return problem(400, "Bad request", str(error))
+    if not isinstance(decoded, dict):
+        return problem(400, "Bad request", f"the body must be {shape}")
+    return decoded

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import datetime
 
 from pydantic import BaseModel, ValidationError
 
-from metering.api.http import Response, bad_request, ok, problem
+from metering.api.http import Response, bad_tenant, json_object, ok, problem
 from metering.closing import PeriodCloser
-from metering.events import TENANT_PATTERN, BodyError, FieldError, decode_json
+from metering.events import FieldError
 from metering.tenants import TenantDirectory, TenantError, TenantUpdate
-
-_TENANT = re.compile(TENANT_PATTERN)
 
 
 class ClosedView(BaseModel):
@@ -35,19 +32,16 @@ class Manage:
         self.clock = clock
 
     def get_tenant(self, tenant_id: str) -> Response:
-        if not _TENANT.fullmatch(tenant_id):
-            return bad_request("tenant_id", "must be 1 to 128 of A-Z a-z 0-9 . _ : -")
+        if (refused := bad_tenant(tenant_id)) is not None:
+            return refused
         return ok(self.directory.settings(tenant_id))
 
     def put_tenant(self, tenant_id: str, body: bytes) -> Response:
-        if not _TENANT.fullmatch(tenant_id):
-            return bad_request("tenant_id", "must be 1 to 128 of A-Z a-z 0-9 . _ : -")
-        try:
-            decoded = decode_json(body)
-        except BodyError as error:
-            return problem(400, "Bad request", str(error))
-        if not isinstance(decoded, dict):
-            return problem(400, "Bad request", "the body must be a JSON object of tenant settings")
+        if (refused := bad_tenant(tenant_id)) is not None:
+            return refused
+        decoded = json_object(body, "a JSON object of tenant settings")
+        if isinstance(decoded, Response):
+            return decoded
         try:
             change = TenantUpdate.model_validate(decoded)
         except ValidationError as error:

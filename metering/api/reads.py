@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from datetime import date
 from decimal import Decimal
@@ -10,12 +9,9 @@ from decimal import Decimal
 from pydantic import BaseModel
 
 from metering import decimals
-from metering.api.http import Response, bad_request, ok, problem
-from metering.events import TENANT_PATTERN
+from metering.api.http import Response, bad_request, bad_tenant, ok, problem
 from metering.quotas import Limits, decide
 from metering.usage import Granularity, GroupTotal, RangeError, UnknownMeter, UsageAggregate, UsageBucket, UsageReader
-
-_TENANT = re.compile(TENANT_PATTERN)
 
 
 class UsageResponse(UsageAggregate):
@@ -101,8 +97,8 @@ class Reads:
         return ok(decision)
 
     def _check(self, tenant_id: str, metric: str) -> Response | None:
-        if not _TENANT.fullmatch(tenant_id):
-            return bad_request("tenant_id", "must be 1 to 128 of A-Z a-z 0-9 . _ : -")
+        if (refused := bad_tenant(tenant_id)) is not None:
+            return refused
         try:
             self.reader.meter(metric)
         except UnknownMeter:
