@@ -93,8 +93,15 @@ class CosmosRows:
             document["ttl"] = self._marker_ttl
         return document
 
-    def _query(self, partition: str, query: str, parameters: list[dict[str, Any]] | None = None) -> Any:
-        return self._container.query_items(query, parameters=parameters, partition_key=partition)
+    def _query(self, partition: str, where: str, parameters: list[dict[str, Any]], limit: int | None = None) -> Any:
+        # The filter repeats the partition key: the local server does not scope a query to its partition, and
+        # it refuses a query without parameters. On Cosmos DB the extra test costs nothing.
+        return self._container.query_items(
+            f"SELECT * FROM c WHERE c.pk = @pk AND {where} ORDER BY c.id",
+            parameters=[{"name": "@pk", "value": partition}, *parameters],
+            partition_key=partition,
+            max_item_count=min(limit or 1000, 1000),
+        )
 
     def read(self, partition: str, keys: Collection[str]) -> dict[str, Row]:
         wanted = sorted(set(keys))
@@ -102,23 +109,18 @@ class CosmosRows:
         # One query per partition and group: cheaper in RU and round trips than a point read per key.
         for i in range(0, len(wanted), MAX_TRANSACTION_OPS):
             parameters = [{"name": "@ids", "value": wanted[i : i + MAX_TRANSACTION_OPS]}]
-            for document in self._query(partition, "SELECT * FROM c WHERE ARRAY_CONTAINS(@ids, c.id)", parameters):
+            for document in self._query(partition, "ARRAY_CONTAINS(@ids, c.id)", parameters):
                 row = _row(document)
                 found[row.key] = row
         return found
 
     def range(self, partition: str, start: str, stop: str, limit: int | None = None) -> list[Row]:
         parameters = [{"name": "@start", "value": start}, {"name": "@stop", "value": stop}]
-        query = "SELECT * FROM c WHERE c.id >= @start AND c.id < @stop ORDER BY c.id"
-        documents = self._container.query_items(
-            query, parameters=parameters, partition_key=partition, max_item_count=min(limit or 1000, 1000)
-        )
+        documents = self._query(partition, "c.id >= @start AND c.id < @stop", parameters, limit)
         return [_row(document) for document in itertools.islice(documents, limit)]
 
     def partition(self, partition: str) -> list[Row]:
-        # The filter repeats the partition key: the local server refuses a query without parameters.
-        query = "SELECT * FROM c WHERE c.pk = @pk ORDER BY c.id"
-        return [_row(document) for document in self._query(partition, query, [{"name": "@pk", "value": partition}])]
+        return [_row(document) for document in self._query(partition, "true", [])]
 
     def commit(self, partition: str, operations: Sequence[Operation]) -> list[str]:
         return self._execute_batch(partition, operations)
