@@ -183,6 +183,14 @@ class CosmosRows:
                 self._container.delete_item(key, partition_key=partition)
 
 
+def _refuse_off_loopback(endpoint: str, *, non_atomic_local: bool) -> None:
+    if non_atomic_local and not is_loopback(endpoint):
+        raise CosmosStoreError(
+            f"COSMOS_NON_ATOMIC_LOCAL is set but the Cosmos endpoint {endpoint!r} is not on loopback: "
+            "commits without a transactional batch are only allowed against a local test server"
+        )
+
+
 class CosmosStore:
     """The metering containers of one Cosmos DB database."""
 
@@ -196,11 +204,7 @@ class CosmosStore:
         endpoint: str = "",
         marker_ttl_seconds: int | None = None,
     ) -> None:
-        if non_atomic_local and not is_loopback(endpoint):
-            raise CosmosStoreError(
-                f"COSMOS_NON_ATOMIC_LOCAL is set but the Cosmos endpoint {endpoint!r} is not on loopback: "
-                "commits without a transactional batch are only allowed against a local test server"
-            )
+        _refuse_off_loopback(endpoint, non_atomic_local=non_atomic_local)
         if non_atomic_local:
             log.warning(
                 "Cosmos store on %s with COSMOS_NON_ATOMIC_LOCAL: commits are NOT atomic (no transactional batch); "
@@ -229,6 +233,8 @@ class CosmosStore:
     def from_key(
         cls, endpoint: str, key: str, database: str, *, non_atomic_local: bool = False, **options: Any
     ) -> CosmosStore:
+        # Before the client, which contacts the endpoint as it is built.
+        _refuse_off_loopback(endpoint, non_atomic_local=non_atomic_local)
         # The local server's certificate is self-signed: skip verification for loopback only.
         client = CosmosClient(endpoint, credential=key, connection_verify=not is_loopback(endpoint), **RETRY)
         return cls(client, database, can_create=True, non_atomic_local=non_atomic_local, endpoint=endpoint, **options)

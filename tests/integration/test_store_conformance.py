@@ -8,10 +8,15 @@ Only cases that hold without atomic commits use `store`.
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 
+from metering.bootstrap import build_store
+from metering.devhost.cosmos import LOCAL_KEY
+from metering.settings import Settings
 from metering.stores import CommitConflict, Create, Replace
+from metering.stores.cosmos import CosmosStore, CosmosStoreError
 
 pytestmark = pytest.mark.store
 
@@ -145,3 +150,29 @@ def test_concurrent_writers_of_one_row_one_wins(atomic_store):
     [winner] = outcomes
     assert atomic_store.usage.read("p", ["state"])["state"].data == {"n": winner}
     assert [r.key for r in atomic_store.usage.range("p", "m|", "m|~")] == [f"m|{winner}"]
+
+
+def test_the_non_atomic_path_is_refused_off_loopback():
+    with pytest.raises(CosmosStoreError, match="not on loopback"):
+        CosmosStore.from_key("https://metering.documents.azure.com:443/", LOCAL_KEY, "m", non_atomic_local=True)
+
+
+def test_the_setting_chooses_the_store_and_identity_only_checks_what_exists(cosmos_server, monkeypatch):
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    monkeypatch.setenv("METERING_STORE", "cosmos")
+    monkeypatch.setenv("COSMOS__accountEndpoint", cosmos_server.endpoint)
+    monkeypatch.setenv("COSMOS_KEY", cosmos_server.key)
+    monkeypatch.setenv("COSMOS_NON_ATOMIC_LOCAL", "true")
+    monkeypatch.setenv("COSMOS_DATABASE", f"t{uuid.uuid4().hex}")
+    store = build_store(Settings())  # type: ignore[call-arg]
+    assert isinstance(store, CosmosStore)
+    # Without the right to create (identity-based access), a missing database is named, not created.
+    store._can_create = False
+    with pytest.raises(CosmosStoreError, match="does not exist"):
+        store.ensure_ready()
+    store._can_create = True
+    store.ensure_ready()
+    store.usage.upsert("p", "k", {"v": "1"})
+    assert store.usage.read("p", ["k"])["k"].data == {"v": "1"}
+    store.drop()
+    store.close()
