@@ -25,8 +25,9 @@ from metering.meters import MeterCatalog, load_catalog
 from metering.notifications import Outbox, QueueSink
 from metering.periods import PeriodSchedule, TenantSchedule
 from metering.plans import PlanCatalog, load_plans
-from metering.settings import Settings, load_settings
+from metering.settings import Settings, StoreKind, load_settings
 from metering.stores import Store
+from metering.stores.cosmos import CosmosStore
 from metering.stores.table import TableStore
 from metering.tenants import TenantDirectory
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Publisher
@@ -36,6 +37,8 @@ from metering.usage import UsageReader
 
 
 def build_store(settings: Settings) -> Store:
+    if settings.store is StoreKind.COSMOS:
+        return build_cosmos_store(settings)
     tables = {
         "usage_table": settings.usage_table,
         "conflicts_table": settings.conflicts_table,
@@ -50,6 +53,19 @@ def build_store(settings: Settings) -> Store:
     assert settings.storage_table_uri is not None
     identity = credential(settings.storage_credential, settings.storage_client_id)
     return TableStore.from_endpoint(settings.storage_table_uri, identity, **tables)
+
+
+def build_cosmos_store(settings: Settings) -> CosmosStore:
+    endpoint, database = settings.cosmos_endpoint, settings.cosmos_database
+    assert endpoint is not None
+    if settings.cosmos_key:
+        return CosmosStore.from_key(
+            endpoint, settings.cosmos_key, database, non_atomic_local=settings.cosmos_non_atomic_local
+        )
+    if settings.cosmos_non_atomic_local:
+        raise ValueError("COSMOS_NON_ATOMIC_LOCAL is for the local Cosmos server, reached with COSMOS_KEY")
+    identity = credential(settings.cosmos_credential, settings.cosmos_client_id)
+    return CosmosStore.from_identity(endpoint, identity, database)
 
 
 def build_publisher(settings: Settings) -> Publisher:

@@ -25,6 +25,11 @@ class LateEventPolicy(StrEnum):
     ADJUST = "adjust"
 
 
+class StoreKind(StrEnum):
+    TABLE = "table"
+    COSMOS = "cosmos"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
@@ -34,6 +39,23 @@ class Settings(BaseSettings):
     storage_client_id: str | None = Field(None, validation_alias="AzureWebJobsStorage__clientId")
     storage_blob_uri: str | None = Field(None, validation_alias="AzureWebJobsStorage__blobServiceUri")
     storage_queue_uri: str | None = Field(None, validation_alias="AzureWebJobsStorage__queueServiceUri")
+
+    # Where the metering data lives. Queues and dead-letter blobs stay in storage whichever store is chosen.
+    store: StoreKind = Field(StoreKind.TABLE, validation_alias="METERING_STORE")
+    # The Cosmos DB store: the endpoint with an identity in Azure; locally the endpoint and a key.
+    cosmos_endpoint: str | None = Field(None, validation_alias="COSMOS__accountEndpoint")
+    cosmos_credential: str | None = Field(None, validation_alias="COSMOS__credential")
+    cosmos_client_id: str | None = Field(None, validation_alias="COSMOS__clientId")
+    cosmos_key: str | None = Field(None, validation_alias="COSMOS_KEY", description="Local only; Azure uses identity")
+    cosmos_database: str = Field(
+        "metering", validation_alias="COSMOS_DATABASE", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+    )
+    cosmos_non_atomic_local: bool = Field(
+        False,
+        validation_alias="COSMOS_NON_ATOMIC_LOCAL",
+        description="Commit one operation at a time (the local Cosmos server has no usable transactional batch); "
+        "refused unless the endpoint is on loopback",
+    )
 
     # The hub ingest publishes to and the aggregator's trigger reads: a connection string locally (or for the
     # Event Hubs emulator), the namespace with an identity in Azure. Neither set: the local queue transport.
@@ -142,6 +164,8 @@ class Settings(BaseSettings):
                 "no storage configured: set AzureWebJobsStorage (a connection string) or "
                 "AzureWebJobsStorage__tableServiceUri (identity-based)"
             )
+        if self.store is StoreKind.COSMOS and not self.cosmos_endpoint:
+            raise SettingsError("METERING_STORE is cosmos: set COSMOS__accountEndpoint")
         return self
 
     @property

@@ -1,7 +1,14 @@
-"""Fixtures shared by every test: a real Azurite per test worker, and fresh tables per test."""
+"""Fixtures shared by every test: a real Azurite (and local Cosmos server) per test worker, fresh tables per test.
+
+`store` runs a test on every store: the Table store on Azurite and the Cosmos store on the local Cosmos server,
+whose commits are not atomic. `atomic_store` is for tests that need atomic commits (crash injection, concurrent
+writers): the Table store, and the Cosmos store only against a real Cosmos DB or its emulator, given by
+COSMOS_TEST_ENDPOINT and COSMOS_TEST_KEY; without them that case is reported as skipped, with the reason.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,10 +17,18 @@ import pytest
 from hypothesis import Phase, settings
 
 from metering.devhost.azurite import Azurite
+from metering.devhost.cosmos import CosmosServer
 from metering.meters import MeterCatalog, load_catalog
 from metering.periods import CalendarMonthUtc
+from metering.stores import Store
 from metering.stores.table import TableStore
-from tests.support import FixedClock, fresh_table_store
+from tests.support import FixedClock, fresh_cosmos_store, fresh_table_store
+
+REAL_COSMOS = (os.environ.get("COSMOS_TEST_ENDPOINT", ""), os.environ.get("COSMOS_TEST_KEY", ""))
+NEEDS_REAL_COSMOS = pytest.mark.skipif(
+    not all(REAL_COSMOS),
+    reason="needs a real Cosmos DB (COSMOS_TEST_ENDPOINT/COSMOS_TEST_KEY): the local server's batch is not atomic",
+)
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +42,38 @@ def table_store(azurite: Azurite) -> Iterator[TableStore]:
     store = fresh_table_store(azurite)
     yield store
     store.close()
+
+
+@pytest.fixture(scope="session")
+def cosmos_server() -> Iterator[CosmosServer]:
+    with CosmosServer() as running:
+        yield running
+
+
+def _store_of(kind: str, request: pytest.FixtureRequest) -> Iterator[Store]:
+    store: Store
+    if kind == "table":
+        store = fresh_table_store(request.getfixturevalue("azurite"))
+    elif kind == "cosmos":
+        server: CosmosServer = request.getfixturevalue("cosmos_server")
+        store = fresh_cosmos_store(server.endpoint, server.key, non_atomic_local=True)
+    else:
+        store = fresh_cosmos_store(*REAL_COSMOS, non_atomic_local=False)
+    yield store
+    drop = getattr(store, "drop", None)
+    if drop is not None:
+        drop()
+    store.close()
+
+
+@pytest.fixture(params=["table", "cosmos"])
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    yield from _store_of(request.param, request)
+
+
+@pytest.fixture(params=["table", pytest.param("cosmos_atomic", marks=NEEDS_REAL_COSMOS)])
+def atomic_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    yield from _store_of(request.param, request)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from typing import Any
 
 from metering.devhost.azurite import Azurite
 from metering.stores import Operation, Row, RowTable, Store
+from metering.stores.cosmos import CosmosStore
 from metering.stores.table import TableStore
 
 
@@ -97,6 +98,13 @@ def fresh_table_store(azurite: Azurite) -> TableStore:
     store = TableStore.from_connection_string(
         azurite.connection_string, usage_table=f"u{suffix}", conflicts_table=f"c{suffix}"
     )
+    store.ensure_ready()
+    return store
+
+
+def fresh_cosmos_store(endpoint: str, key: str, *, non_atomic_local: bool) -> CosmosStore:
+    # A database per test: the containers keep the names the Bicep declares, and no test sees another's rows.
+    store = CosmosStore.from_key(endpoint, key, f"t{uuid.uuid4().hex}", non_atomic_local=non_atomic_local)
     store.ensure_ready()
     return store
 

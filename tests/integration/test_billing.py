@@ -1,7 +1,7 @@
-"""Periods closing into statements, late events, cancels and threshold alerts, against real Azurite.
+"""Periods closing into statements, late events, cancels and threshold alerts, on every store (conftest `store`).
 
 Time is a FixedClock the tests move; the notifications queue and the queue standing in for the hub are real
-Azurite queues. Concurrency tests use real threads against the real store.
+Azurite queues. Concurrency tests use real threads against a store with atomic commits (conftest `atomic_store`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from metering.tenants import LimitPair, TenantDirectory, TenantUpdate
 from metering.transport.queue import QueueBacklog, queue_client
 from metering.usage import UsageReader
 from tests.support import FixedClock
+
+pytestmark = pytest.mark.store
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 OCT = datetime(2026, 10, 20, 9, tzinfo=UTC)
@@ -105,8 +107,8 @@ def build(store: Store, azurite: Any, catalog: Any, policy: LateEventPolicy = La
 
 
 @pytest.fixture
-def pipe(table_store, azurite, catalog) -> Pipeline:
-    return build(table_store, azurite, catalog)
+def pipe(store, azurite, catalog) -> Pipeline:
+    return build(store, azurite, catalog)
 
 
 def event(i: int | str, tenant: str = "acme", at: datetime = OCT, metric: str = "api.requests", **fields) -> UsageEvent:
@@ -160,11 +162,11 @@ def test_closing_twice_changes_nothing_and_sends_period_closed_once(pipe):
     assert pipe.store.control.partition(OPEN) == []
 
 
-def test_concurrent_closers_write_exactly_one_statement_per_tenant(table_store, azurite, catalog):
-    pipe = build(table_store, azurite, catalog)
+def test_concurrent_closers_write_exactly_one_statement_per_tenant(atomic_store, azurite, catalog):
+    pipe = build(atomic_store, azurite, catalog)
     tenants = [f"t{i}" for i in range(12)]
     pipe.apply([event(i, tenant=t) for t in tenants for i in range(3)])
-    other = build(table_store, azurite, catalog)
+    other = build(atomic_store, azurite, catalog)
     errors: list[BaseException] = []
 
     def run(closer: PeriodCloser) -> None:
@@ -180,7 +182,7 @@ def test_concurrent_closers_write_exactly_one_statement_per_tenant(table_store, 
         thread.join()
     assert errors == []
     for tenant in tenants:
-        statements = table_store.statements.partition(tenant)
+        statements = atomic_store.statements.partition(tenant)
         assert len(statements) == 1
         lines = Statement.model_validate(statements[0].data).lines
         assert [(str(line.quantity), line.event_count) for line in lines] == [("4.5", 3)]
@@ -235,8 +237,8 @@ def test_closing_waits_while_the_hub_holds_events_not_yet_applied(pipe):
     assert len(pipe.closer.run().closed) == 1
 
 
-def test_an_aggregator_racing_the_closer_counts_each_event_in_the_statement_or_as_late(table_store, azurite, catalog):
-    pipe = build(table_store, azurite, catalog)
+def test_an_aggregator_racing_the_closer_counts_each_event_in_the_statement_or_as_late(atomic_store, azurite, catalog):
+    pipe = build(atomic_store, azurite, catalog)
     batches = [[event(f"{b}-{i}", quantity="1") for i in range(20)] for b in range(30)]
     halfway = threading.Event()
     errors: list[BaseException] = []
@@ -252,7 +254,7 @@ def test_an_aggregator_racing_the_closer_counts_each_event_in_the_statement_or_a
         finally:
             halfway.set()
 
-    closer = build(table_store, azurite, catalog).closer
+    closer = build(atomic_store, azurite, catalog).closer
     worker = threading.Thread(target=aggregate)
     worker.start()
     assert halfway.wait(timeout=60)
@@ -308,8 +310,8 @@ def test_late_events_under_review_are_recorded_once_and_counted_nowhere(pipe):
     assert pipe.total("acme", "api.requests", NOW) == ("0", 0, "open")
 
 
-def test_late_events_under_adjust_count_once_in_the_current_period(table_store, azurite, catalog):
-    pipe = build(table_store, azurite, catalog, LateEventPolicy.ADJUST)
+def test_late_events_under_adjust_count_once_in_the_current_period(store, azurite, catalog):
+    pipe = build(store, azurite, catalog, LateEventPolicy.ADJUST)
     pipe.apply([event(1)])
     pipe.closer.run()
     pipe.apply([event("n1", at=NOW - timedelta(hours=2), quantity="10")], start=5)
@@ -341,7 +343,10 @@ def cancels(pipe) -> Cancels:
     return Cancels(pipe.store, pipe.ledger.catalog, pipe.ledger.schedule, clock=pipe.clock, max_future=timedelta(0))
 
 
-def test_cancel_subtracts_its_contribution_exactly_once(pipe, cancels):
+def test_cancel_subtracts_its_contribution_exactly_once(atomic_store, azurite, catalog):
+    # Concurrent cancels of one event: needs atomic commits.
+    pipe = build(atomic_store, azurite, catalog)
+    cancels = Cancels(pipe.store, catalog, pipe.ledger.schedule, clock=pipe.clock, max_future=timedelta(0))
     at = NOW - timedelta(hours=3)
     events = [
         event(1, at=at, quantity="2.25", dimensions={"region": "eu"}),
@@ -417,11 +422,11 @@ def test_threshold_alerts_are_sent_once_under_replays_and_recrossings(pipe, canc
     assert (messages[0]["usage"], messages[0]["hard_limit"], messages[0]["threshold_percent"]) == ("10", "10", "100")
 
 
-def test_a_second_instance_does_not_alert_again(table_store, azurite, catalog):
-    first = build(table_store, azurite, catalog)
+def test_a_second_instance_does_not_alert_again(store, azurite, catalog):
+    first = build(store, azurite, catalog)
     first.directory.update("acme", TenantUpdate(limits={"api.requests": LimitPair(hard=Decimal(2))}))
     first.apply([event(1, at=NOW - timedelta(hours=1), quantity="2")])
-    second = build(table_store, azurite, catalog)
+    second = build(store, azurite, catalog)
     second.notifications = first.notifications
     second.apply([event(2, at=NOW - timedelta(hours=1), quantity="1")], start=5)
     assert sorted(m["id"] for m in first.messages()) == [
@@ -479,10 +484,10 @@ def test_state_rows_of_closed_periods_say_when_and_by_which_catalog(pipe):
     )
 
 
-def test_hub_progress_only_moves_forward(table_store):
-    progress = HubProgress(table_store.control)
+def test_hub_progress_only_moves_forward(store):
+    progress = HubProgress(store.control)
     progress.record([Applied("3", 10, NOW)], NOW)
     progress.record([Applied("3", 4, NOW - timedelta(hours=1))], NOW)  # an older redelivery does not go back
     # A new instance (a restart) learns the stored position before it writes.
-    HubProgress(table_store.control).record([Applied("3", 6, NOW - timedelta(minutes=30))], NOW)
+    HubProgress(store.control).record([Applied("3", 6, NOW - timedelta(minutes=30))], NOW)
     assert (progress.positions()["3"].sequence, progress.positions()["3"].enqueued) == (10, NOW)

@@ -1,4 +1,4 @@
-"""The ledger and the readers against real Azurite: what each aggregation counts, and what it costs."""
+"""The ledger and the readers on every store (conftest `store`): what each aggregation counts, and what it costs."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from metering.stores import Replace
 from metering.usage import Granularity, RangeError, UsageReader
 from tests.support import InjectedCrash, ProbedStore
 
+pytestmark = pytest.mark.store
+
 NOV = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 
 
@@ -31,8 +33,8 @@ def sourced(events: list[UsageEvent], start: int = 0, partition: str = "0") -> l
 
 
 @pytest.fixture
-def probed(table_store):
-    return ProbedStore(table_store)
+def probed(store):
+    return ProbedStore(store)
 
 
 @pytest.fixture
@@ -41,8 +43,8 @@ def ledger(probed, catalog, schedule, clock):
 
 
 @pytest.fixture
-def reader(table_store, catalog, schedule, clock):
-    return UsageReader(table_store, catalog, schedule, clock=clock)
+def reader(store, catalog, schedule, clock):
+    return UsageReader(store, catalog, schedule, clock=clock)
 
 
 def total(reader: UsageReader, metric: str, tenant: str = "acme") -> tuple[str, int]:
@@ -127,7 +129,7 @@ def test_idempotency_key_dedupes_events_with_different_ids(ledger, reader):
     assert total(reader, "api.requests") == ("5", 1)
 
 
-def test_same_key_different_payload_first_wins_and_is_recorded(ledger, reader, table_store):
+def test_same_key_different_payload_first_wins_and_is_recorded(ledger, reader, store):
     ledger.apply(sourced([event(1, quantity="5")]))
     # A fresh aggregator (another instance) meets the conflict in the store, not in its memory.
     other = Ledger(ledger.store, ledger.catalog, ledger.schedule)
@@ -135,7 +137,7 @@ def test_same_key_different_payload_first_wins_and_is_recorded(ledger, reader, t
     assert result.applied == 0
     assert [c.event.quantity for c in result.conflicts] == [Decimal(500)]
     assert total(reader, "api.requests") == ("5", 1)
-    recorded = table_store.conflicts.partition("acme")
+    recorded = store.conflicts.partition("acme")
     assert len(recorded) == 1
     assert recorded[0].data["event"]["quantity"] == "500"
     assert recorded[0].data["dedupe_key"] == "e:e1"
@@ -185,7 +187,10 @@ def test_batch_larger_than_one_transaction(ledger, reader, probed):
     ]
 
 
-def test_crash_after_a_commit_whose_response_was_lost(probed, catalog, schedule, reader):
+def test_crash_after_a_commit_whose_response_was_lost(atomic_store, catalog, schedule, clock):
+    # Needs atomic commits: a crash there leaves a commit whole or absent, never half applied.
+    probed = ProbedStore(atomic_store)
+    reader = UsageReader(atomic_store, catalog, schedule, clock=clock)
     batch = sourced([event(i, tenant_id=f"t{i % 3}", quantity="1.25") for i in range(60)])
     probed.probe.crash_after, probed.probe.crash_applies = 1, True
     crashing = Ledger(probed, catalog, schedule, max_ops=8)
@@ -197,11 +202,11 @@ def test_crash_after_a_commit_whose_response_was_lost(probed, catalog, schedule,
         assert total(reader, "api.requests", tenant) == ("25", 20)
 
 
-def test_events_of_a_closed_period_are_returned_as_late(ledger, table_store, reader):
+def test_events_of_a_closed_period_are_returned_as_late(ledger, store, reader):
     ledger.apply(sourced([event(1)]))
     partition = partition_key("acme", ledger.schedule.period_at("acme", NOV))
-    state = table_store.usage.read(partition, [STATE_ROW])[STATE_ROW]
-    table_store.usage.commit(partition, [Replace(STATE_ROW, {**state.data, "status": "closed"}, state.etag)])
+    state = store.usage.read(partition, [STATE_ROW])[STATE_ROW]
+    store.usage.commit(partition, [Replace(STATE_ROW, {**state.data, "status": "closed"}, state.etag)])
     # The instance still holds the open state: its commit fails on the ETag and it learns the period closed.
     result = ledger.apply(sourced([event(2), event(3)], start=1))
     assert result.applied == 0
@@ -247,53 +252,53 @@ def test_tenants_are_isolated(ledger, reader):
     assert total(reader, "api.requests", "b") == ("4", 1)
 
 
-def test_group_values_past_the_bound_are_counted_in_overflow(table_store, schedule, clock):
+def test_group_values_past_the_bound_are_counted_in_overflow(store, schedule, clock):
     catalog = parse_catalog(
         {
             "version": "t",
             "meters": {"calls": {"unit": "count", "aggregation": "sum", "group_by": ["route"], "max_group_values": 2}},
         }
     )
-    ledger = Ledger(table_store, catalog, schedule, clock=clock)
+    ledger = Ledger(store, catalog, schedule, clock=clock)
     events = [event(i, "calls", "1", dimensions={"route": f"/r{i}"}) for i in range(5)]
     ledger.apply(sourced(events))
-    reader = UsageReader(table_store, catalog, schedule, clock=clock)
+    reader = UsageReader(store, catalog, schedule, clock=clock)
     groups = reader.groups("acme", "calls", "route", schedule.period_at("acme", NOV))
     assert [(g.key, str(g.total)) for g in groups] == [("/r0", "1"), ("/r1", "1"), (None, "3")]
     assert total(reader, "calls") == ("5", 5)
 
 
-def test_a_repeat_in_a_batch_is_judged_against_the_stored_payload(ledger, table_store, reader):
+def test_a_repeat_in_a_batch_is_judged_against_the_stored_payload(ledger, store, reader):
     ledger.apply(sourced([event(1, quantity="5")]))
     # In this batch the conflicting payload comes first, then an exact retry of what was stored.
     fresh = Ledger(ledger.store, ledger.catalog, ledger.schedule)
     result = fresh.apply(sourced([event(1, quantity="7"), event(1, quantity="5")], start=1))
     assert (result.applied, result.duplicates) == (0, 1)
     assert [c.event.quantity for c in result.conflicts] == [Decimal(7)]
-    assert [r.data["event"]["quantity"] for r in table_store.conflicts.partition("acme")] == ["7"]
+    assert [r.data["event"]["quantity"] for r in store.conflicts.partition("acme")] == ["7"]
     assert total(reader, "api.requests") == ("5", 1)
 
 
-def test_applied_positions_stop_before_a_repeat_not_yet_judged(probed, catalog, schedule, table_store):
+def test_applied_positions_stop_before_a_repeat_not_yet_judged(probed, catalog, schedule, store):
     # Enough events for several chunks; the repeat (position 3) is judged after all of them commit, so the
     # recorded applied range must end before it: a redelivery after a crash there must judge it again.
     events = [event(i) for i in range(3)] + [event(0, quantity="2")] + [event(i) for i in range(3, 20)]
     Ledger(probed, catalog, schedule, max_ops=8).apply(sourced(events))
     partition = partition_key("acme", schedule.period_at("acme", NOV))
-    state = table_store.usage.read(partition, [STATE_ROW])[STATE_ROW]
+    state = store.usage.read(partition, [STATE_ROW])[STATE_ROW]
     assert state.data["wm"] == {"0": [[0, 2]]}
 
 
-def test_a_replay_into_a_closed_period_is_a_duplicate_not_late(ledger, table_store, catalog, schedule):
+def test_a_replay_into_a_closed_period_is_a_duplicate_not_late(ledger, store, catalog, schedule):
     batch = sourced([event(1), event(2)])
     ledger.apply(batch)
     partition = partition_key("acme", schedule.period_at("acme", NOV))
-    state = table_store.usage.read(partition, [STATE_ROW])[STATE_ROW]
-    table_store.usage.commit(partition, [Replace(STATE_ROW, {**state.data, "status": "closed"}, state.etag)])
+    state = store.usage.read(partition, [STATE_ROW])[STATE_ROW]
+    store.usage.commit(partition, [Replace(STATE_ROW, {**state.data, "status": "closed"}, state.etag)])
     # A new instance gets the batch again (as a client retry, so hub positions do not give it away) plus one
     # event nobody counted: only that one is late.
     retry = [SourcedEvent(e.event) for e in batch] + [SourcedEvent(event(3))]
-    result = Ledger(table_store, catalog, schedule).apply(retry)
+    result = Ledger(store, catalog, schedule).apply(retry)
     assert (result.applied, result.duplicates) == (0, 2)
     assert [p.event.event_id for p in result.late] == ["e3"]
 

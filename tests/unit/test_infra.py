@@ -26,6 +26,10 @@ INFRA = ROOT / "infra"
 LOCAL_ONLY = {
     # The Storage queue standing in for Event Hubs when no hub is configured (the dev host); Azure has the hub.
     "METERING_LOCAL_QUEUE",
+    # The local Cosmos server's key: in Azure the Cosmos store connects with the app's identity (keys are disabled).
+    "COSMOS_KEY",
+    # Commits without a transactional batch, for the local Cosmos server only (refused for any non-loopback endpoint).
+    "COSMOS_NON_ATOMIC_LOCAL",
 }
 
 # Read by the Functions host, not by the app, and only on one side.
@@ -38,11 +42,6 @@ LOCAL_HOST_ONLY = {
     # Core Tools needs it to start the Python worker; on Flex Consumption the runtime comes from functionAppConfig.
     "FUNCTIONS_WORKER_RUNTIME",
 }
-
-# Settings of the Cosmos DB store, read once it lands. Bicep and the local example carry them already (the Cosmos
-# account, database and containers are declared), so the store can be switched without new infrastructure. Remove a
-# name from here when metering/settings.py reads it. Connection settings are listed by their prefix.
-COSMOS_STORE_SETTINGS = {"METERING_STORE", "COSMOS", "COSMOS_DATABASE"}
 
 # Settings the Flex Consumption plan does not take: its deprecations in the Azure Functions app settings reference
 # (functionAppConfig replaces them, or the plan has no use for them), and the time zone settings it does not support.
@@ -251,6 +250,8 @@ def test_no_setting_is_read_that_neither_defines():
 
 def test_nothing_is_set_that_nothing_reads():
     read = settings_read() | binding_expressions() | AZURE_HOST_ONLY | LOCAL_HOST_ONLY
+    # A connection the app reads by its properties (`COSMOS__accountEndpoint`) is listed locally by its prefix.
+    connections_read = {connection_of(name) for name in settings_read() if "__" in name}
 
     def unread(names: set[str]) -> set[str]:
         return {
@@ -258,7 +259,7 @@ def test_nothing_is_set_that_nothing_reads():
             for name in names
             if name not in read
             and connection_of(name) not in binding_connections()
-            and connection_of(name) not in COSMOS_STORE_SETTINGS
+            and connection_of(name) not in connections_read
         }
 
     in_bicep, in_local = unread(set(app_settings())), unread(set(local_settings()))
@@ -275,7 +276,9 @@ def test_literal_setting_values_are_valid_for_the_app(monkeypatch: pytest.Monkey
         monkeypatch.delenv(name, raising=False)
     placeholder = "https://known.at.deployment.example/"
     deployed = {name: placeholder if value is None else value for name, value in deployed_values().items()}
-    for values in (deployed, local_settings()):
+    # The store is a deployment parameter (table or cosmos): both values must make valid settings.
+    stores = [{**deployed, "METERING_STORE": kind} for kind in ("table", "cosmos")]
+    for values in (*stores, local_settings()):
         settings = Settings.model_validate(values)
         assert load_catalog(settings.meters_file).meters, "the empty catalog setting means the packaged catalog"
 
