@@ -8,7 +8,6 @@ COSMOS_TEST_ENDPOINT and COSMOS_TEST_KEY; without them that case is reported as 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,13 +21,7 @@ from metering.meters import MeterCatalog, load_catalog
 from metering.periods import CalendarMonthUtc
 from metering.stores import Store
 from metering.stores.table import TableStore
-from tests.support import FixedClock, fresh_cosmos_store, fresh_table_store
-
-REAL_COSMOS = (os.environ.get("COSMOS_TEST_ENDPOINT", ""), os.environ.get("COSMOS_TEST_KEY", ""))
-NEEDS_REAL_COSMOS = pytest.mark.skipif(
-    not all(REAL_COSMOS),
-    reason="needs a real Cosmos DB (COSMOS_TEST_ENDPOINT/COSMOS_TEST_KEY): the local server's batch is not atomic",
-)
+from tests.support import NEEDS_REAL_COSMOS, REAL_COSMOS, FixedClock, fresh_cosmos_store, fresh_table_store
 
 
 @pytest.fixture(scope="session")

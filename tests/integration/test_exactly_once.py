@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,7 +39,15 @@ from metering.periods import CalendarMonthUtc
 from metering.settings import LateEventPolicy
 from metering.transport.queue import QueueBacklog, queue_client
 from metering.usage import Granularity, UsageReader
-from tests.support import FixedClock, InjectedCrash, ProbedStore, fresh_table_store
+from tests.support import (
+    NEEDS_REAL_COSMOS,
+    REAL_COSMOS,
+    FixedClock,
+    InjectedCrash,
+    ProbedStore,
+    fresh_cosmos_store,
+    fresh_table_store,
+)
 
 CATALOG = load_catalog()
 METERS = sorted(CATALOG.meters)
@@ -261,14 +270,14 @@ def sourced(stream: list[UsageEvent], start: int, stop: int, offset: int = 0) ->
     return [SourcedEvent(stream[i], Position("0", offset + i)) for i in range(start, stop)]
 
 
-def deliver_phase1(store: ProbedStore, scenario: Scenario) -> None:
+def deliver_phase1(store: ProbedStore, scenario: Scenario, *, atomic: bool = True) -> None:
     schedule = CalendarMonthUtc()
     make = lambda: Ledger(store, CATALOG, schedule, max_ops=scenario.max_ops)  # noqa: E731
     ledger = make()
     stream = scenario.phase1
     for delivery in scenario.deliveries:
         batch = sourced(stream, delivery.start, delivery.stop)
-        if delivery.action == "crash":
+        if delivery.action == "crash" and atomic:
             store.probe.crash_after = store.probe.commits + delivery.crash_after
             store.probe.crash_applies = delivery.crash_applies
             try:
@@ -282,30 +291,33 @@ def deliver_phase1(store: ProbedStore, scenario: Scenario) -> None:
         ledger.apply(batch)
         if delivery.action == "replay":
             make().apply(batch)
-        elif delivery.action == "resplit":
+        elif delivery.action in ("resplit", "crash"):
             replayer = make() if not delivery.same_instance else ledger
             for a, b in delivery.resplit or []:
                 replayer.apply(sourced(stream, a, b))
 
 
-def deliver_phase2(store: ProbedStore, scenario: Scenario, offset: int) -> None:
+def deliver_phase2(store: ProbedStore, scenario: Scenario, offset: int, *, concurrent: bool = True) -> None:
     schedule = CalendarMonthUtc()
     stream = scenario.phase2
     errors: list[BaseException] = []
     barrier = threading.Barrier(2)
 
-    def run(window: tuple[int, int]) -> None:
+    def apply_window(window: tuple[int, int]) -> None:
         ledger = Ledger(store, CATALOG, schedule, max_ops=scenario.max_ops)
         try:
-            barrier.wait(timeout=30)
+            if concurrent:
+                barrier.wait(timeout=30)
             for a in range(window[0], window[1], 7):
                 ledger.apply(sourced(stream, a, min(a + 7, window[1]), offset))
         except BaseException as error:  # surfaced below, on the test's thread
             errors.append(error)
 
-    threads = [threading.Thread(target=run, args=(w,)) for w in (scenario.window_a, scenario.window_b)]
+    threads = [threading.Thread(target=apply_window, args=(w,)) for w in (scenario.window_a, scenario.window_b)]
     for thread in threads:
         thread.start()
+        if not concurrent:
+            thread.join(timeout=120)
     for thread in threads:
         thread.join(timeout=120)
     assert not errors, errors
@@ -313,22 +325,58 @@ def deliver_phase2(store: ProbedStore, scenario: Scenario, offset: int) -> None:
     Ledger(store, CATALOG, schedule, max_ops=scenario.max_ops).apply(sourced(stream, 0, len(stream), offset))
 
 
-@settings(
-    max_examples=int(os.environ.get("EXACTLY_ONCE_EXAMPLES", "150")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+SETTINGS = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+}
+
+
+@settings(max_examples=int(os.environ.get("EXACTLY_ONCE_EXAMPLES", "150")), **SETTINGS)
 @given(scenario=scenarios())
 def test_every_event_counts_exactly_once(azurite, scenario: Scenario) -> None:
-    store = ProbedStore(fresh_table_store(azurite))
-    deliver_phase1(store, scenario)
-    deliver_phase2(store, scenario, offset=len(scenario.phase1))
+    store = fresh_table_store(azurite)
+    try:
+        run(ProbedStore(store), scenario, azurite)
+    finally:
+        store.close()
+
+
+@pytest.mark.store
+@settings(max_examples=int(os.environ.get("EXACTLY_ONCE_COSMOS_EXAMPLES", "8")), **SETTINGS)
+@given(scenario=scenarios())
+def test_every_event_counts_exactly_once_on_the_local_cosmos_server(azurite, cosmos_server, scenario: Scenario) -> None:
+    """The same streams on the Cosmos store, against the local server, whose commits are not atomic: without
+    the crashes (a crash between its writes would leave half a commit) and with the two aggregators one after
+    the other. Both run against a real Cosmos DB in the test below when one is configured."""
+    store = fresh_cosmos_store(cosmos_server.endpoint, cosmos_server.key, non_atomic_local=True)
+    try:
+        run(ProbedStore(store), scenario, azurite, atomic=False)
+    finally:
+        store.drop()
+        store.close()
+
+
+@pytest.mark.store
+@NEEDS_REAL_COSMOS
+@settings(max_examples=int(os.environ.get("EXACTLY_ONCE_COSMOS_EXAMPLES", "8")), **SETTINGS)
+@given(scenario=scenarios())
+def test_every_event_counts_exactly_once_on_a_real_cosmos_db(azurite, scenario: Scenario) -> None:
+    store = fresh_cosmos_store(*REAL_COSMOS, non_atomic_local=False)
+    try:
+        run(ProbedStore(store), scenario, azurite)
+    finally:
+        store.drop()
+        store.close()
+
+
+def run(store: ProbedStore, scenario: Scenario, azurite: Any, *, atomic: bool = True) -> None:
+    deliver_phase1(store, scenario, atomic=atomic)
+    deliver_phase2(store, scenario, offset=len(scenario.phase1), concurrent=atomic)
     stream = scenario.phase1 + scenario.phase2
     unique = list(winners(stream).values())
     conflicts = expected_conflicts(stream)
     check(store, unique, conflicts)
     close_and_replay(store, scenario, azurite, unique)
-    store.inner.close()
 
 
 def close_and_replay(store: ProbedStore, scenario: Scenario, azurite: Any, unique: list[UsageEvent]) -> None:
