@@ -21,6 +21,7 @@ from metering.commands.manage import periods, tenants
 from metering.commands.reads import history, quota, usage
 from metering.commands.send import send
 from metering.devhost.azurite import PROJECT_ROOT, AzuriteError
+from metering.devhost.cosmos import CosmosServerError
 from metering.devhost.host import DevHost
 from metering.meters import CatalogError, MeterCatalog, load_catalog
 from metering.schema import schema_text
@@ -41,7 +42,7 @@ def dev(
     host = DevHost(app_module=app_module, port=port, data=data)
     try:
         host.start()
-    except (AzuriteError, OSError, ValueError, KeyError) as error:
+    except (AzuriteError, CosmosServerError, OSError, ValueError, KeyError) as error:
         console.print(f"[red]cannot start: {error}[/red]")
         host.stop()
         raise typer.Exit(1) from None

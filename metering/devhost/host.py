@@ -1,7 +1,8 @@
 """The local Functions host: runs a function app on this machine without Docker or Core Tools.
 
 It reads the app settings (local.settings.json, else local.settings.example.json) into the environment,
-starts Azurite unless AzureWebJobsStorage points elsewhere, discovers the functions from the app object,
+starts Azurite unless AzureWebJobsStorage points elsewhere (and, with METERING_STORE=cosmos and no endpoint, the
+local Cosmos-compatible server), discovers the functions from the app object,
 serves the HTTP triggers with uvicorn, runs the timers, and feeds the Event Hub trigger from the local queue.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from metering.devhost.azurite import PROJECT_ROOT, Azurite
+from metering.devhost.cosmos import CosmosServer
 from metering.devhost.feed import HubFeed
 from metering.devhost.http import HttpHost, http_routes, trigger_of
 from metering.devhost.timers import Timer, timers
@@ -67,6 +69,7 @@ class DevHost:
     function_key: str = ""
     admin_key: str = ""
     azurite: Azurite | None = None
+    cosmos: CosmosServer | None = None
     feeds: list[HubFeed] = field(default_factory=list)
     timers: list[Timer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -84,6 +87,12 @@ class DevHost:
         if os.environ.get("AzureWebJobsStorage", LOCAL_STORAGE) == LOCAL_STORAGE:
             self.azurite = Azurite(self.data).start()
             os.environ["AzureWebJobsStorage"] = self.azurite.connection_string
+        if os.environ.get("METERING_STORE") == "cosmos" and not os.environ.get("COSMOS__accountEndpoint"):
+            # The local Cosmos-compatible server: in memory, and its commits are not atomic (README, stores).
+            self.cosmos = CosmosServer().start()
+            os.environ["COSMOS__accountEndpoint"] = self.cosmos.endpoint
+            os.environ["COSMOS_KEY"] = self.cosmos.key
+            os.environ["COSMOS_NON_ATOMIC_LOCAL"] = "true"
         functions = discover(self.app_module)
         self.timers = timers(functions)
         self.feeds = self._feeds(functions)
@@ -161,6 +170,8 @@ class DevHost:
             thread.join(timeout=10)
         if self.azurite is not None:
             self.azurite.stop()
+        if self.cosmos is not None:
+            self.cosmos.stop()
 
     def request_stop(self) -> None:
         self._stop.set()
