@@ -141,6 +141,15 @@ class RateLimiter:
             self._prune(now)
             return max(waits) if waits else None
 
+    def give_back(self, requests: Mapping[str, tuple[int, RateLimit]]) -> None:
+        """Return what `take_all` took for a request that was not accepted after all (the transport refused
+        it): the client resends it, and that retry must not find the allowance spent on nothing."""
+        with self._lock:
+            now = self._clock()
+            for key, (amount, rate) in requests.items():
+                bucket = self._bucket(key, rate, now)
+                bucket.tokens = min(float(bucket.burst), bucket.tokens + amount)
+
     def _bucket(self, key: str, rate: RateLimit, now: float) -> _Bucket:
         bucket = self._buckets.get(key)
         if bucket is None:

@@ -90,13 +90,14 @@ class Ingest:
                 f"{len({e.index for e in errors})} of {len(items)} events are invalid; none was accepted",
                 errors=errors,
             )
-        limited = self.rate_limited(events)
+        taken, limited = self.rate_limited(events)
         if limited is not None:
             return limited
         events = [e if e.event_id is not None else e.model_copy(update={"event_id": uuid.uuid4().hex}) for e in events]
         try:
             self.publisher.publish(self.messages(events))
         except PublishError as error:
+            self.limiter.give_back(taken)
             return problem(
                 503,
                 "Transport unavailable",
@@ -105,11 +106,11 @@ class Ingest:
             )
         return ok(Accepted(accepted=len(events), event_ids=[e.event_id or "" for e in events]), status=202)
 
-    def rate_limited(self, events: list[UsageEvent]) -> Response | None:
-        """A 429 when a tenant of the request is over its plan's ingest rate; then nothing is taken from any
-        tenant's allowance and nothing is forwarded. The buckets live in this instance's memory."""
+    def rate_limited(self, events: list[UsageEvent]) -> tuple[dict[str, tuple[int, RateLimit]], Response | None]:
+        """What the request takes from its tenants' allowances, or the 429 (or 413) that refuses it: then
+        nothing is taken from any tenant and nothing is forwarded. The buckets live in this instance's memory."""
         if self.rate_of is None:
-            return None
+            return {}, None
         counts = Counter(event.tenant_id for event in events)
         wanted = {}
         for tenant, count in counts.items():
@@ -117,11 +118,11 @@ class Ingest:
             if rate is not None:
                 wanted[tenant] = (count, rate)
         if not wanted:
-            return None
+            return {}, None
         for tenant, (count, rate) in wanted.items():
             if count > rate.burst:
                 # No wait would ever let this request through: say how to split it instead.
-                return problem(
+                return {}, problem(
                     413,
                     "Payload too large",
                     f"{count} events for tenant {tenant} in one request exceed the burst of its plan's ingest "
@@ -129,9 +130,9 @@ class Ingest:
                 )
         wait = self.limiter.take_all(wanted)
         if wait is None:
-            return None
+            return wanted, None
         seconds = max(1, math.ceil(wait))
-        return problem(
+        return {}, problem(
             429,
             "Too many requests",
             f"the ingest rate limit of a tenant in this request is exceeded; retry after {seconds} s "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from azure.eventhub.exceptions import EventHubError
@@ -12,6 +13,7 @@ from azure.eventhub.exceptions import EventHubError
 from metering.api.ingest import Ingest
 from metering.events import UsageEvent
 from metering.meters import load_catalog
+from metering.ratelimit import RateLimit, RateLimiter
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Message, PublishError, pack
 from metering.transport.eventhub import EventHubPublisher
 from metering.transport.queue import QueuePublisher, queue_client
@@ -141,3 +143,28 @@ def test_ingest_answers_503_with_retry_after_when_the_transport_refuses():
     assert response.status == 503
     assert response.headers["Retry-After"] == "5"
     assert "Retry the same request" in response.json()["detail"]
+
+
+def test_a_request_the_transport_refused_gives_its_rate_allowance_back():
+    dead = queue_client(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+        "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;",
+        "nowhere",
+    )
+    # A burst of exactly one request's events: the retry after a 503 needs the allowance the 503 took.
+    tight = RateLimit(events_per_second=Decimal("0.001"), burst=2)
+    limiter = RateLimiter()
+    ingest = Ingest(
+        load_catalog(),
+        QueuePublisher(dead),
+        max_message_bytes=QUEUE_MESSAGE_BYTES,
+        max_age=timedelta(days=35),
+        max_future=timedelta(minutes=5),
+        clock=lambda: NOW,
+        rate_of=lambda _tenant: tight,
+        limiter=limiter,
+    )
+    body = json.dumps([e.to_json_dict() for e in events("a", 2)]).encode()
+    assert ingest(body, "application/json").status == 503
+    assert ingest(body, "application/json").status == 503  # not 429: the first one took nothing in the end
+    assert limiter.take("a", 2, tight) is None

@@ -152,6 +152,15 @@ def test_take_all_takes_from_every_key(limiter: RateLimiter) -> None:
     assert limiter.take("globex", 1, FOUR_A_SECOND) == 0.25
 
 
+def test_what_is_given_back_can_be_taken_again_up_to_the_burst(limiter: RateLimiter) -> None:
+    assert limiter.take_all({"acme": (6, FOUR_A_SECOND), "globex": (2, FOUR_A_SECOND)}) is None
+    limiter.give_back({"acme": (6, FOUR_A_SECOND), "globex": (2, FOUR_A_SECOND)})
+    assert limiter.take("acme", 8, FOUR_A_SECOND) is None
+    limiter.give_back({"globex": (5, FOUR_A_SECOND)})  # more than was taken: still at most a full bucket
+    assert limiter.take("globex", 8, FOUR_A_SECOND) is None
+    assert limiter.take("globex", 1, FOUR_A_SECOND) == 0.25
+
+
 def test_take_all_refuses_the_whole_request_and_takes_nothing(limiter: RateLimiter) -> None:
     assert limiter.take("globex", 7, FOUR_A_SECOND) is None
     assert limiter.take_all({"acme": (8, FOUR_A_SECOND), "globex": (2, FOUR_A_SECOND)}) == 0.25
