@@ -132,19 +132,27 @@ def _describe(error: Any) -> str:
     return f"{where}: {message}" if where else message
 
 
-def load_catalog(path: str | Path | None = None) -> MeterCatalog:
-    """Load the catalog from `path`, or the default one shipped with the package."""
+def read_toml(
+    path: str | Path | None, *, packaged: str, label: str, error: type[ValueError]
+) -> tuple[dict[str, Any], str]:
+    """A catalog file's TOML document and the name its errors give it: the file at `path`, or the one named
+    `packaged` that ships with the package. A file that cannot be read or parsed raises `error`."""
     if path is None:
-        text = resources.files("metering").joinpath("meters.toml").read_text(encoding="utf-8")
-        source = "default meters.toml"
+        text = resources.files("metering").joinpath(packaged).read_text(encoding="utf-8")
+        source = f"default {packaged}"
     else:
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
-            raise CatalogError(f"meter catalog {path}: cannot be read ({error.strerror})") from None
+        except OSError as problem:
+            raise error(f"{label} {path}: cannot be read ({problem.strerror})") from None
         source = str(path)
     try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise CatalogError(f"{source}: not valid TOML: {error}") from None
+        return tomllib.loads(text), source
+    except tomllib.TOMLDecodeError as problem:
+        raise error(f"{source}: not valid TOML: {problem}") from None
+
+
+def load_catalog(path: str | Path | None = None) -> MeterCatalog:
+    """Load the catalog from `path`, or the default one shipped with the package."""
+    document, source = read_toml(path, packaged="meters.toml", label="meter catalog", error=CatalogError)
     return parse_catalog(document, source)

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import difflib
 import math
-import tomllib
 from collections.abc import Mapping
 from decimal import Decimal
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from metering import decimals
-from metering.meters import MeterCatalog, load_catalog
+from metering.meters import MeterCatalog, load_catalog, read_toml
 from metering.quotas import Limits
 from metering.ratelimit import RateLimit
 
@@ -186,17 +184,5 @@ def _describe(error: Any) -> str:
 def load_plans(path: str | Path | None = None, catalog: MeterCatalog | None = None) -> PlanCatalog:
     """Load the plans from `path`, or the default ones shipped with the package, and check every metric they
     limit against `catalog` (the packaged meter catalog if None)."""
-    if path is None:
-        text = resources.files("metering").joinpath("plans.toml").read_text(encoding="utf-8")
-        source = "default plans.toml"
-    else:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
-            raise PlanCatalogError(f"plans {path}: cannot be read ({error.strerror})") from None
-        source = str(path)
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise PlanCatalogError(f"{source}: not valid TOML: {error}") from None
+    document, source = read_toml(path, packaged="plans.toml", label="plans", error=PlanCatalogError)
     return parse_plans(document, load_catalog() if catalog is None else catalog, source)
