@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 
 from azure.storage.blob import ContainerClient
-from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
+from azure.storage.queue import QueueClient
 
 from metering.alerts import AlertWatch
 from metering.api.billing import Billing
@@ -32,7 +32,7 @@ from metering.stores.table import TableStore
 from metering.tenants import TenantDirectory
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Publisher
 from metering.transport.eventhub import EventHubBacklog, EventHubPublisher
-from metering.transport.queue import QueueBacklog, QueuePublisher, queue_client, storage_retry
+from metering.transport.queue import QueueBacklog, QueuePublisher, queue_client, queue_client_at, storage_retry
 from metering.usage import UsageReader
 
 
@@ -88,14 +88,7 @@ def build_queue(settings: Settings, name: str) -> QueueClient:
     if not settings.storage_queue_uri:
         raise ValueError("set AzureWebJobsStorage__queueServiceUri for the notifications queue")
     identity = credential(settings.storage_credential, settings.storage_client_id)
-    return QueueClient(
-        settings.storage_queue_uri,
-        name,
-        credential=identity,
-        message_encode_policy=BinaryBase64EncodePolicy(),
-        message_decode_policy=BinaryBase64DecodePolicy(),
-        retry_policy=storage_retry(),
-    )
+    return queue_client_at(settings.storage_queue_uri, name, identity)
 
 
 def build_backlog(settings: Settings) -> Backlog:

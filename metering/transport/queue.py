@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, LinearRetry, QueueClient
@@ -25,14 +26,21 @@ def storage_retry() -> LinearRetry:
     return LinearRetry(backoff=0.5, random_jitter_range=0.25, retry_total=2)
 
 
+def _options() -> dict[str, Any]:
+    return {
+        "message_encode_policy": BinaryBase64EncodePolicy(),
+        "message_decode_policy": BinaryBase64DecodePolicy(),
+        "retry_policy": storage_retry(),
+    }
+
+
 def queue_client(connection: str, name: str) -> QueueClient:
-    return QueueClient.from_connection_string(
-        connection,
-        name,
-        message_encode_policy=BinaryBase64EncodePolicy(),
-        message_decode_policy=BinaryBase64DecodePolicy(),
-        retry_policy=storage_retry(),
-    )
+    return QueueClient.from_connection_string(connection, name, **_options())
+
+
+def queue_client_at(account_url: str, name: str, credential: Any) -> QueueClient:
+    """The same client with an identity-based connection (the queue service URI of the account)."""
+    return QueueClient(account_url, name, credential=credential, **_options())
 
 
 class QueuePublisher:
