@@ -21,7 +21,7 @@ from metering.alerts import AlertWatch
 from metering.control import Applied, HubProgress
 from metering.deadletters import DeadLetter, DeadLetters
 from metering.events import BodyError, parse_event
-from metering.late import LateEvents, LateReport
+from metering.late import LateEvents
 from metering.ledger import Clock, Ledger, contiguous_ranges
 from metering.notifications import Outbox
 from metering.transport import decode_message
@@ -65,7 +65,7 @@ def consume(
     ledger: Ledger,
     dead_letters: DeadLetters,
     clock: Clock,
-    after: AfterApply | None = None,
+    after: AfterApply,
 ) -> BatchReport:
     sourced: list[SourcedEvent] = []
     letters: list[DeadLetter] = []
@@ -106,18 +106,14 @@ def consume(
     )
     result = ledger.apply(sourced, ranges)
     unapplied = [(r.item.event, r.item.position, r.reason) for r in result.rejected]
-    late = LateReport()
-    if after is not None:
-        late = after.late.handle(result.late)
-        alerts = sum(
-            after.alerts.check(first.event.tenant_id, first.period, state["totals"])
-            for first, state in result.states.values()
-            if state is not None and state["status"] == rows.OPEN
-        )
-        if alerts:
-            after.outbox.dispatch()
-    else:
-        unapplied += [(p.event, p.position, f"billing period starting {p.period.key} is closed") for p in result.late]
+    late = after.late.handle(result.late)
+    alerts = sum(
+        after.alerts.check(first.event.tenant_id, first.period, state["totals"])
+        for first, state in result.states.values()
+        if state is not None and state["status"] == rows.OPEN
+    )
+    if alerts:
+        after.outbox.dispatch()
     enqueued = {(m.partition, m.sequence): m.enqueued for m in messages}
     for event, position, reason in unapplied:
         dead_letters.record(
@@ -131,8 +127,7 @@ def consume(
             )
         )
     now = clock()
-    if after is not None:
-        after.progress.record(_newest(messages), now)
+    after.progress.record(_newest(messages), now)
     times = [m.enqueued for m in messages if m.enqueued is not None]
     report = BatchReport(
         messages=len(messages),

@@ -74,7 +74,3 @@ class Outbox:
             self.control.delete(OUTBOX, [row.key])
             sent += 1
         return sent
-
-    def record(self, message_id: str) -> dict[str, Any] | None:
-        row = self.control.read(OUTBOX, ["r|" + message_id]).get("r|" + message_id)
-        return None if row is None else row.data

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from azure.storage.blob import ContainerClient
 
-from metering.consumer import HubMessage, consume
+from metering.alerts import AlertWatch
+from metering.consumer import AfterApply, HubMessage, consume
+from metering.control import HubProgress
 from metering.deadletters import INLINE_BODY_CHARS, DeadLetters
+from metering.late import LateEvents
 from metering.ledger import Ledger
+from metering.notifications import Outbox, QueueSink
+from metering.quotas import Limits
+from metering.settings import LateEventPolicy
+from metering.transport.queue import queue_client
 from metering.usage import UsageReader
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
@@ -39,9 +48,17 @@ def pipeline(table_store, catalog, schedule, azurite, clock):
     letters = DeadLetters(table_store.dead_letters, lambda: container, clock)
     ledger = Ledger(table_store, catalog, schedule, clock=clock)
     reader = UsageReader(table_store, catalog, schedule, clock=clock)
+    # What the function app runs after a batch: late events, alerts (no tenant here has limits), hub progress.
+    outbox = Outbox(table_store.control, QueueSink(queue_client(azurite.connection_string, f"n{uuid.uuid4().hex}")))
+    after = AfterApply(
+        late=LateEvents(table_store.late_events, ledger, schedule, LateEventPolicy.REVIEW, clock),
+        alerts=AlertWatch(lambda _tenant, _metric: Limits(), (Decimal(80), Decimal(100)), outbox, clock),
+        outbox=outbox,
+        progress=HubProgress(table_store.control),
+    )
 
     def run(messages: list[HubMessage]):
-        return consume(messages, ledger, letters, clock)
+        return consume(messages, ledger, letters, clock, after)
 
     return run, reader, table_store, container
 
