@@ -99,7 +99,7 @@ class Cancels:
         if state is None or state.data["status"] == rows.CLOSED:
             raise PeriodClosed(f"the billing period starting {period.key} is closed")
         value = decimals.ONE if meter.aggregation is Aggregation.COUNT else Decimal(data["q"])
-        minus = Cell(-value, -1)
+        minus = Cell(decimals.negate(value), -1)
         day = data["d"]
         hour = data.get("hr") or data["t"][:13]
         today = state.data.get("today")

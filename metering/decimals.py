@@ -53,6 +53,11 @@ def subtract(a: Decimal, b: Decimal) -> Decimal:
     return EXACT.subtract(a, b)
 
 
+def negate(value: Decimal) -> Decimal:
+    """-value, exactly: unary minus rounds to the thread's default context (28 digits), and a total may hold 30."""
+    return EXACT.minus(value)
+
+
 def percent_of(value: Decimal, percent: Decimal) -> Decimal:
     """`percent` % of `value`, exactly (dividing by 100 only moves the decimal point)."""
     return EXACT.divide(EXACT.multiply(value, percent), 100)
