@@ -116,9 +116,7 @@ class Cancels:
                 delta.groups.setdefault(dim, {})[group_value] = minus
             else:  # it was counted in the dimension's overflow cell
                 delta.overflow[dim] = minus
-        block = rows.add_to_block(
-            stored_block, day=day, per_meter={meter.name: delta}, meters=self.catalog.meters, bounded=False
-        )
+        block = rows.add_to_block(stored_block, day=day, per_meter={meter.name: delta}, meters=self.catalog.meters)
         deltas = ChunkDeltas(totals={meter.name: minus}, meters={meter.name: meter})
         if data.get("adj"):
             deltas.adjustments[meter.name] = minus

@@ -19,10 +19,12 @@ commit succeeds.
 
 from __future__ import annotations
 
-import sys
+import json
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
+from metering import decimals
 from metering.aggregation import Cell, ChunkDeltas, DayDelta, Position, merge, merge_json
 from metering.meters import DEFAULT_MAX_GROUP_VALUES, Aggregation, Meter
 from metering.periods import BillingPeriod
@@ -31,11 +33,13 @@ ROW_VERSION = 1
 OPEN = "open"
 CLOSED = "closed"
 # Group values live in the day row, so a transaction touches one row per day whatever the breakdowns. A
-# budget on their estimated JSON size keeps that row far below the 1 MiB entity limit of Table storage (and
-# cheap to rewrite), whatever the length of the values; past it, or past a meter's `max_group_values` for a
-# dimension and day, values are counted in the dimension's overflow cell. Totals are never affected.
+# budget on their JSON size, measured as the store encodes it (ASCII JSON: a character outside the Basic
+# Multilingual Plane takes 12), keeps that row far below the 1 MiB entity limit of Table storage (and cheap to
+# rewrite), whatever the values; past it, or past a meter's `max_group_values` for a dimension and day, values
+# are counted in the dimension's overflow cell. Totals are never affected.
 GROUP_BUDGET = 100_000
-_CELL_SIZE = 48
+# A cell's share beyond its value's text: the cell itself as first written, and room for its digits to grow.
+_CELL_ROOM = 48
 
 # Applied hub positions are kept as a few intervals per hub partition; dropping the oldest only costs a
 # replay of very old events a marker check, never correctness.
@@ -85,7 +89,7 @@ def apply_to_state(
     for name, delta in deltas.totals.items():
         kind = deltas.meters[name].aggregation
         if kind is Aggregation.UNIQUE_COUNT:
-            delta = Cell(delta.value + new_distinct.get(name, 0), delta.count)  # noqa: PLW2901
+            delta = Cell(decimals.add(delta.value, Decimal(new_distinct.get(name, 0))), delta.count)  # noqa: PLW2901
         totals[name] = merge_json(kind, totals.get(name), delta)
     adjustments = dict(state.get("adj", {}))
     for name, delta in deltas.adjustments.items():
@@ -113,15 +117,16 @@ def add_to_block(
 ) -> dict[str, Any]:
     """A day's block with deltas added. `new_distinct` counts the values a unique_count meter met on this day
     for the first time in the period's distinct-value rows. Blocks that are stored keep group values within
-    their bounds; `bounded=False` is for readers combining two stored blocks, which lose nothing."""
+    their bounds; `bounded=False` is for readers combining two stored blocks, which lose nothing. `gs` is the
+    budget the block's group values use, and only ever grows: subtracting from a value (a cancel) frees none."""
     cells = dict(block["m"]) if block else {}
-    budget = GROUP_BUDGET - (block["gs"] if block else 0) if bounded else sys.maxsize
+    used = block["gs"] if block else 0
     for name, delta in per_meter.items():
         kind = delta.kind
         day_delta = delta.day
         assert day_delta is not None
         if new_distinct and name in new_distinct:
-            day_delta = Cell(day_delta.value + new_distinct[name], day_delta.count)
+            day_delta = Cell(decimals.add(day_delta.value, Decimal(new_distinct[name])), day_delta.count)
         stored = cells.get(name) or {"k": kind.value, "d": None, "h": {}}
         updated = {"k": kind.value, "d": merge_json(kind, stored["d"], day_delta), "h": dict(stored["h"])}
         hours = updated["h"]
@@ -129,20 +134,20 @@ def add_to_block(
             hours[hour] = merge_json(kind, hours.get(hour), cell)
         if delta.groups or delta.overflow or "g" in stored:
             cap = meters[name].max_group_values if name in meters else DEFAULT_MAX_GROUP_VALUES
-            cap = cap if bounded else sys.maxsize
             groups = dict(stored.get("g", {}))
             for dim in delta.groups.keys() | delta.overflow.keys():
-                groups[dim], budget = _merge_groups(
+                groups[dim], spent = _merge_groups(
                     kind,
-                    cap,
+                    cap if bounded else None,
                     stored=groups.get(dim),
                     deltas=delta.groups.get(dim, {}),
                     overflow_delta=delta.overflow.get(dim),
-                    budget=budget,
+                    budget=GROUP_BUDGET - used if bounded else None,
                 )
+                used += spent
             updated["g"] = groups
         cells[name] = updated
-    return {"day": day, "m": cells, "gs": GROUP_BUDGET - budget}
+    return {"day": day, "m": cells, "gs": used}
 
 
 def block_deltas(block: Mapping[str, Any]) -> dict[str, DayDelta]:
@@ -176,29 +181,37 @@ def combine_blocks(blocks: list[Mapping[str, Any]]) -> dict[str, Any] | None:
 
 def _merge_groups(
     kind: Aggregation,
-    cap: int,
+    cap: int | None,
     *,
     stored: Mapping[str, Any] | None,
     deltas: Mapping[str, Cell],
     overflow_delta: Cell | None,
-    budget: int,
+    budget: int | None,
 ) -> tuple[dict[str, Any], int]:
+    """One dimension's values with deltas merged, and the budget its new values took. Without a cap and a
+    budget (readers), every value is kept."""
     values = dict(stored["v"]) if stored else {}
     overflow = stored["o"] if stored else None
+    spent = 0
     for value, delta in deltas.items():
         if value in values:
             values[value] = merge_json(kind, values[value], delta)
             continue
-        # Non-ASCII text is written as \uXXXX escapes: six characters each, at most.
-        size = (len(value) if value.isascii() else 6 * len(value)) + _CELL_SIZE
-        if len(values) < cap and size <= budget:
-            values[value] = merge_json(kind, None, delta)
-            budget -= size
+        cell = merge_json(kind, None, delta)
+        size = group_value_size(value, cell)
+        if cap is None or budget is None or (len(values) < cap and spent + size <= budget):
+            values[value] = cell
+            spent += size
         else:
             overflow = merge_json(kind, overflow, delta)
     if overflow_delta is not None:
         overflow = merge_json(kind, overflow, overflow_delta)
-    return {"v": values, "o": overflow}, budget
+    return {"v": values, "o": overflow}, spent
+
+
+def group_value_size(value: str, cell: list[Any]) -> int:
+    """What a group value adds to its row, as the store writes the row (ASCII JSON)."""
+    return len(json.dumps(value)) + len(json.dumps(cell, separators=(",", ":"))) + _CELL_ROOM
 
 
 def cell_of(data: Any) -> Cell | None:
