@@ -1,8 +1,9 @@
 """Test doubles at the storage boundary only: they wrap a real store (Azurite) and delegate every call.
 
-`Probe` counts round trips, `Crash` injects a failure around a commit, either before it reaches the store or
-after the store applied it (the response is lost, as when a process dies mid-call). The code under test
-(ledger, readers) is never replaced.
+`Probe` counts round trips, injects a crash around a commit, either before it reaches the store or after the
+store applied it (the response is lost, as when a process dies mid-call), and makes the store refuse commits
+that hold a row of `refuse` the way a store refuses an oversized entity (`StoreRejected`, nothing written). The
+code under test (ledger, readers) is never replaced.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from metering.devhost.azurite import Azurite
-from metering.stores import Operation, Row, RowTable, Store
+from metering.stores import Operation, Row, RowTable, Store, StoreRejected
 from metering.stores.cosmos import CosmosStore
 from metering.stores.table import TableStore
 
@@ -34,6 +35,8 @@ class Probe:
     failed_commits: int = 0
     crash_after: int | None = None
     crash_applies: bool = False
+    refuse: set[str] = field(default_factory=set)
+    refused: int = 0
 
 
 class ProbedRows:
@@ -41,6 +44,7 @@ class ProbedRows:
         self.inner = inner
         self.probe = probe
         self.name = inner.name
+        self.limits = inner.limits
 
     def read(self, partition: str, keys: Collection[str]) -> dict[str, Row]:
         self.probe.reads += 1
@@ -58,6 +62,10 @@ class ProbedRows:
 
     def commit(self, partition: str, operations: Sequence[Operation]) -> list[str]:
         probe = self.probe
+        for index, op in enumerate(operations):
+            if op.key in probe.refuse:
+                probe.refused += 1
+                raise StoreRejected("EntityTooLarge", f"injected: the store refuses row {op.key}", index)
         if probe.crash_after is not None and probe.commits >= probe.crash_after:
             probe.crash_after = None
             if probe.crash_applies:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
+import json
 import logging
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -34,7 +35,17 @@ from azure.cosmos.exceptions import (
     CosmosResourceNotFoundError,
 )
 
-from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, Create, Operation, Replace, Row
+from metering.stores import (
+    MAX_TRANSACTION_OPS,
+    CommitConflict,
+    CommitLimits,
+    Create,
+    Operation,
+    Replace,
+    Row,
+    StoreRejected,
+    check_commit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +64,17 @@ MARKER_PREFIX = "m|"
 # A failed precondition inside a batch or a single request: the row to create exists (409), the row changed
 # (412) or is gone (404). Any other status is a fault the caller retries.
 _CONFLICT_STATUSES = {409, 412, 404}
+# Statuses that refuse a request for its content (too large, or a body it cannot take): the same request fails
+# the same way every time (DESIGN.md 5.1). Every other status, 429 and 5xx included, is transient.
+_REJECTED_STATUSES = {400, 413}
+# A transactional batch holds at most 2 MB and an item at most 2 MB (its JSON, UTF-8); with a margin for the
+# batch's own framing beyond what is counted here.
+LIMITS = CommitLimits(
+    max_operations=MAX_TRANSACTION_OPS,
+    max_request_bytes=2 * 1024 * 1024 - 64 * 1024,
+    max_row_bytes=2 * 1024 * 1024 - 64 * 1024,
+)
+_FRAMING_BYTES = 200
 # Throttling (429) and transient faults are retried by the SDK; kept short, like the Table store, because a
 # batch that still fails is retried whole by the Event Hub trigger's retry policy.
 RETRY = {"retry_total": 4, "retry_backoff_factor": 0.4, "retry_backoff_max": 8}
@@ -86,6 +108,7 @@ class CosmosRows:
         self.name = name
         self._atomic = atomic
         self._marker_ttl = marker_ttl_seconds if name == CONTAINERS["usage"] else None
+        self.limits = LIMITS
 
     def _document(self, partition: str, key: str, data: dict[str, Any]) -> dict[str, Any]:
         document: dict[str, Any] = {"id": key, "pk": partition, "d": data}
@@ -127,11 +150,17 @@ class CosmosRows:
 
     def _execute_batch(self, partition: str, operations: Sequence[Operation]) -> list[str]:
         """The one place a commit reaches Cosmos: a transactional batch, or (local server only) one by one."""
+        documents = [self._document(partition, op.key, op.data) for op in operations]
+        sizes = []
+        for op, document in zip(operations, documents, strict=True):
+            size = len(json.dumps(document).encode())
+            sizes.append((size, size + _FRAMING_BYTES + (len(op.etag) if isinstance(op, Replace) else 0)))
+        # Checked before anything is sent, on either path: the one-by-one path must not write half a commit.
+        check_commit(operations, sizes, self.limits)
         if not self._atomic:
-            return self._apply_one_by_one(partition, operations)
+            return self._apply_one_by_one(partition, operations, documents)
         batch: list[Any] = []
-        for op in operations:
-            document = self._document(partition, op.key, op.data)
+        for op, document in zip(operations, documents, strict=True):
             if isinstance(op, Create):
                 batch.append(("create", (document,)))
             elif isinstance(op, Replace):
@@ -143,10 +172,18 @@ class CosmosRows:
             status = error.operation_responses[index].get("statusCode") if index is not None else error.status_code
             if status in _CONFLICT_STATUSES:
                 raise CommitConflict(index, f"status {status}") from None
+            if status in _REJECTED_STATUSES:
+                raise StoreRejected(f"status {status}", str(error.message).splitlines()[0], index) from None
+            raise
+        except CosmosHttpResponseError as error:
+            if error.status_code in _REJECTED_STATUSES:
+                raise StoreRejected(f"status {error.status_code}", str(error.message).splitlines()[0]) from None
             raise
         return [result["eTag"] for result in results]
 
-    def _apply_one_by_one(self, partition: str, operations: Sequence[Operation]) -> list[str]:
+    def _apply_one_by_one(
+        self, partition: str, operations: Sequence[Operation], documents: Sequence[dict[str, Any]]
+    ) -> list[str]:
         # Check every precondition first, so that a conflict found here writes nothing; a writer racing between
         # the check and the writes can still leave part of the commit applied (hence local only).
         existing = self.read(partition, [op.key for op in operations])
@@ -157,8 +194,7 @@ class CosmosRows:
             if isinstance(op, Replace) and (row is None or row.etag != op.etag):
                 raise CommitConflict(index, "status 412" if row else "status 404")
         etags: list[str] = []
-        for index, op in enumerate(operations):
-            document = self._document(partition, op.key, op.data)
+        for index, (op, document) in enumerate(zip(operations, documents, strict=True)):
             try:
                 if isinstance(op, Create):
                     result = self._container.create_item(document)
@@ -169,6 +205,9 @@ class CosmosRows:
             except CosmosHttpResponseError as error:
                 if error.status_code in _CONFLICT_STATUSES:
                     raise CommitConflict(index, f"status {error.status_code}") from None
+                if error.status_code in _REJECTED_STATUSES:
+                    detail = str(error.message).splitlines()[0]
+                    raise StoreRejected(f"status {error.status_code}", detail, index) from None
                 raise
             etags.append(result["_etag"])
         return etags

@@ -14,15 +14,50 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
-from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, Create, Operation, Replace, Row
+from metering.stores import (
+    MAX_TRANSACTION_OPS,
+    CommitConflict,
+    CommitLimits,
+    Create,
+    Operation,
+    Replace,
+    Row,
+    StoreRejected,
+    check_commit,
+)
 
 _CHUNK = 32_000
 _DATA_PROPERTIES = tuple(f"d{i}" for i in range(30))
 # Error codes of a failed precondition, as opposed to a request the service refuses outright.
 _CONFLICT_CODES = {"EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound"}
+# Errors caused by what was sent: the same request fails the same way every time (DESIGN.md 5.1). Anything else
+# (throttling, 5xx, timeouts, 401/403 while roles propagate, TableNotFound) is transient and propagates as is.
+# A wrong entry here dead-letters events during an outage, so the list is short.
+DETERMINISTIC_CODES = frozenset(
+    {
+        "EntityTooLarge",
+        "RequestBodyTooLarge",
+        "InvalidDuplicateRow",
+        "PropertyValueTooLarge",
+        "KeyValueTooLarge",
+        "TooManyProperties",
+        "InvalidInput",
+        "OutOfRangeInput",
+    }
+)
+# Table storage takes at most 4 MiB per transaction request and 1 MiB per entity (measured as below); a margin
+# keeps a commit clear of them whatever the SDK's framing adds beyond what is counted here.
+LIMITS = CommitLimits(
+    max_operations=MAX_TRANSACTION_OPS,
+    max_request_bytes=4 * 1024 * 1024 - 128 * 1024,
+    max_row_bytes=1024 * 1024 - 32 * 1024,
+)
+# What the SDK's multipart framing adds per operation beyond the entity's JSON (its MIME headers and the
+# request line with both keys): 567 bytes for a create and 632 for an update when measured against Azurite.
+_FRAMING_BYTES = 800
 # Azure Tables allows at most 15 comparisons in one $filter: the PartitionKey test plus 14 RowKeys.
 _KEYS_PER_QUERY = 14
 # The SDK's own exponential retry for transient faults (timeouts, 5xx, throttling). Kept short: a batch
@@ -44,6 +79,28 @@ def encode(partition: str, key: str, data: dict[str, Any]) -> dict[str, Any]:
     return entity
 
 
+def entity_bytes(entity: dict[str, Any]) -> int:
+    """An entity's size as Table storage counts it against its 1 MiB limit: strings are UTF-16 (all ours are
+    ASCII, two bytes a character), each property costs 8 bytes plus its name plus its value (4 + its text)."""
+    size = 4 + 2 * (len(entity["PartitionKey"]) + len(entity["RowKey"]))
+    for name, value in entity.items():
+        if name not in ("PartitionKey", "RowKey"):
+            size += 8 + 2 * len(name) + 4 + 2 * len(value)
+    return size
+
+
+def request_bytes(entity: dict[str, Any], etag: str | None) -> int:
+    """An operation's share of the transaction's body as the SDK encodes it: the entity as JSON (the row's JSON
+    text is escaped once more inside it) and its framing."""
+    return len(json.dumps(entity)) + _FRAMING_BYTES + (len(etag) if etag else 0)
+
+
+def rejected_code(error: HttpResponseError) -> str | None:
+    """The allowlisted code of a deterministic refusal, or None: the error is then transient."""
+    code = getattr(error, "error_code", None)
+    return str(code) if code is not None and str(code) in DETERMINISTIC_CODES else None
+
+
 def decode(entity: dict[str, Any]) -> Row:
     text = "".join(entity[name] for name in _DATA_PROPERTIES if name in entity)
     return Row(entity["RowKey"], entity.metadata["etag"], json.loads(text))  # type: ignore[attr-defined]
@@ -55,6 +112,7 @@ class TableRows:
     def __init__(self, client: TableClient) -> None:
         self._client = client
         self.name = client.table_name
+        self.limits = LIMITS
 
     def read(self, partition: str, keys: Collection[str]) -> dict[str, Row]:
         wanted = sorted(set(keys))
@@ -80,10 +138,12 @@ class TableRows:
 
     def commit(self, partition: str, operations: Sequence[Operation]) -> list[str]:
         batch: list[Any] = []
+        sizes: list[tuple[int, int]] = []
         for op in operations:
             entity = encode(partition, op.key, op.data)
             if isinstance(op, Create):
                 batch.append(("create", entity))
+                sizes.append((entity_bytes(entity), request_bytes(entity, None)))
             elif isinstance(op, Replace):
                 options = {
                     "mode": UpdateMode.REPLACE,
@@ -91,11 +151,20 @@ class TableRows:
                     "match_condition": MatchConditions.IfNotModified,
                 }
                 batch.append(("update", entity, options))
+                sizes.append((entity_bytes(entity), request_bytes(entity, op.etag)))
+        check_commit(operations, sizes, self.limits)
         try:
             results = self._client.submit_transaction(batch)
         except TableTransactionError as error:
             if error.error_code in _CONFLICT_CODES:
                 raise CommitConflict(error.index, str(error.error_code)) from None
+            if (code := rejected_code(error)) is not None:
+                raise StoreRejected(code, str(error.message or error).splitlines()[0], error.index) from None
+            raise
+        except HttpResponseError as error:
+            # A request refused before its operations are read (RequestBodyTooLarge) is not a transaction error.
+            if (code := rejected_code(error)) is not None:
+                raise StoreRejected(code, str(error.message or error).splitlines()[0]) from None
             raise
         return [result["etag"] for result in results]
 
