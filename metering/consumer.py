@@ -105,8 +105,8 @@ def consume(
         Position(m.partition, m.sequence) for m in messages if m.partition is not None and m.sequence is not None
     )
     result = ledger.apply(sourced, ranges)
-    unapplied = [(r.item.event, r.item.position, r.reason) for r in result.rejected]
     late = after.late.handle(result.late)
+    unapplied = [(r.item.event, r.item.position, r.reason) for r in [*result.rejected, *late.rejected]]
     alerts = sum(
         after.alerts.check(first.event.tenant_id, first.period, state["totals"])
         for first, state in result.states.values()

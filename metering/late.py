@@ -10,13 +10,13 @@ events of other meters stay for review: a level or a distinct count cannot be ad
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import BaseModel
 
-from metering.aggregation import BatchPlan, PlannedEvent, plan_adjustment
+from metering.aggregation import BatchPlan, PlannedEvent, Rejected, plan_adjustment
 from metering.events import format_timestamp
 from metering.ledger import Ledger
 from metering.periods import PeriodSchedule
@@ -36,6 +36,7 @@ class LateEvent(BaseModel):
 class LateReport:
     recorded: int = 0  # first seen now
     carried: int = 0  # counted in a later period by this call
+    rejected: list[Rejected] = field(default_factory=list)  # carries the store refused: the caller dead-letters them
 
 
 class LateEvents:
@@ -74,6 +75,7 @@ class LateEvents:
         if carry.partitions:
             result = self.ledger.apply_plan(carry, {})
             report.carried = result.applied
+            report.rejected = result.rejected
         return report
 
     def _record(self, planned: PlannedEvent, now: datetime) -> tuple[dict[str, Any], bool]:

@@ -8,12 +8,19 @@ fails as a whole; the ledger then re-reads, drops what is already applied and tr
 What it learns stays in a per-instance cache: the rows and ETags its own commits returned, the markers it wrote
 and the hub positions each partition has applied. In steady state (one aggregator per hub partition, as Event
 Hubs assigns them) a batch costs no reads at all, and a redelivered batch costs one read per partition at most.
+
+A commit the store refuses for what it holds (`StoreRejected`: too large, a value it cannot take) would fail the
+same way on every delivery and stall the hub partition. So the ledger bisects the chunk until the events that
+cause it stand alone, commits all the others, and returns those as rejected (the consumer dead-letters them with
+the store's reason). They are never recorded as applied hub positions, so a redelivery judges them again. When the
+rejected events are more than a small share of the batch, the fault is systematic, not an odd event: the batch
+fails as a whole (`SystematicRejection`) and is retried, rather than emptying the hub into the dead letters.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +45,16 @@ from metering.aggregation import (
 from metering.events import format_timestamp
 from metering.meters import MeterCatalog
 from metering.periods import PeriodSchedule
-from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, Create, Operation, Replace, Row, Store
+from metering.stores import (
+    MAX_TRANSACTION_OPS,
+    CommitConflict,
+    Create,
+    Operation,
+    Replace,
+    Row,
+    Store,
+    StoreRejected,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +67,20 @@ def utc_now() -> datetime:
 
 class ContentionError(RuntimeError):
     """A chunk kept meeting concurrent writers; the batch fails and is delivered again."""
+
+
+class SystematicRejection(RuntimeError):
+    """The store refused more of a batch's events than an odd event explains: a fault of the store or of this
+    code, not of the events. The batch fails and is retried (and an operator alerted) instead of dead-lettered."""
+
+
+# The share of a batch's distinct events the store may refuse before the refusal counts as systematic; at least
+# one event always may, so a single odd event never stalls a small batch.
+POISON_SHARE = 0.01
+
+
+def poison_allowance(events: int, share: float = POISON_SHARE) -> int:
+    return max(1, int(events * share))
 
 
 @dataclass(slots=True)
@@ -82,6 +112,31 @@ class _Known:
     uniques_loaded: bool = False
 
 
+@dataclass(slots=True)
+class _Refusals:
+    """The events of one batch the store refused, against the batch's allowance."""
+
+    allowance: int
+    keys: set[str] = field(default_factory=set)
+
+    def refuse(self, planned: PlannedEvent, rejection: StoreRejected, result: ApplyResult) -> None:
+        self.keys.add(planned.partition + planned.marker)
+        log.warning("event %s of %s refused by the store: %s", planned.event.dedupe_key, planned.partition, rejection)
+        if len(self.keys) > self.allowance:
+            log.error(
+                "aggregate: the store refused %d distinct events of one batch (allowed %d): a systematic fault, so "
+                "the batch fails and will be retried (alert on this): %s",
+                len(self.keys),
+                self.allowance,
+                rejection,
+            )
+            raise SystematicRejection(
+                f"the store refused {len(self.keys)} events of one batch, more than {self.allowance}: {rejection}"
+            ) from rejection
+        reason = f"the store refused its commit ({rejection})"
+        result.rejected.append(Rejected(SourcedEvent(planned.event, planned.position), reason))
+
+
 def contiguous_ranges(positions: Iterable[Position]) -> dict[str, tuple[int, int]]:
     """The hub ranges a batch holds completely: Event Hubs delivers a partition's messages in sequence, so a
     batch whose sequence numbers have no gap holds every message between its first and last."""
@@ -107,6 +162,7 @@ class Ledger:
         max_attempts: int = 12,
         cached_partitions: int = 4096,
         cached_markers: int = 50_000,
+        poison_share: float = POISON_SHARE,
     ) -> None:
         if not 8 <= max_ops <= MAX_TRANSACTION_OPS:
             raise ValueError(f"max_ops must be between 8 and {MAX_TRANSACTION_OPS}")
@@ -118,6 +174,7 @@ class Ledger:
         self.max_attempts = max_attempts
         self._cached_partitions = cached_partitions
         self._cached_markers = cached_markers
+        self.poison_share = poison_share
         self._known: OrderedDict[str, _Known] = OrderedDict()
 
     def plan(self, items: Iterable[SourcedEvent]) -> BatchPlan:
@@ -132,14 +189,24 @@ class Ledger:
             hub_ranges = dict(ranges)
         return self.apply_plan(self.plan(items), hub_ranges)
 
-    def apply_plan(self, plan: BatchPlan, hub_ranges: Mapping[str, tuple[int, int]]) -> ApplyResult:
-        result = ApplyResult(rejected=plan.rejected)
-        for partition, events in plan.partitions.items():
-            repeats = plan.repeats.get(partition, [])
-            self._apply_partition(partition, events, _held_back(hub_ranges, repeats), result)
+    def apply_plan(
+        self, plan: BatchPlan, hub_ranges: Mapping[str, tuple[int, int]], *, allowance: int | None = None
+    ) -> ApplyResult:
+        """Apply a plan; `allowance` is how many distinct events the store may refuse before the refusal is
+        systematic (by default a share of the plan's events)."""
+        result = ApplyResult(rejected=list(plan.rejected))
+        if allowance is None:
+            planned = sum(map(len, plan.partitions.values())) + sum(map(len, plan.repeats.values()))
+            allowance = poison_allowance(planned + len(plan.rejected), self.poison_share)
+        refusals = _Refusals(allowance)
+        for partition, listed in plan.partitions.items():
+            # Each entity at most once per transaction: a second occurrence of a marker in a partition's list
+            # (a caller's own plan may hold one, e.g. a late event received twice) is judged as a repeat.
+            events, repeats = _first_occurrences(listed, plan.repeats.get(partition, []))
+            self._apply_partition(partition, events, _held_back(hub_ranges, repeats), result, refusals)
             if repeats:
                 # Their first occurrences are settled now, so each repeat meets the payload that counted.
-                self._apply_partition(partition, repeats, {}, result)
+                self._apply_partition(partition, repeats, {}, result, refusals)
             state = self._known[partition].rows.get(STATE_ROW) if partition in self._known else None
             result.states[partition] = (events[0], state.data if state is not None else None)
         return result
@@ -152,6 +219,7 @@ class Ledger:
         events: list[PlannedEvent],
         hub_ranges: Mapping[str, tuple[int, int]],
         result: ApplyResult,
+        refusals: _Refusals,
     ) -> None:
         known = self._partition(partition)
         touched = {STATE_ROW}
@@ -181,10 +249,44 @@ class Ledger:
                 result.duplicates += 1
             elif not self._is_known_applied(planned, known, result):
                 pending.append(planned)
-        chunks = self._chunks(pending, known)
-        for index, chunk in enumerate(chunks):
-            coverage = _coverage(events, chunks[index + 1 :], hub_ranges)
-            self._commit_chunk(partition, known, chunk, coverage, result)
+        self._commit_all(
+            partition,
+            known,
+            events,
+            self._chunks(pending, known),
+            hub_ranges=hub_ranges,
+            result=result,
+            refusals=refusals,
+        )
+
+    def _commit_all(
+        self,
+        partition: str,
+        known: _Known,
+        events: list[PlannedEvent],
+        chunks: list[list[PlannedEvent]],
+        *,
+        hub_ranges: Mapping[str, tuple[int, int]],
+        result: ApplyResult,
+        refusals: _Refusals,
+    ) -> None:
+        """Commit the chunks in order; a chunk the store refuses is bisected until the events it refuses stand
+        alone, and those are set aside."""
+        queue = deque(chunks)
+        refused: list[PlannedEvent] = []
+        while queue:
+            chunk = queue.popleft()
+            # Refused events stay pending for the hub ranges: a redelivery must judge them again.
+            coverage = _coverage(events, [*queue, refused], hub_ranges)
+            try:
+                self._commit_chunk(partition, known, chunk, coverage, result)
+            except StoreRejected as rejection:
+                if len(chunk) > 1:
+                    half = len(chunk) // 2
+                    queue.extendleft([chunk[half:], chunk[:half]])
+                    continue
+                refused.extend(chunk)
+                refusals.refuse(chunk[0], rejection, result)
 
     def _late(self, partition: str, known: _Known, events: list[PlannedEvent], result: ApplyResult) -> None:
         """Events of a closed period: those already counted before it closed are duplicates (their markers
@@ -424,6 +526,21 @@ class Ledger:
                 },
             )
             result.conflicts.append(conflict)
+
+
+def _first_occurrences(
+    listed: Sequence[PlannedEvent], repeats: Sequence[PlannedEvent]
+) -> tuple[list[PlannedEvent], list[PlannedEvent]]:
+    seen: set[str] = set()
+    first: list[PlannedEvent] = []
+    later: list[PlannedEvent] = []
+    for planned in listed:
+        if planned.marker in seen:
+            later.append(planned)
+        else:
+            seen.add(planned.marker)
+            first.append(planned)
+    return first, [*later, *repeats] if later else list(repeats)
 
 
 def _held_back(
