@@ -80,7 +80,9 @@ class ClosedPeriod:
 @dataclass(slots=True)
 class CloseReport:
     closed: list[ClosedPeriod] = field(default_factory=list)
-    waiting: int = 0  # due by the clock, but the hub has not applied up to their end plus grace yet
+    # Due by the clock but still open: the hub has not applied up to their end plus grace yet, or this run
+    # reached its bound (`max_periods_per_run`) and the next one closes them.
+    waiting: int = 0
     sent: int = 0
     purged_markers: int = 0
 
@@ -149,7 +151,11 @@ class PeriodCloser:
         grace: timedelta,
         retention: timedelta,
         clock: Callable[[], datetime],
+        page_size: int = 1000,
+        max_periods_per_run: int = 5000,
     ) -> None:
+        self.page_size = page_size
+        self.max_periods_per_run = max_periods_per_run
         self.store = store
         self.catalog = catalog
         self.outbox = outbox
@@ -163,20 +169,27 @@ class PeriodCloser:
         now = now or self.clock()
         report = CloseReport()
         through = min(now, self.backlog.applied_through(self.progress.positions(), now))
-        for entry in control.open_until(self.store.control, now - self.grace):
-            if entry.period.end + self.grace > through:
-                report.waiting += 1
-                continue
-            self.close(entry, now)
-            report.closed.append(ClosedPeriod(entry.tenant_id, entry.period))
-        # Every period that ended by then is closed now, or never had a partition: the aggregator files an event
-        # of such a period as late instead of opening it.
-        control.advance_closed_through(self.store.control, through - self.grace)
+        # A period closes once its end plus grace is behind what the hub has applied. The index is ordered by
+        # end, and each close removes its entry, so reading the first page again finds the next due ones.
+        closable = through - self.grace
+        while len(report.closed) < self.max_periods_per_run:
+            page = control.open_until(self.store.control, closable, limit=self.page_size)
+            for entry in page[: self.max_periods_per_run - len(report.closed)]:
+                self.close(entry, now)
+                report.closed.append(ClosedPeriod(entry.tenant_id, entry.period))
+            if len(page) < self.page_size:
+                break
+        # Every period that ended by `closed_through` is closed now, or never had a partition: the aggregator
+        # files an event of such a period as late instead of opening it. So it may only pass the periods closed.
+        left = control.open_until(self.store.control, closable, limit=1)
+        closed_through = closable if not left else min(closable, left[0].period.end - timedelta(microseconds=1))
+        control.advance_closed_through(self.store.control, closed_through)
+        report.waiting = len(control.open_until(self.store.control, now - self.grace))
         report.sent = self.outbox.dispatch()
         report.purged_markers = self.purge(now)
         if report.closed or report.waiting:
             log.info(
-                "close-periods: %d closed, %d waiting for the hub to catch up, %d messages sent",
+                "close-periods: %d closed, %d waiting (for the hub to catch up, or the next run), %d messages sent",
                 len(report.closed),
                 report.waiting,
                 report.sent,
