@@ -10,6 +10,11 @@ aggregators apply overlapping batches at the same time, then a third redeliver t
 both periods, then redelivers everything together with new events of the closed periods: each period's
 statement equals the ground truth, the replayed events are recognised as counted, and exactly the new ones are
 recorded as late events.
+
+Some dedupe keys are poisoned: the store refuses every commit that holds their marker, as it refuses an entity
+it cannot take (injected at the store boundary). The aggregates must equal the ground truth of the other events,
+and the events the ledger returns as rejected (the ones the consumer dead-letters) must be exactly the poisoned.
+Rejection here is never systematic (`poison_share=1.0`): the 1 % rule has its own test.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metering import decimals
-from metering.aggregation import Position, SourcedEvent, payload_hash
+from metering.aggregation import Position, SourcedEvent, marker_key, payload_hash
 from metering.closing import PeriodCloser, Statement
 from metering.events import UsageEvent, format_timestamp
 from metering.late import LateEvents
@@ -137,6 +142,7 @@ class Scenario:
     window_a: tuple[int, int]
     window_b: tuple[int, int]
     late: list[UsageEvent]
+    poisoned: frozenset[tuple[str, str]]
 
 
 @st.composite
@@ -169,7 +175,12 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         draw(logical_events(n1 + n2 + i)).model_copy(update={"event_id": f"late{i}", "idempotency_key": None})
         for i in range(draw(st.integers(0, 4)))
     ]
+    poisoned = frozenset(
+        (originals[i].tenant_id, originals[i].dedupe_key)
+        for i in draw(st.sets(st.integers(0, n1 + n2 - 1), max_size=2))
+    )
     return Scenario(
+        poisoned=poisoned,
         late=late,
         phase1=phase1,
         phase2=phase2,
@@ -183,10 +194,13 @@ def scenarios(draw: st.DrawFn) -> Scenario:
 # -- ground truth, computed without the ledger ----------------------------------------------------------------
 
 
-def winners(stream: list[UsageEvent]) -> dict[tuple[str, str], UsageEvent]:
+def winners(
+    stream: list[UsageEvent], poisoned: frozenset[tuple[str, str]] = frozenset()
+) -> dict[tuple[str, str], UsageEvent]:
     first: dict[tuple[str, str], UsageEvent] = {}
     for event in stream:
-        first.setdefault((event.tenant_id, event.dedupe_key), event)
+        if (event.tenant_id, event.dedupe_key) not in poisoned:
+            first.setdefault((event.tenant_id, event.dedupe_key), event)
     return first
 
 
@@ -253,10 +267,12 @@ def check(store: Any, unique: list[UsageEvent], conflicts: set[tuple[str, str, s
     assert recorded == conflicts
 
 
-def expected_conflicts(stream: list[UsageEvent]) -> set[tuple[str, str, str]]:
-    first = winners(stream)
+def expected_conflicts(stream: list[UsageEvent], poisoned: frozenset[tuple[str, str]]) -> set[tuple[str, str, str]]:
+    first = winners(stream, poisoned)
     found = set()
     for event in stream:
+        if (event.tenant_id, event.dedupe_key) in poisoned:
+            continue
         winner = first[(event.tenant_id, event.dedupe_key)]
         if payload_hash(event) != payload_hash(winner):
             found.add((event.tenant_id, event.dedupe_key, payload_hash(event)))
@@ -270,9 +286,20 @@ def sourced(stream: list[UsageEvent], start: int, stop: int, offset: int = 0) ->
     return [SourcedEvent(stream[i], Position("0", offset + i)) for i in range(start, stop)]
 
 
-def deliver_phase1(store: ProbedStore, scenario: Scenario, *, atomic: bool = True) -> None:
-    schedule = CalendarMonthUtc()
-    make = lambda: Ledger(store, CATALOG, schedule, max_ops=scenario.max_ops)  # noqa: E731
+class Refused(set[tuple[str, str]]):
+    """The (tenant, dedupe key) of every event a ledger returned as rejected, over a whole run."""
+
+    def apply(self, ledger: Ledger, batch: list[SourcedEvent]) -> None:
+        result = ledger.apply(batch)
+        self.update((r.item.event.tenant_id, r.item.event.dedupe_key) for r in result.rejected)
+
+
+def new_ledger(store: Any, scenario: Scenario, **options: Any) -> Ledger:
+    return Ledger(store, CATALOG, CalendarMonthUtc(), max_ops=scenario.max_ops, poison_share=1.0, **options)
+
+
+def deliver_phase1(store: ProbedStore, scenario: Scenario, refused: Refused, *, atomic: bool = True) -> None:
+    make = lambda: new_ledger(store, scenario)  # noqa: E731
     ledger = make()
     stream = scenario.phase1
     for delivery in scenario.deliveries:
@@ -281,35 +308,36 @@ def deliver_phase1(store: ProbedStore, scenario: Scenario, *, atomic: bool = Tru
             store.probe.crash_after = store.probe.commits + delivery.crash_after
             store.probe.crash_applies = delivery.crash_applies
             try:
-                ledger.apply(batch)
+                refused.apply(ledger, batch)
             except InjectedCrash:
                 ledger = ledger if delivery.same_instance else make()
             store.probe.crash_after = None
             for a, b in delivery.resplit or []:
-                ledger.apply(sourced(stream, a, b))
+                refused.apply(ledger, sourced(stream, a, b))
             continue
-        ledger.apply(batch)
+        refused.apply(ledger, batch)
         if delivery.action == "replay":
-            make().apply(batch)
+            refused.apply(make(), batch)
         elif delivery.action in ("resplit", "crash"):
             replayer = make() if not delivery.same_instance else ledger
             for a, b in delivery.resplit or []:
-                replayer.apply(sourced(stream, a, b))
+                refused.apply(replayer, sourced(stream, a, b))
 
 
-def deliver_phase2(store: ProbedStore, scenario: Scenario, offset: int, *, concurrent: bool = True) -> None:
-    schedule = CalendarMonthUtc()
+def deliver_phase2(
+    store: ProbedStore, scenario: Scenario, offset: int, refused: Refused, *, concurrent: bool = True
+) -> None:
     stream = scenario.phase2
     errors: list[BaseException] = []
     barrier = threading.Barrier(2)
 
     def apply_window(window: tuple[int, int]) -> None:
-        ledger = Ledger(store, CATALOG, schedule, max_ops=scenario.max_ops)
+        ledger = new_ledger(store, scenario)
         try:
             if concurrent:
                 barrier.wait(timeout=30)
             for a in range(window[0], window[1], 7):
-                ledger.apply(sourced(stream, a, min(a + 7, window[1]), offset))
+                refused.apply(ledger, sourced(stream, a, min(a + 7, window[1]), offset))
         except BaseException as error:  # surfaced below, on the test's thread
             errors.append(error)
 
@@ -322,7 +350,7 @@ def deliver_phase2(store: ProbedStore, scenario: Scenario, offset: int, *, concu
         thread.join(timeout=120)
     assert not errors, errors
     # The partition moves to a third instance, which receives everything from the last checkpoint.
-    Ledger(store, CATALOG, schedule, max_ops=scenario.max_ops).apply(sourced(stream, 0, len(stream), offset))
+    refused.apply(new_ledger(store, scenario), sourced(stream, 0, len(stream), offset))
 
 
 SETTINGS = {
@@ -370,11 +398,14 @@ def test_every_event_counts_exactly_once_on_a_real_cosmos_db(azurite, scenario: 
 
 
 def run(store: ProbedStore, scenario: Scenario, azurite: Any, *, atomic: bool = True) -> None:
-    deliver_phase1(store, scenario, atomic=atomic)
-    deliver_phase2(store, scenario, offset=len(scenario.phase1), concurrent=atomic)
+    store.probe.refuse = {marker_key(tenant, key) for tenant, key in scenario.poisoned}
+    refused = Refused()
+    deliver_phase1(store, scenario, refused, atomic=atomic)
+    deliver_phase2(store, scenario, len(scenario.phase1), refused, concurrent=atomic)
+    assert refused == scenario.poisoned
     stream = scenario.phase1 + scenario.phase2
-    unique = list(winners(stream).values())
-    conflicts = expected_conflicts(stream)
+    unique = list(winners(stream, scenario.poisoned).values())
+    conflicts = expected_conflicts(stream, scenario.poisoned)
     check(store, unique, conflicts)
     close_and_replay(store, scenario, azurite, unique)
 
@@ -401,15 +432,16 @@ def close_and_replay(store: ProbedStore, scenario: Scenario, azurite: Any, uniqu
         expected[(tenant, key)] = {m: expected_cell(m, [e for e in inside if e.metric == m]) for m in metrics}
         got = {line.metric: (decimals.to_str(line.quantity), line.event_count) for line in lines}
         assert got == expected[(tenant, key)]
-    ledger = Ledger(store, CATALOG, schedule, max_ops=scenario.max_ops, clock=clock)
+    ledger = new_ledger(store, scenario, clock=clock)
     late = LateEvents(store.late_events, ledger, schedule, LateEventPolicy.REVIEW, clock)
     stream = scenario.phase1 + scenario.phase2 + scenario.late
     for start in range(0, len(stream), 9):
         result = ledger.apply(sourced(stream, start, min(start + 9, len(stream)), offset=10_000))
         assert result.applied == 0
         late.handle(result.late)
-    recorded = {(item.event["tenant_id"], item.event["event_id"]) for t in TENANTS for item in late.list(t)}
-    assert recorded == {(e.tenant_id, e.event_id) for e in scenario.late}
+    recorded = {(t, UsageEvent.model_validate(item.event).dedupe_key) for t in TENANTS for item in late.list(t)}
+    # Poisoned events were never counted, so after the close they are late like any event nobody counted.
+    assert recorded == {(e.tenant_id, e.dedupe_key) for e in scenario.late} | scenario.poisoned
     # Closed is closed: the replay and the late events changed no total of a closed period.
     reader = UsageReader(store, CATALOG, schedule, clock=clock)
     for (tenant, key), metrics in expected.items():
