@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from metering.aggregation import BatchPlan, PlannedEvent, plan_adjustment
 from metering.events import format_timestamp
+from metering.journal import Journal, JournalEntry, JournalKind
 from metering.ledger import Ledger
 from metering.periods import PeriodSchedule
 from metering.settings import LateEventPolicy
@@ -38,6 +39,24 @@ class LateReport:
     carried: int = 0  # counted in a later period by this call
 
 
+def carry_entry(planned: PlannedEvent, record: dict[str, Any], day: str, hour: str) -> JournalEntry:
+    """A carry's journal entry, timed by its late-event record, so every redelivery writes the same one."""
+    event = planned.event
+    return JournalEntry(
+        kind=JournalKind.LATE_CARRY,
+        tenant_id=event.tenant_id,
+        time=datetime.fromisoformat(record["detected"]),
+        subject=event.dedupe_key,
+        details={
+            "event": event.to_json_dict(),
+            "period_start": record["period_start"],
+            "carried_to": record["carried_to"],
+            "day": day,
+            "hour": hour,
+        },
+    )
+
+
 class LateEvents:
     def __init__(
         self,
@@ -46,12 +65,15 @@ class LateEvents:
         schedule: PeriodSchedule,
         policy: LateEventPolicy,
         clock: Callable[[], datetime],
+        *,
+        journal: Journal | None = None,
     ) -> None:
         self.table = table
         self.ledger = ledger
         self.schedule = schedule
         self.policy = policy
         self.clock = clock
+        self.journal = journal if journal is not None else Journal(ledger.store.journal)
 
     def handle(self, late: Sequence[PlannedEvent]) -> LateReport:
         report = LateReport()
@@ -70,6 +92,8 @@ class LateEvents:
             day = self.schedule.day_of(tenant, max(now, period.start)).isoformat()
             hour = max(now, period.start).astimezone(UTC).isoformat(timespec="hours")[:13]
             adjusted = plan_adjustment(planned, period, day, hour)
+            # Journaled before the ledger counts it; until it is counted, every redelivery carries it again.
+            self.journal.record(carry_entry(planned, record, day, hour))
             carry.partitions.setdefault(adjusted.partition, []).append(adjusted)
         if carry.partitions:
             result = self.ledger.apply_plan(carry, {})
