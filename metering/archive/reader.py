@@ -50,15 +50,13 @@ class ArchiveReader:
     def files(self, since: datetime, until: datetime) -> list[tuple[BlobPath, str]]:
         """Capture files whose window starts in [since, until), in the order of their instants."""
         found: list[tuple[BlobPath, str]] = []
+        dates = _date_prefixes(since, until)
         for partition_prefix in self._partitions():
-            day = since.astimezone(UTC).date()
-            while day <= until.astimezone(UTC).date():
-                prefix = f"{partition_prefix}{day:%Y/%m/%d}/"
-                for blob in self.container.list_blobs(name_starts_with=prefix):
+            for date_prefix in dates:
+                for blob in self.container.list_blobs(name_starts_with=partition_prefix + date_prefix):
                     path = parse_blob_name(blob.name)
                     if path is not None and since <= path.instant < until:
                         found.append((path, blob.name))
-                day += timedelta(days=1)
         found.sort(key=lambda item: (item[0].instant, item[1]))
         return found
 
@@ -83,3 +81,19 @@ class ArchiveReader:
                     below.append(item.name)
             prefixes = below
         return prefixes
+
+
+def _date_prefixes(since: datetime, until: datetime) -> list[str]:
+    """Name prefixes covering [since, until]: one listing per day for a window of up to a month, per month for
+    up to two years, per year beyond (files outside the window are filtered by their names' instants)."""
+    first, last = since.astimezone(UTC).date(), until.astimezone(UTC).date()
+    span = (last - first).days
+    if span <= 31:
+        return [f"{first + timedelta(days=n):%Y/%m/%d}/" for n in range(span + 1)]
+    if span <= 731:
+        months = (last.year - first.year) * 12 + last.month - first.month
+        return [
+            f"{first.year + (first.month - 1 + n) // 12:04d}/{(first.month - 1 + n) % 12 + 1:02d}/"
+            for n in range(months + 1)
+        ]
+    return [f"{year:04d}/" for year in range(first.year, last.year + 1)]
