@@ -7,6 +7,7 @@ the stores directly, never the HTTP API. Exit status 0 when every compared total
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from typing import Annotated
 
@@ -15,10 +16,12 @@ from azure.core.exceptions import AzureError
 from pydantic import ValidationError
 from rich.table import Table
 
+from metering import decimals
 from metering.archive.reader import ArchiveNotFound
 from metering.commands.common import err, out
 from metering.devhost.host import LOCAL_STORAGE, load_app_settings
 from metering.rebuild import RebuildReport, rebuild
+from metering.rebuild.scratch import ScratchError
 from metering.settings import Settings, StoreKind
 from metering.stores.cosmos import CosmosStoreError
 
@@ -33,6 +36,27 @@ def _instant(value: str, option: str) -> datetime:
             f"{value!r} is not an RFC 3339 instant with its offset (e.g. 2026-11-01T00:00:00Z)", param_hint=option
         )
     return parsed
+
+
+def app_settings() -> Settings:
+    """The app's settings: the environment, then the project's app settings file, as the dev host reads them."""
+    # The file's local storage default must not shadow an identity-based connection given for a deployed stack.
+    identity_based = "AzureWebJobsStorage" not in os.environ and "AzureWebJobsStorage__tableServiceUri" in os.environ
+    load_app_settings()
+    if identity_based:
+        os.environ.pop("AzureWebJobsStorage", None)
+    try:
+        settings = Settings()  # type: ignore[call-arg]
+    except ValidationError as error:
+        err.print(f"[red]settings: {error}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    if settings.storage_connection == LOCAL_STORAGE:
+        err.print(
+            "[red]AzureWebJobsStorage is UseDevelopmentStorage=true: set it to the connection string "
+            "`metering dev` prints (its Azurite listens on ports of its own)[/red]"
+        )
+        raise typer.Exit(2)
+    return settings
 
 
 def rebuild_command(
@@ -51,21 +75,10 @@ def rebuild_command(
     begin, finish = _instant(start, "--from"), _instant(end, "--to")
     if finish <= begin:
         raise typer.BadParameter("must be after --from", param_hint="--to")
-    load_app_settings()
-    try:
-        settings = Settings()  # type: ignore[call-arg]
-    except ValidationError as error:
-        err.print(f"[red]settings: {error}[/red]", highlight=False)
-        raise typer.Exit(2) from None
-    if settings.storage_connection == LOCAL_STORAGE:
-        err.print(
-            "[red]AzureWebJobsStorage is UseDevelopmentStorage=true: set it to the connection string "
-            "`metering dev` prints (its Azurite listens on ports of its own)[/red]"
-        )
-        raise typer.Exit(2)
+    settings = app_settings()
     try:
         report = rebuild(settings, begin, finish, tenants=tenant, keep=keep, scratch_kind=scratch_store)
-    except (ArchiveNotFound, CosmosStoreError) as error:
+    except (ArchiveNotFound, CosmosStoreError, ScratchError) as error:
         err.print(f"[red]{error}[/red]", highlight=False)
         raise typer.Exit(2) from None
     except AzureError as error:
@@ -96,9 +109,9 @@ def _print(report: RebuildReport, *, differences_only: bool) -> None:
             line.tenant_id,
             line.metric,
             period,
-            "" if line.ours is None else str(line.ours),
-            "" if line.rebuilt is None else str(line.rebuilt),
-            str(line.difference),
+            "" if line.ours is None else decimals.to_str(line.ours),
+            "" if line.rebuilt is None else decimals.to_str(line.rebuilt),
+            decimals.to_str(line.difference),
             f"{line.ours_events}/{line.rebuilt_events}",
             style=style,
         )

@@ -35,6 +35,10 @@ _TABLES = {
 }
 
 
+class ScratchError(RuntimeError):
+    pass
+
+
 @dataclass
 class Scratch:
     store: Store
@@ -67,25 +71,36 @@ def _tables(settings: Settings, prefix: str, container: ContainerClient) -> Scra
         identity = credential(settings.storage_credential, settings.storage_client_id)
         service = TableServiceClient(settings.storage_table_uri, credential=identity, **RETRY)
     store = TableStore(service, **names)
-    store.ensure_ready()
 
     def drop() -> None:
         for name in names.values():
             service.delete_table(name)  # a missing table is no error here
 
-    return Scratch(store, prefix, container, drop)
+    scratch = Scratch(store, prefix, container, drop)
+    try:
+        store.ensure_ready()
+    except Exception:
+        scratch.drop()  # what was created so far
+        raise
+    return scratch
 
 
 def _cosmos(settings: Settings, database: str, container: ContainerClient) -> Scratch:
     endpoint = settings.cosmos_endpoint
     assert endpoint is not None
-    if settings.cosmos_key:
-        store = CosmosStore.from_key(
-            endpoint, settings.cosmos_key, database, non_atomic_local=settings.cosmos_non_atomic_local
+    if not settings.cosmos_key:
+        # Entra data-plane roles cannot create databases, and the deployed account has its keys off.
+        raise ScratchError(
+            "a scratch Cosmos database needs an account key (COSMOS_KEY); with identity-based access rebuild "
+            "into scratch tables instead: --scratch-store table"
         )
-    else:
-        # Entra data-plane roles cannot create a database: this fails with the store's message (README, rebuild).
-        identity = credential(settings.cosmos_credential, settings.cosmos_client_id)
-        store = CosmosStore.from_identity(endpoint, identity, database)
-    store.ensure_ready()
-    return Scratch(store, database, container, store.drop)
+    store = CosmosStore.from_key(
+        endpoint, settings.cosmos_key, database, non_atomic_local=settings.cosmos_non_atomic_local
+    )
+    scratch = Scratch(store, database, container, store.drop)
+    try:
+        store.ensure_ready()
+    except Exception:
+        scratch.drop()
+        raise
+    return scratch
