@@ -13,6 +13,7 @@ crash between the change and its entry, and never makes a second one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from metering.aggregation import digest
-from metering.stores import CommitConflict, Create, RowTable
+from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, Create, RowTable
 
 
 class JournalKind(StrEnum):
@@ -70,6 +71,25 @@ class Journal:
         except CommitConflict:
             return False
         return True
+
+    def record_all(self, entries: Iterable[JournalEntry]) -> int:
+        """Write entries, a transaction per tenant and hundred (one entry by one where some were written
+        before); returns how many are new."""
+        by_tenant: dict[str, dict[str, JournalEntry]] = {}
+        for entry in entries:
+            by_tenant.setdefault(entry.tenant_id, {})[entry.key] = entry  # each row once per transaction
+        written = 0
+        for tenant, keyed in by_tenant.items():
+            items = list(keyed.values())
+            for i in range(0, len(items), MAX_TRANSACTION_OPS):
+                group = items[i : i + MAX_TRANSACTION_OPS]
+                try:
+                    self.table.commit(tenant, [Create(e.key, e.model_dump(mode="json")) for e in group])
+                except CommitConflict:
+                    written += sum(self.record(entry) for entry in group)
+                    continue
+                written += len(group)
+        return written
 
     def list(
         self, tenant_id: str, *, since: datetime | None = None, until: datetime | None = None, limit: int | None = None

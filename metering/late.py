@@ -79,6 +79,7 @@ class LateEvents:
         report = LateReport()
         now = self.clock()
         carry = BatchPlan()
+        entries: list[JournalEntry] = []
         for planned in late:
             record, new = self._record(planned, now)
             report.recorded += new
@@ -92,10 +93,11 @@ class LateEvents:
             day = self.schedule.day_of(tenant, max(now, period.start)).isoformat()
             hour = max(now, period.start).astimezone(UTC).isoformat(timespec="hours")[:13]
             adjusted = plan_adjustment(planned, period, day, hour)
-            # Journaled before the ledger counts it; until it is counted, every redelivery carries it again.
-            self.journal.record(carry_entry(planned, record, day, hour))
+            entries.append(carry_entry(planned, record, day, hour))
             carry.partitions.setdefault(adjusted.partition, []).append(adjusted)
         if carry.partitions:
+            # Journaled before the ledger counts them; until they are counted, every redelivery carries them again.
+            self.journal.record_all(entries)
             result = self.ledger.apply_plan(carry, {})
             report.carried = result.applied
         return report

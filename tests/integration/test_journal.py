@@ -61,6 +61,24 @@ def test_entries_are_kept_per_tenant_in_time_order_and_written_once(store):
     assert [e.tenant_id for e in journal.list("beta")] == ["beta"]
 
 
+def test_entries_in_bulk_take_a_transaction_per_hundred_and_keep_what_was_written(store):
+    journal = Journal(store.journal)
+    existing = entry("cancel", NOW, "e:kept")
+    journal.record(existing)
+    carries = [entry("late.carry", NOW + timedelta(microseconds=i), f"e:{i}") for i in range(150)]
+    bulk = [
+        *carries,
+        carries[0],
+        existing.model_copy(update={"details": {"n": "new"}}),
+        entry("cancel", NOW, "x", "beta"),
+    ]
+    assert journal.record_all(bulk) == 151
+    listed = journal.list("acme")
+    assert len(listed) == 151
+    assert [e for e in listed if e.subject == "e:kept"] == [existing]
+    assert journal.record_all(bulk) == 0
+
+
 def test_a_cancel_is_journaled_and_a_repeat_heals_a_lost_entry(store, catalog, schedule):
     clock = FixedClock(NOW)
     ledger = Ledger(store, catalog, schedule, clock=clock)
