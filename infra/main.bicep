@@ -97,8 +97,11 @@ var dataNames = {
   statementsTable: 'meteringstatements'
   lateEventsTable: 'meteringlateevents'
   controlTable: 'meteringcontrol'
+  journalTable: 'meteringjournal'
   notificationsQueue: 'meteringnotifications'
   deadLetterContainer: 'metering-deadletters'
+  // Event Hubs Capture's container: the raw archive `metering rebuild` reads.
+  archiveContainer: 'usage-archive'
   cosmosDatabase: 'metering'
 }
 var cosmosContainers = [
@@ -109,10 +112,11 @@ var cosmosContainers = [
   'control'
   'conflicts'
   'deadletters'
+  'journal'
 ]
 var hubName = 'usage'
 var consumerGroupName = 'aggregator'
-var archiveContainerName = 'usage-archive'
+var archiveContainerName = dataNames.archiveContainer
 var deploymentContainerName = 'app-package'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -167,6 +171,7 @@ module storage 'modules/storage.bicep' = {
           dataNames.statementsTable
           dataNames.lateEventsTable
           dataNames.controlTable
+          dataNames.journalTable
         ]
       : []
     queueNames: [

@@ -13,12 +13,14 @@ from metering.api.billing import Billing
 from metering.api.ingest import Ingest
 from metering.api.manage import Manage
 from metering.api.reads import Reads
+from metering.archive.publisher import ArchivingPublisher, CaptureWriter
 from metering.cancel import Cancels
 from metering.closing import Backlog, PeriodCloser
 from metering.consumer import AfterApply
 from metering.control import HubProgress
 from metering.deadletters import DeadLetters
 from metering.identity import credential
+from metering.journal import Journal
 from metering.late import LateEvents
 from metering.ledger import Clock, Ledger, utc_now
 from metering.meters import MeterCatalog, load_catalog
@@ -47,6 +49,7 @@ def build_store(settings: Settings) -> Store:
         "statements_table": settings.statements_table,
         "late_events_table": settings.late_events_table,
         "control_table": settings.control_table,
+        "journal_table": settings.journal_table,
     }
     if settings.storage_connection:
         return TableStore.from_connection_string(settings.storage_connection, **tables)
@@ -68,7 +71,7 @@ def build_cosmos_store(settings: Settings) -> CosmosStore:
     return CosmosStore.from_identity(endpoint, identity, database)
 
 
-def build_publisher(settings: Settings) -> Publisher:
+def build_publisher(settings: Settings, clock: Clock = utc_now) -> Publisher:
     hub = settings.event_hub_name
     if settings.event_hub_connection:
         return EventHubPublisher.from_connection_string(settings.event_hub_connection, hub)
@@ -79,7 +82,10 @@ def build_publisher(settings: Settings) -> Publisher:
         raise ValueError(
             "no Event Hub configured (EventHubConnection) and no storage connection string for the local queue"
         )
-    return QueuePublisher(queue_client(settings.storage_connection, settings.local_queue))
+    # Event Hubs Capture archives what the hub accepts; the local queue gets the same archive from the dev host.
+    queue = QueuePublisher(queue_client(settings.storage_connection, settings.local_queue))
+    archive = CaptureWriter(build_container(settings, settings.archive_container), hub=hub)
+    return ArchivingPublisher(queue, archive, clock)
 
 
 def build_queue(settings: Settings, name: str) -> QueueClient:
@@ -101,12 +107,13 @@ def build_backlog(settings: Settings) -> Backlog:
     return QueueBacklog(build_queue(settings, settings.local_queue))
 
 
-def build_container(settings: Settings) -> ContainerClient:
-    name = settings.dead_letter_container
+def build_container(settings: Settings, name: str | None = None) -> ContainerClient:
+    """A blob container of the storage account: the dead-letter bodies' unless named."""
+    name = name or settings.dead_letter_container
     if settings.storage_connection:
         return ContainerClient.from_connection_string(settings.storage_connection, name, retry_policy=storage_retry())
     if not settings.storage_blob_uri:
-        raise ValueError("set AzureWebJobsStorage__blobServiceUri for dead-letter bodies too large for a table")
+        raise ValueError(f"set AzureWebJobsStorage__blobServiceUri for the blob container {name}")
     identity = credential(settings.storage_credential, settings.storage_client_id)
     return ContainerClient(settings.storage_blob_uri, name, credential=identity, retry_policy=storage_retry())
 
@@ -153,7 +160,12 @@ class Services:
     @cached_property
     def late_events(self) -> LateEvents:
         return LateEvents(
-            self.store.late_events, self.ledger, self.schedule, self.settings.late_event_policy, self.clock
+            self.store.late_events,
+            self.ledger,
+            self.schedule,
+            self.settings.late_event_policy,
+            self.clock,
+            journal=self.journal,
         )
 
     @cached_property
@@ -168,9 +180,18 @@ class Services:
     @cached_property
     def billing(self) -> Billing:
         cancels = Cancels(
-            self.store, self.catalog, self.schedule, clock=self.clock, max_future=self.settings.max_future
+            self.store,
+            self.catalog,
+            self.schedule,
+            clock=self.clock,
+            max_future=self.settings.max_future,
+            journal=self.journal,
         )
         return Billing(self.store.statements, self.late_events, cancels)
+
+    @cached_property
+    def journal(self) -> Journal:
+        return Journal(self.store.journal)
 
     @cached_property
     def manage(self) -> Manage:
@@ -192,7 +213,7 @@ class Services:
 
     @cached_property
     def publisher(self) -> Publisher:
-        return build_publisher(self.settings)
+        return build_publisher(self.settings, self.clock)
 
     @cached_property
     def ingest(self) -> Ingest:

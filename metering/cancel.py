@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from metering import decimals, rows
 from metering.aggregation import STATE_ROW, Cell, ChunkDeltas, DayDelta, day_row_key, marker_key, partition_key
 from metering.events import format_timestamp
+from metering.journal import Journal, JournalEntry, JournalKind
 from metering.meters import Aggregation, MeterCatalog
 from metering.periods import BillingPeriod, PeriodSchedule, periods_between
 from metering.stores import CommitConflict, Create, Operation, Replace, Row, Store
@@ -35,6 +36,16 @@ class CancelResult(BaseModel):
     period_start: datetime
     period_end: datetime
     cancelled_at: datetime
+
+
+def journal_entry(result: CancelResult) -> JournalEntry:
+    return JournalEntry(
+        kind=JournalKind.CANCEL,
+        tenant_id=result.tenant_id,
+        time=result.cancelled_at,
+        subject=result.dedupe_key,
+        details=result.model_dump(mode="json"),
+    )
 
 
 class NotCounted(LookupError):
@@ -58,12 +69,14 @@ class Cancels:
         *,
         clock: Callable[[], datetime],
         max_future: timedelta,
+        journal: Journal | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.schedule = schedule
         self.clock = clock
         self.max_future = max_future
+        self.journal = journal if journal is not None else Journal(store.journal)
 
     def cancel(self, tenant_id: str, dedupe_key: str) -> CancelResult:
         now = self.clock()
@@ -77,13 +90,19 @@ class Cancels:
                 if marker not in found:
                     break
                 if cancel_key in found:
-                    return CancelResult.model_validate(found[cancel_key].data)
+                    # Journaled again (the same entry): heals a crash between a cancel's commit and its entry.
+                    done = CancelResult.model_validate(found[cancel_key].data)
+                    self.journal.record(journal_entry(done))
+                    return done
                 try:
-                    return self._cancel(
+                    result = self._cancel(
                         partition, period, found[marker], found.get(STATE_ROW), cancel_key=cancel_key, now=now
                     )
                 except CommitConflict:
                     continue  # an aggregator commit or another cancel came first: read again
+                # Before the answer: a cancel the client was told about is always in the journal.
+                self.journal.record(journal_entry(result))
+                return result
             else:
                 raise RuntimeError(f"cancel in {partition} kept meeting concurrent writes")
         raise NotCounted(dedupe_key)

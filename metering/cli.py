@@ -19,6 +19,7 @@ from rich.table import Table
 from metering.commands.common import Format, OutputFormat, err
 from metering.commands.manage import periods, tenants
 from metering.commands.reads import history, quota, usage
+from metering.commands.rebuild import rebuild_command
 from metering.commands.send import send
 from metering.devhost.azurite import PROJECT_ROOT, AzuriteError
 from metering.devhost.cosmos import CosmosServerError
@@ -52,6 +53,9 @@ def dev(
     )
     console.print(f"  function key: {host.function_key}")
     console.print(f"  admin key:    {host.admin_key}")
+    if host.azurite:
+        # Operator tools that read storage directly (metering rebuild) need it: the ports are Azurite's own.
+        console.print(f"  storage:      AzureWebJobsStorage='{host.azurite.connection_string}'", soft_wrap=True)
     for timer in host.timers:
         console.print(f"  timer {timer.name}: {timer.schedule}")
     console.print("Try:")
@@ -82,6 +86,7 @@ app.command()(send)
 app.command()(usage)
 app.command()(history)
 app.command()(quota)
+app.command("rebuild")(rebuild_command)
 app.add_typer(tenants, name="tenants")
 app.add_typer(periods, name="periods")
 

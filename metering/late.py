@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from metering.aggregation import BatchPlan, PlannedEvent, Rejected, plan_adjustment
 from metering.events import format_timestamp
+from metering.journal import Journal, JournalEntry, JournalKind
 from metering.ledger import Ledger
 from metering.periods import PeriodSchedule
 from metering.settings import LateEventPolicy
@@ -39,6 +40,24 @@ class LateReport:
     rejected: list[Rejected] = field(default_factory=list)  # carries the store refused: the caller dead-letters them
 
 
+def carry_entry(planned: PlannedEvent, record: dict[str, Any], day: str, hour: str) -> JournalEntry:
+    """A carry's journal entry, timed by its late-event record, so every redelivery writes the same one."""
+    event = planned.event
+    return JournalEntry(
+        kind=JournalKind.LATE_CARRY,
+        tenant_id=event.tenant_id,
+        time=datetime.fromisoformat(record["detected"]),
+        subject=event.dedupe_key,
+        details={
+            "event": event.to_json_dict(),
+            "period_start": record["period_start"],
+            "carried_to": record["carried_to"],
+            "day": day,
+            "hour": hour,
+        },
+    )
+
+
 class LateEvents:
     def __init__(
         self,
@@ -47,17 +66,21 @@ class LateEvents:
         schedule: PeriodSchedule,
         policy: LateEventPolicy,
         clock: Callable[[], datetime],
+        *,
+        journal: Journal | None = None,
     ) -> None:
         self.table = table
         self.ledger = ledger
         self.schedule = schedule
         self.policy = policy
         self.clock = clock
+        self.journal = journal if journal is not None else Journal(ledger.store.journal)
 
     def handle(self, late: Sequence[PlannedEvent]) -> LateReport:
         report = LateReport()
         now = self.clock()
         carry = BatchPlan()
+        entries: list[JournalEntry] = []
         for planned in late:
             record, new = self._record(planned, now)
             report.recorded += new
@@ -71,8 +94,11 @@ class LateEvents:
             day = self.schedule.day_of(tenant, max(now, period.start)).isoformat()
             hour = max(now, period.start).astimezone(UTC).isoformat(timespec="hours")[:13]
             adjusted = plan_adjustment(planned, period, day, hour)
+            entries.append(carry_entry(planned, record, day, hour))
             carry.partitions.setdefault(adjusted.partition, []).append(adjusted)
         if carry.partitions:
+            # Journaled before the ledger counts them; until they are counted, every redelivery carries them again.
+            self.journal.record_all(entries)
             result = self.ledger.apply_plan(carry, {})
             report.carried = result.applied
             report.rejected = result.rejected

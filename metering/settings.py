@@ -108,6 +108,18 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$",
         description="Open-period index, applied hub positions, alert records and the outbox",
     )
+    journal_table: str = Field(
+        "meteringjournal",
+        validation_alias="METERING_JOURNAL_TABLE",
+        pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$",
+        description="Changes that do not travel through the hub (cancels, late-event carries), for audits and rebuilds",
+    )
+    archive_container: str = Field(
+        "usage-archive",
+        validation_alias="METERING_ARCHIVE_CONTAINER",
+        pattern=r"^[a-z0-9](-?[a-z0-9]){2,62}$",
+        description="Blob container of the raw archive: Event Hubs Capture's in Azure, the dev host's locally",
+    )
     notifications_queue: str = Field(
         "meteringnotifications",
         validation_alias="METERING_NOTIFICATIONS_QUEUE",

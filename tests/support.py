@@ -95,6 +95,7 @@ class ProbedStore:
         self.statements = self.inner.statements
         self.late_events = self.inner.late_events
         self.control = self.inner.control
+        self.journal = self.inner.journal
 
     def ensure_ready(self) -> None:
         self.inner.ensure_ready()

@@ -99,8 +99,11 @@ var meteringSettings = {
   METERING_STATEMENTS_TABLE: names.statementsTable
   METERING_LATE_EVENTS_TABLE: names.lateEventsTable
   METERING_CONTROL_TABLE: names.controlTable
+  METERING_JOURNAL_TABLE: names.journalTable
   METERING_NOTIFICATIONS_QUEUE: names.notificationsQueue
   METERING_DEADLETTER_CONTAINER: names.deadLetterContainer
+  // Written by Event Hubs Capture, not by the app; read by `metering rebuild` run with these settings.
+  METERING_ARCHIVE_CONTAINER: names.archiveContainer
   METERING_MAX_EVENT_AGE_DAYS: '35'
   METERING_MAX_FUTURE_MINUTES: '5'
   METERING_GRACE_HOURS: '24'

@@ -137,6 +137,8 @@ class Store(Protocol):
     tenants: RowTable
     statements: RowTable
     late_events: RowTable
+    # Changes that do not travel through the hub (cancels, late-event carries, operator actions): journal.py.
+    journal: RowTable
     # The open-period index, the hub's applied positions, alert records and the outbox.
     control: RowTable
 

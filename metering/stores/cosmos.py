@@ -58,6 +58,7 @@ CONTAINERS = {
     "statements": "statements",
     "late_events": "lateevents",
     "control": "control",
+    "journal": "journal",
 }
 PARTITION_KEY_PATH = "/pk"
 MARKER_PREFIX = "m|"
@@ -267,6 +268,7 @@ class CosmosStore:
         self.statements = rows("statements")
         self.late_events = rows("late_events")
         self.control = rows("control")
+        self.journal = rows("journal")
 
     @classmethod
     def from_key(

@@ -200,6 +200,7 @@ class TableStore:
         statements_table: str | None = None,
         late_events_table: str | None = None,
         control_table: str | None = None,
+        journal_table: str | None = None,
     ) -> None:
         self._service = service
 
@@ -214,6 +215,7 @@ class TableStore:
         self.statements = rows(statements_table, "statements")
         self.late_events = rows(late_events_table, "late")
         self.control = rows(control_table, "control")
+        self.journal = rows(journal_table, "journal")
         self._all = (
             self.usage,
             self.conflicts,
@@ -222,6 +224,7 @@ class TableStore:
             self.statements,
             self.late_events,
             self.control,
+            self.journal,
         )
 
     @classmethod

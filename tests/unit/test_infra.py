@@ -345,6 +345,7 @@ def test_cosmos_is_serverless_keyless_and_declares_its_containers():
         "control",
         "conflicts",
         "deadletters",
+        "journal",
     ]
 
 

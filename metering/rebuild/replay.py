@@ -1,0 +1,304 @@
+"""Replaying the archive and the journal into a scratch store, in the order things happened live.
+
+Archive messages go through the consumer (`consume`) with a ledger on the scratch store, so they are decoded,
+given ids, deduplicated, dead-lettered and filed as late exactly as the aggregator does. Journal entries are
+replayed at their time through the same code: a cancel through `Cancels`, a carry through the ledger as
+`late.py` applies it. The clock every part reads is the replay's: the instant of what is being replayed.
+
+Periods close in the scratch store when they closed live: at the `closed_at` of their live statement (or state
+row), through the same closer. So an archived event of a period counts there only if it was enqueued before that
+close; a later one is late, and is counted elsewhere only if the journal says it was carried. A period that
+never had a partition live, and that the live closer has passed, is closed from the start: live filed its
+events as late.
+
+A tenant's journal is read when the replay first meets the tenant (or up front for the tenants given): an entry
+older than that meeting concerns an event enqueued before the window, which a whole-period window never has.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from metering import control, rows
+from metering.aggregation import STATE_ROW, BatchPlan, SourcedEvent, partition_key, plan_adjustment
+from metering.alerts import AlertWatch
+from metering.archive.capture import ArchivedMessage
+from metering.cancel import Cancels, NotCancellable, NotCounted, PeriodClosed
+from metering.closing import PeriodCloser
+from metering.consumer import AfterApply, BatchReport, HubMessage, consume
+from metering.control import NOTHING_APPLIED, HubProgress, IndexedPeriod
+from metering.deadletters import DeadLetters
+from metering.events import parse_event
+from metering.journal import CHANGES_TOTALS, Journal, JournalEntry, JournalKind
+from metering.late import LateEvents
+from metering.ledger import Ledger
+from metering.meters import MeterCatalog
+from metering.notifications import Outbox
+from metering.periods import BillingPeriod, PeriodSchedule
+from metering.quotas import Limits
+from metering.rebuild.scratch import Scratch
+from metering.settings import LateEventPolicy
+from metering.stores import Store
+from metering.transport import decode_message
+
+log = logging.getLogger(__name__)
+
+# Messages per consumer call, as the Event Hub trigger's maxEventBatchSize (host.json).
+BATCH_MESSAGES = 100
+
+
+class ReplayClock:
+    """The instant being replayed: what `now` is for every part the replay drives."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class _Discard:
+    """Notifications of a replay go nowhere: the live ones were sent."""
+
+    def send(self, message_id: str, text: str) -> None:
+        pass
+
+
+class _NothingWaiting:
+    def applied_through(self, applied: object, now: datetime) -> datetime:
+        return now
+
+
+@dataclass
+class ReplayStats:
+    messages: int = 0
+    events: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    late: int = 0
+    dead_lettered: int = 0
+    journal_entries: int = 0
+    closed_periods: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, report: BatchReport) -> None:
+        self.messages += report.messages
+        self.events += report.events
+        self.applied += report.applied
+        self.duplicates += report.duplicates
+        self.conflicts += report.conflicts
+        self.late += report.late
+        self.dead_lettered += report.dead_lettered
+
+
+@dataclass(frozen=True, slots=True)
+class LiveClose:
+    tenant_id: str
+    period: BillingPeriod
+    closed_at: datetime | None  # None: open live
+
+
+class Replay:
+    def __init__(
+        self,
+        *,
+        live: Store,
+        scratch: Scratch,
+        catalog: MeterCatalog,
+        schedule: PeriodSchedule,
+        grace: timedelta,
+        retention: timedelta,
+        max_future: timedelta,
+        start: datetime,
+        end: datetime,
+        tenants: Iterable[str] | None = None,
+    ) -> None:
+        self.live = live
+        self.scratch = scratch
+        self.schedule = schedule
+        self.start = start
+        self.end = end
+        self.only = frozenset(tenants) if tenants else None
+        self.clock = ReplayClock(start)
+        store = scratch.store
+        self.ledger = Ledger(store, catalog, schedule, clock=self.clock)
+        self.dead_letters = DeadLetters(store.dead_letters, lambda: scratch.container, self.clock)
+        outbox = Outbox(store.control, _Discard())
+        # Policy review: a late event is recorded, never carried by the replay itself; the journal carries it.
+        self.after = AfterApply(
+            late=LateEvents(store.late_events, self.ledger, schedule, LateEventPolicy.REVIEW, self.clock),
+            alerts=AlertWatch(lambda _tenant, _metric: Limits(), (), outbox, self.clock),
+            outbox=outbox,
+            progress=HubProgress(store.control),
+        )
+        self.cancels = Cancels(store, catalog, schedule, clock=self.clock, max_future=max_future)
+        self.closer = PeriodCloser(
+            store, catalog, outbox, _NothingWaiting(), grace=grace, retention=retention, clock=self.clock
+        )
+        self.stats = ReplayStats()
+        self._journal = Journal(live.journal)
+        self._tenants: set[str] = set()
+        self._entries: list[tuple[datetime, int, JournalEntry]] = []
+        self._closes: list[tuple[datetime, int, LiveClose]] = []
+        self._live: dict[tuple[str, str], LiveClose] = {}
+        self._closed: set[tuple[str, str]] = set()
+        self._order = 0
+        self._closed_through: datetime | None = None
+        self._closed_through_read = False
+
+    def run(self, messages: Iterator[ArchivedMessage], tenants: Iterable[str] = ()) -> ReplayStats:
+        """Replay `messages` (in enqueued order) and the journals of the tenants they name (and of `tenants`)."""
+        for tenant in tenants:
+            self._tenant(tenant)
+        batch: list[HubMessage] = []
+        for message in messages:
+            named = self._events_of(message)
+            if self.only is not None and not any(tenant in self.only for tenant, _ in named):
+                continue
+            for tenant, _ in named:
+                self._tenant(tenant)
+            self._until(message.enqueued, batch, inclusive=True)
+            for tenant, period in named:
+                close = self._close_of(tenant, period)
+                if close.closed_at is not None and close.closed_at <= message.enqueued:
+                    self._flush(batch)
+                    self._close(close)
+            batch.append(HubMessage(message.body, message.partition, message.sequence, message.enqueued))
+            if len(batch) >= BATCH_MESSAGES:
+                self._flush(batch)
+        self._flush(batch)
+        self._until(self.end, batch, inclusive=False)
+        return self.stats
+
+    # -- what happens when ---------------------------------------------------------------------------------
+
+    def _until(self, instant: datetime, batch: list[HubMessage], *, inclusive: bool) -> None:
+        """Replay the journal entries and live closes due by `instant`, in time order (entries first on a tie:
+        a change the live store took was taken before the close that followed)."""
+        while True:
+            entry_at = self._entries[0][0] if self._entries else None
+            close_at = self._closes[0][0] if self._closes else None
+            due = [t for t in (entry_at, close_at) if t is not None and (t <= instant if inclusive else t < instant)]
+            if not due:
+                return
+            self._flush(batch)
+            if entry_at is not None and entry_at == min(due):
+                self._replay(heapq.heappop(self._entries)[-1])
+            else:
+                self._close(heapq.heappop(self._closes)[-1])
+
+    def _flush(self, batch: list[HubMessage]) -> None:
+        if not batch:
+            return
+        self.clock.now = max(m.enqueued for m in batch if m.enqueued is not None)
+        self.stats.add(consume(batch, self.ledger, self.dead_letters, self.clock, self.after))
+        batch.clear()
+
+    def _events_of(self, message: ArchivedMessage) -> list[tuple[str, BillingPeriod]]:
+        """The tenants and periods a message's events belong to (what the consumer will find undecodable is
+        the consumer's to dead-letter)."""
+        try:
+            items = decode_message(message.body)
+        except ValueError:
+            return []
+        named: dict[tuple[str, str], tuple[str, BillingPeriod]] = {}
+        for index, item in enumerate(items):
+            event, _errors = parse_event(item, index)
+            if event is not None:
+                period = self.schedule.period_at(event.tenant_id, event.timestamp)
+                named[(event.tenant_id, period.key)] = (event.tenant_id, period)
+        return list(named.values())
+
+    def _tenant(self, tenant: str) -> None:
+        """Load a tenant's journal entries of the window, the first time the replay meets the tenant."""
+        if tenant in self._tenants or (self.only is not None and tenant not in self.only):
+            return
+        self._tenants.add(tenant)
+        for entry in self._journal.list(tenant, since=self.start, until=self.end):
+            self._order += 1
+            heapq.heappush(self._entries, (entry.time, self._order, entry))
+
+    # -- live closes ---------------------------------------------------------------------------------------
+
+    def _close_of(self, tenant: str, period: BillingPeriod) -> LiveClose:
+        """When the live store closed a period (read once), scheduled for the replay to close it too."""
+        known = self._live.get((tenant, period.key))
+        if known is not None:
+            return known
+        close = LiveClose(tenant, period, self._live_closed_at(tenant, period))
+        self._live[(tenant, period.key)] = close
+        if close.closed_at is not None:
+            self._order += 1
+            heapq.heappush(self._closes, (close.closed_at, self._order, close))
+        return close
+
+    def _live_closed_at(self, tenant: str, period: BillingPeriod) -> datetime | None:
+        statement = self.live.statements.read(tenant, [period.key]).get(period.key)
+        if statement is not None:
+            return datetime.fromisoformat(statement.data["closed_at"])
+        state = self.live.usage.read(partition_key(tenant, period), [STATE_ROW]).get(STATE_ROW)
+        if state is not None:
+            closed = state.data["status"] == rows.CLOSED
+            return datetime.fromisoformat(state.data["closed_at"]) if closed else None
+        if not self._closed_through_read:
+            self._closed_through = control.closed_through(self.live.control)
+            self._closed_through_read = True
+        if self._closed_through is not None and period.end <= self._closed_through:
+            return NOTHING_APPLIED
+        return None
+
+    def _close(self, close: LiveClose) -> None:
+        key = (close.tenant_id, close.period.key)
+        if key in self._closed or close.closed_at is None:
+            return
+        self._closed.add(key)
+        at = max(close.closed_at, close.period.end)
+        self.clock.now = at
+        index_key = f"{control.instant_key(close.period.end)}|{close.tenant_id}|{close.period.key}"
+        self.closer.close(IndexedPeriod(close.tenant_id, close.period, index_key), at)
+        self.stats.closed_periods += 1
+
+    # -- journal entries -----------------------------------------------------------------------------------
+
+    def _replay(self, entry: JournalEntry) -> None:
+        self.stats.journal_entries += 1
+        self.clock.now = entry.time
+        if entry.kind == JournalKind.CANCEL:
+            try:
+                self.cancels.cancel(entry.tenant_id, entry.subject)
+            except (NotCounted, PeriodClosed, NotCancellable) as error:
+                self._problem(entry, f"the cancel did not replay ({type(error).__name__}: {error})")
+        elif entry.kind == JournalKind.LATE_CARRY:
+            self._carry(entry)
+        elif entry.kind in CHANGES_TOTALS:
+            self._problem(entry, "this version cannot replay it")
+
+    def _carry(self, entry: JournalEntry) -> None:
+        """Count a carried late event in the period it was carried to, as late.py does."""
+        details = entry.details
+        event, errors = parse_event(details["event"])
+        target = self.schedule.period_starting(entry.tenant_id, date.fromisoformat(details["carried_to"]))
+        if event is None or target is None:
+            self._problem(entry, f"the carry did not replay ({errors or 'its period is unknown'})")
+            return
+        plan = self.ledger.plan([SourcedEvent(event)])
+        planned = [p for events in plan.partitions.values() for p in events]
+        if not planned:
+            self._problem(entry, "the carried event is not valid for the catalog")
+            return
+        self._close_of(entry.tenant_id, target)
+        adjusted = plan_adjustment(planned[0], target, details["day"], details["hour"])
+        carry = BatchPlan(partitions={adjusted.partition: [adjusted]})
+        result = self.ledger.apply_plan(carry, {})
+        if result.late:
+            self._problem(entry, f"the period starting {target.key} was closed before the carry")
+
+    def _problem(self, entry: JournalEntry, text: str) -> None:
+        message = f"{entry.kind} of {entry.subject!r} for {entry.tenant_id} at {entry.time.isoformat()}: {text}"
+        log.warning("rebuild: %s", message)
+        self.stats.problems.append(message)
