@@ -10,6 +10,7 @@ import azure.functions as func
 
 from metering.api.http import Response
 from metering.consumer import HubMessage
+from metering.control import hub_partition
 
 
 def http_response(response: Response) -> func.HttpResponse:
@@ -20,8 +21,8 @@ def http_response(response: Response) -> func.HttpResponse:
 
 def hub_messages(events: Sequence[func.EventHubEvent]) -> list[HubMessage]:
     """The batch as messages with their hub positions. With cardinality=many, every event carries the batch's
-    trigger metadata, whose PartitionContext names the partition."""
-    partition = _partition_id(events[0].metadata) if events else None
+    trigger metadata, whose PartitionContext (Event Hubs extension 5.x) names the namespace, hub and partition."""
+    partition = _partition(events[0].metadata) if events else None
     return [
         HubMessage(
             body=event.get_body(),
@@ -33,11 +34,14 @@ def hub_messages(events: Sequence[func.EventHubEvent]) -> list[HubMessage]:
     ]
 
 
-def _partition_id(metadata: Any) -> str | None:
+def _partition(metadata: Any) -> str | None:
     context = (metadata or {}).get("PartitionContext")
     if isinstance(context, str):
         context = json.loads(context)
-    if isinstance(context, dict):
-        partition = context.get("PartitionId")
-        return None if partition is None else str(partition)
-    return None
+    if not isinstance(context, dict) or context.get("PartitionId") is None:
+        return None
+    return hub_partition(
+        str(context.get("FullyQualifiedNamespace") or ""),
+        str(context.get("EventHubName") or ""),
+        str(context["PartitionId"]),
+    )
