@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache, cached_property
+from typing import Any
 
+from azure.cosmos import CosmosClient
+from azure.data.tables import TableServiceClient
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
@@ -26,19 +29,28 @@ from metering.notifications import Outbox, QueueSink
 from metering.periods import PeriodSchedule, TenantSchedule
 from metering.plans import PlanCatalog, load_plans
 from metering.settings import Settings, StoreKind, load_settings
-from metering.stores import Store
+from metering.stores import Store, cosmos, table
 from metering.stores.cosmos import CosmosStore
 from metering.stores.table import TableStore
 from metering.tenants import TenantDirectory
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Publisher
 from metering.transport.eventhub import EventHubBacklog, EventHubPublisher
-from metering.transport.queue import QueueBacklog, QueuePublisher, queue_client, queue_client_at, storage_retry
+from metering.transport.queue import (
+    QueueBacklog,
+    QueuePublisher,
+    queue_client,
+    queue_client_at,
+    storage_retry,
+    storage_timeouts,
+)
 from metering.usage import UsageReader
 
 
 def build_store(settings: Settings) -> Store:
     if settings.store is StoreKind.COSMOS:
         return build_cosmos_store(settings)
+    # The SDK's retry policy of the store (table.RETRY), with timeouts so that no call waits minutes.
+    options: dict[str, Any] = {**table.RETRY, **storage_timeouts()}
     tables = {
         "usage_table": settings.usage_table,
         "conflicts_table": settings.conflicts_table,
@@ -49,23 +61,43 @@ def build_store(settings: Settings) -> Store:
         "control_table": settings.control_table,
     }
     if settings.storage_connection:
-        return TableStore.from_connection_string(settings.storage_connection, **tables)
-    assert settings.storage_table_uri is not None
-    identity = credential(settings.storage_credential, settings.storage_client_id)
-    return TableStore.from_endpoint(settings.storage_table_uri, identity, **tables)
+        service = TableServiceClient.from_connection_string(settings.storage_connection, **options)
+    else:
+        assert settings.storage_table_uri is not None
+        identity = credential(settings.storage_credential, settings.storage_client_id)
+        service = TableServiceClient(settings.storage_table_uri, credential=identity, **options)
+    return TableStore(service, **tables)
+
+
+# Cosmos's own timeouts: its connection timeout is 5 s already, its read timeout 65 s; `timeout` bounds a whole
+# operation, retries included, so a request waiting on a frozen account is answered within about 20 s.
+COSMOS_TIMEOUTS = {"connection_timeout": 5, "read_timeout": 5, "timeout": 20}
 
 
 def build_cosmos_store(settings: Settings) -> CosmosStore:
     endpoint, database = settings.cosmos_endpoint, settings.cosmos_database
     assert endpoint is not None
+    options: dict[str, Any] = {**cosmos.RETRY, **COSMOS_TIMEOUTS}
     if settings.cosmos_key:
-        return CosmosStore.from_key(
-            endpoint, settings.cosmos_key, database, non_atomic_local=settings.cosmos_non_atomic_local
+        # Refused before the client is built: building it contacts the endpoint.
+        if settings.cosmos_non_atomic_local and not cosmos.is_loopback(endpoint):
+            raise cosmos.CosmosStoreError(
+                f"COSMOS_NON_ATOMIC_LOCAL is set but the Cosmos endpoint {endpoint!r} is not on loopback: "
+                "commits without a transactional batch are only allowed against a local test server"
+            )
+        # The local server's certificate is self-signed: skip verification for loopback only.
+        client = CosmosClient(
+            endpoint, credential=settings.cosmos_key, connection_verify=not cosmos.is_loopback(endpoint), **options
+        )
+        return CosmosStore(
+            client, database, can_create=True, non_atomic_local=settings.cosmos_non_atomic_local, endpoint=endpoint
         )
     if settings.cosmos_non_atomic_local:
         raise ValueError("COSMOS_NON_ATOMIC_LOCAL is for the local Cosmos server, reached with COSMOS_KEY")
     identity = credential(settings.cosmos_credential, settings.cosmos_client_id)
-    return CosmosStore.from_identity(endpoint, identity, database)
+    # With Entra ID, data-plane roles cannot create databases or containers: the Bicep declares them.
+    client = CosmosClient(endpoint, credential=identity, **options)
+    return CosmosStore(client, database, can_create=False, endpoint=endpoint)
 
 
 def build_publisher(settings: Settings) -> Publisher:
@@ -103,12 +135,13 @@ def build_backlog(settings: Settings) -> Backlog:
 
 def build_container(settings: Settings) -> ContainerClient:
     name = settings.dead_letter_container
+    options: dict[str, Any] = {"retry_policy": storage_retry(), **storage_timeouts()}
     if settings.storage_connection:
-        return ContainerClient.from_connection_string(settings.storage_connection, name, retry_policy=storage_retry())
+        return ContainerClient.from_connection_string(settings.storage_connection, name, **options)
     if not settings.storage_blob_uri:
         raise ValueError("set AzureWebJobsStorage__blobServiceUri for dead-letter bodies too large for a table")
     identity = credential(settings.storage_credential, settings.storage_client_id)
-    return ContainerClient(settings.storage_blob_uri, name, credential=identity, retry_policy=storage_retry())
+    return ContainerClient(settings.storage_blob_uri, name, credential=identity, **options)
 
 
 @dataclass

@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import azure.functions as func
 
-from metering.api.http import Response
+from metering.api.http import OUTAGES, Response, unavailable
 from metering.consumer import HubMessage
 from metering.control import hub_partition
+
+log = logging.getLogger(__name__)
 
 
 def http_response(response: Response) -> func.HttpResponse:
     return func.HttpResponse(
         response.body, status_code=response.status, headers=dict(response.headers), mimetype=response.content_type
     )
+
+
+HttpFunction = Callable[[func.HttpRequest], func.HttpResponse]
+
+
+def http_function(handler: HttpFunction) -> HttpFunction:
+    """An HTTP function that answers 503 with Retry-After and a problem body, never a bare 500, when a store or
+    transport it needs is unavailable (the exception is logged with its traceback). Other exceptions are bugs
+    and propagate: the host answers them 500."""
+
+    @functools.wraps(handler)
+    def guarded(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return handler(req)
+        except OUTAGES as error:
+            log.exception("%s: a store or transport is unavailable; answered 503", handler.__name__)
+            return http_response(unavailable(f"a store or transport is unavailable ({type(error).__name__})"))
+
+    return guarded
 
 
 def hub_messages(events: Sequence[func.EventHubEvent]) -> list[HubMessage]:

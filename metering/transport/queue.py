@@ -26,11 +26,20 @@ def storage_retry() -> LinearRetry:
     return LinearRetry(backoff=0.5, random_jitter_range=0.25, retry_total=2)
 
 
+def storage_timeouts() -> dict[str, float]:
+    """Seconds to connect, and to wait for an answer once connected, for every storage client (queues, blobs,
+    tables). The SDKs' defaults (20 to 300 s) would hold an HTTP request on a frozen store for minutes; with
+    these and the retry policies, a request of events is answered within about 25 s when the store stops
+    answering. A timeout is a transient fault, retried as any other."""
+    return {"connection_timeout": 5, "read_timeout": 5}
+
+
 def _options() -> dict[str, Any]:
     return {
         "message_encode_policy": BinaryBase64EncodePolicy(),
         "message_decode_policy": BinaryBase64DecodePolicy(),
         "retry_policy": storage_retry(),
+        **storage_timeouts(),
     }
 
 
