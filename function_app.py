@@ -1,18 +1,21 @@
 """The Azure Functions app (Python v2 programming model): declarations and wiring only.
 
 Each function hands its trigger input to `metering/` and returns the result; the logic, and everything a test
-needs, lives there. Settings are read on first use, not at import.
+needs, lives there. Settings and catalogs are checked as the worker loads this module (never raising here: a
+problem is logged, and every function answers or fails with it); services are built on first use.
 """
 
 import logging
 
 import azure.functions as func
 
-from metering import consumer
+from metering import configuration, consumer
 from metering.api.http import ok
 from metering.api.openapi import document
 from metering.bootstrap import services
 from metering.triggers import http_function, http_response, hub_messages
+
+configuration.verify()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -112,8 +115,9 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
     data_type="binary",
 )
 def aggregate(events: list[func.EventHubEvent]) -> None:
-    runtime = services()
     try:
+        configuration.require()
+        runtime = services()
         consumer.consume(hub_messages(events), runtime.ledger, runtime.dead_letters, runtime.clock, runtime.after_apply)
     except Exception:
         logging.exception("aggregate: batch of %d messages failed and will be retried (alert on this)", len(events))
@@ -123,4 +127,5 @@ def aggregate(events: list[func.EventHubEvent]) -> None:
 @app.function_name("close_periods")
 @app.timer_trigger(arg_name="timer", schedule="%CLOSE_PERIODS_SCHEDULE%")
 def close_periods(timer: func.TimerRequest) -> None:
+    configuration.require()
     services().closer.run()

@@ -43,7 +43,7 @@ def dev(
     try:
         host.start()
     except (AzuriteError, CosmosServerError, OSError, ValueError, KeyError) as error:
-        console.print(f"[red]cannot start: {error}[/red]")
+        console.print(f"[red]cannot start: {error}[/red]", soft_wrap=True, highlight=False)
         host.stop()
         raise typer.Exit(1) from None
     base = host.base_url

@@ -10,6 +10,7 @@ from typing import Any
 
 import azure.functions as func
 
+from metering import configuration
 from metering.api.http import OUTAGES, Response, unavailable
 from metering.consumer import HubMessage
 from metering.control import hub_partition
@@ -27,12 +28,16 @@ HttpFunction = Callable[[func.HttpRequest], func.HttpResponse]
 
 
 def http_function(handler: HttpFunction) -> HttpFunction:
-    """An HTTP function that answers 503 with Retry-After and a problem body, never a bare 500, when a store or
+    """An HTTP function that answers 503 with Retry-After and a problem body, never a bare 500, when the app's
+    configuration was found wrong at load (configuration.py: the body says what is wrong) or when a store or
     transport it needs is unavailable (the exception is logged with its traceback). Other exceptions are bugs
     and propagate: the host answers them 500."""
 
     @functools.wraps(handler)
     def guarded(req: func.HttpRequest) -> func.HttpResponse:
+        found = configuration.problem()
+        if found is not None:
+            return http_response(unavailable(f"the app is not configured correctly: {found}", retry_after=60))
         try:
             return handler(req)
         except OUTAGES as error:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metering import configuration
+from metering.configuration import ConfigurationError
 from metering.devhost.azurite import PROJECT_ROOT, Azurite
 from metering.devhost.cosmos import CosmosServer
 from metering.devhost.feed import HubFeed
@@ -116,6 +118,10 @@ class DevHost:
             os.environ["COSMOS_KEY"] = self.cosmos.key
             os.environ["COSMOS_NON_ATOMIC_LOCAL"] = "true"
         functions = discover(self.app_module)
+        # As the worker loads the app: a bad setting or catalog stops the host here, not its first request.
+        problem = configuration.verify()
+        if problem is not None:
+            raise ConfigurationError(problem)
         self.timers = timers(functions)
         self.feeds = self._feeds(functions)
         self._serve(HttpHost(http_routes(functions), self.function_key, self.admin_key))

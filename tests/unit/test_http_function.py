@@ -12,10 +12,16 @@ from azure.core.exceptions import ServiceRequestError, ServiceResponseTimeoutErr
 from azure.cosmos.exceptions import CosmosHttpResponseError
 from azure.eventhub.exceptions import ConnectionLostError
 
+from metering import configuration
 from metering.devhost.host import discover
 from metering.triggers import http_function
 
 REQUEST = func.HttpRequest("GET", "http://localhost/api/usage/acme/api.requests", body=b"")
+
+
+@pytest.fixture(autouse=True)
+def configured(monkeypatch):
+    monkeypatch.setattr(configuration, "_problem", None)
 
 
 def failing(error: BaseException):
@@ -55,6 +61,24 @@ def test_a_store_or_transport_outage_is_a_503_with_retry_after_and_is_logged(err
 def test_a_bug_is_not_taken_for_an_outage():
     with pytest.raises(KeyError):
         failing(KeyError("tenant_id"))(REQUEST)
+
+
+def test_a_configuration_found_wrong_at_load_answers_every_route_503_with_its_message(monkeypatch):
+    found = "meter catalog x.toml: cannot be read (No such file or directory)"
+    monkeypatch.setattr(configuration, "_problem", found)
+    calls = []
+
+    @http_function
+    def usage(req: func.HttpRequest) -> func.HttpResponse:
+        calls.append(req)
+        return func.HttpResponse(b"{}")
+
+    response = usage(REQUEST)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "60"
+    detail = json.loads(response.get_body())["detail"]
+    assert detail == f"the app is not configured correctly: {found}"
+    assert calls == []
 
 
 def test_a_guarded_function_keeps_the_signature_the_host_binds_by():
