@@ -69,6 +69,13 @@ def manage_close_periods(req: func.HttpRequest) -> func.HttpResponse:
     return http_response(services().manage.close_periods())
 
 
+@app.function_name("manage_health")
+@app.route(route="manage/health", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_health(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().manage.health())
+
+
 @app.function_name("usage")
 @app.route(route="usage/{tenant_id}/{metric}", methods=["GET"])
 @http_function

@@ -21,6 +21,7 @@ from metering.closing import Backlog, PeriodCloser
 from metering.consumer import AfterApply
 from metering.control import HubProgress
 from metering.deadletters import DeadLetters
+from metering.health import HealthCheck
 from metering.identity import credential
 from metering.late import LateEvents
 from metering.ledger import Clock, Ledger, utc_now
@@ -130,7 +131,7 @@ def build_backlog(settings: Settings) -> Backlog:
     if settings.event_hub_namespace:
         identity = credential(settings.event_hub_credential, settings.event_hub_client_id)
         return EventHubBacklog.from_namespace(settings.event_hub_namespace, hub, group, identity)
-    return QueueBacklog(build_queue(settings, settings.local_queue))
+    return QueueBacklog(build_queue(settings, settings.local_queue), settings.event_hub_name)
 
 
 def build_container(settings: Settings) -> ContainerClient:
@@ -172,12 +173,16 @@ class Services:
         return Outbox(self.store.control, QueueSink(build_queue(self.settings, self.settings.notifications_queue)))
 
     @cached_property
+    def backlog(self) -> Backlog:
+        return build_backlog(self.settings)
+
+    @cached_property
     def closer(self) -> PeriodCloser:
         return PeriodCloser(
             self.store,
             self.catalog,
             self.outbox,
-            build_backlog(self.settings),
+            self.backlog,
             grace=self.settings.grace,
             retention=self.settings.dedupe_retention,
             clock=self.clock,
@@ -207,7 +212,7 @@ class Services:
 
     @cached_property
     def manage(self) -> Manage:
-        return Manage(self.directory, self.closer, self.clock)
+        return Manage(self.directory, self.closer, self.clock, HealthCheck(self.store, self.backlog, self.clock))
 
     @cached_property
     def store(self) -> Store:

@@ -159,6 +159,12 @@ class HubProgress:
     def positions(self) -> dict[str, Applied]:
         return {row.key: _applied(row) for row in self.control.partition(HUB)}
 
+    def recorded(self) -> dict[str, tuple[Applied, datetime]]:
+        """Every partition's position with the instant the aggregator applied it."""
+        return {
+            row.key: (_applied(row), datetime.fromisoformat(row.data["updated"])) for row in self.control.partition(HUB)
+        }
+
 
 def _applied(row: Row) -> Applied:
     return Applied(row.key, row.data["sequence"], datetime.fromisoformat(row.data["enqueued"]))

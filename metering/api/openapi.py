@@ -16,6 +16,7 @@ from metering.api.reads import HistoryResponse, UsageResponse
 from metering.cancel import CancelResult
 from metering.closing import Statement
 from metering.events import UsageEvent
+from metering.health import Health
 from metering.quotas import QuotaDecision
 from metering.tenants import TenantSettings, TenantUpdate
 
@@ -135,6 +136,7 @@ def document() -> dict[str, Any]:
         (TenantUpdate, "validation"),
         (TenantSettings, "serialization"),
         (CloseResponse, "serialization"),
+        (Health, "serialization"),
     ]
     _, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
     events_body = {
@@ -277,6 +279,14 @@ def document() -> dict[str, Any]:
                     "summary": "Close every due period now (admin key); the timer does this on its schedule",
                     "operationId": "closePeriods",
                     "responses": {**_ok("CloseResponse", "What closed"), **_problem_responses(401, 503)},
+                }
+            },
+            "/manage/health": {
+                "get": {
+                    "summary": "Hub partitions with their applied positions and lag, and the records waiting for an "
+                    "operator (admin key)",
+                    "operationId": "getHealth",
+                    "responses": {**_ok("Health", "The report"), **_problem_responses(401, 503)},
                 }
             },
             "/openapi.json": {

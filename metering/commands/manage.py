@@ -1,4 +1,5 @@
-"""`metering tenants set/get` and `metering periods close`: the operator routes, with the admin key."""
+"""`metering tenants set/get`, `metering periods close` and `metering health`: the operator routes, with the
+admin key."""
 
 from __future__ import annotations
 
@@ -114,3 +115,40 @@ def close_periods(
         item = closed.model_dump(mode="json")
         table.add_row(item["tenant_id"], item["period_start"], item["period_end"])
     out.print(table)
+
+
+def health(
+    output: Format = OutputFormat.TABLE,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON (same as --format json)")] = False,
+    url: Url = DEFAULT_URL,
+    admin_key: AdminKey = None,
+) -> None:
+    """Hub partitions with their applied positions and lag, and the records waiting for an operator."""
+    with connect(url, admin_key, admin=True) as client, service_errors(url):
+        report = client.health()
+    if as_json or output is not OutputFormat.TABLE:
+        echo_json(report)
+        return
+    table = Table(title="hub partitions")
+    table.add_column("partition", no_wrap=True)  # whole, to be copied
+    for column in ("applied sequence", "applied at", "lag (s)"):
+        table.add_column(column)
+    for partition in report.partitions:
+        item = partition.model_dump(mode="json")
+        lag = f"{partition.lag_seconds:g}"
+        table.add_row(
+            partition.partition,
+            "" if item["applied_sequence"] is None else str(item["applied_sequence"]),
+            item["applied_at"] or "never",
+            f"[yellow]{lag}[/yellow]" if partition.lag_seconds else lag,
+        )
+    out.print(table)
+    waiting = Table("waiting for an operator", "count", show_header=False)
+    for label, count in (
+        ("dead letters", report.dead_letters),
+        ("late events", report.late_events),
+        ("conflicts", report.conflicts),
+        ("webhooks failed", report.webhooks_failed),
+    ):
+        waiting.add_row(label, f"[yellow]{count}[/yellow]" if count else "0")
+    out.print(waiting)

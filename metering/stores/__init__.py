@@ -74,6 +74,11 @@ class RowTable(Protocol):
 
     def partition(self, partition: str) -> list[Row]: ...
 
+    def count(self, limit: int | None = None) -> int:
+        """How many rows the table holds, across partitions; counting stops at `limit` when given. Costs a scan
+        of the keys: for operators (health), never for the counting path."""
+        ...
+
 
 class Store(Protocol):
     usage: RowTable

@@ -113,3 +113,26 @@ class EventHubBacklog:
             return through
         finally:
             client.close()
+
+    def lag(self, applied: Mapping[str, Applied], now: datetime) -> dict[str, float]:
+        """Bounded from above: a partition is read in order, so its oldest waiting event was enqueued after the
+        newest applied one, whose enqueued time the position keeps. The hub tells the last sequence number of a
+        partition, not when each event came: with nothing applied yet, the age of its newest event is given
+        (a lower bound)."""
+        client = self._factory()
+        lags: dict[str, float] = {}
+        try:
+            for partition in client.get_partition_ids():
+                name = self.partition_name(str(partition))
+                properties = client.get_partition_properties(partition)
+                position = applied.get(name)
+                if properties["is_empty"] or (
+                    position is not None and position.sequence >= properties["last_enqueued_sequence_number"]
+                ):
+                    lags[name] = 0.0
+                    continue
+                since = position.enqueued if position is not None else properties["last_enqueued_time_utc"]
+                lags[name] = max((now - since).total_seconds(), 0.0)
+            return lags
+        finally:
+            client.close()
