@@ -54,7 +54,7 @@ class HubFeed:
         hub: str,
         consumer_group: str,
         max_batch: int = 100,
-        visibility_seconds: int = 60,
+        visibility_seconds: int = 10,
         min_backoff_seconds: float = 1.0,
         max_backoff_seconds: float = 60.0,
         idle_seconds: float = 0.2,
@@ -63,6 +63,9 @@ class HubFeed:
         self.handler = handler
         self.arg_name = arg_name
         self.max_batch = max_batch
+        # How long a received message stays hidden from other reads. Short, because a receive whose answer was
+        # lost (the storage stopped mid-request) hides its messages that long; and harmless, because this feed
+        # is the queue's only reader and renews the batch's invisibility while it retries it.
         self.visibility_seconds = visibility_seconds
         self.min_backoff_seconds = min_backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
