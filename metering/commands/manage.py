@@ -3,6 +3,7 @@ admin key."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -131,15 +132,15 @@ def health(
         return
     table = Table(title="hub partitions")
     table.add_column("partition", no_wrap=True)  # whole, to be copied
-    for column in ("applied sequence", "applied at", "lag (s)"):
-        table.add_column(column)
+    for column in ("sequence", "applied", "lag (s)"):
+        table.add_column(column, no_wrap=True)
+    now = datetime.now(UTC)
     for partition in report.partitions:
-        item = partition.model_dump(mode="json")
         lag = f"{partition.lag_seconds:g}"
         table.add_row(
             partition.partition,
-            "" if item["applied_sequence"] is None else str(item["applied_sequence"]),
-            item["applied_at"] or "never",
+            "" if partition.applied_sequence is None else str(partition.applied_sequence),
+            "never" if partition.applied_at is None else _ago(now - partition.applied_at),
             f"[yellow]{lag}[/yellow]" if partition.lag_seconds else lag,
         )
     out.print(table)
@@ -152,3 +153,11 @@ def health(
     ):
         waiting.add_row(label, f"[yellow]{count}[/yellow]" if count else "0")
     out.print(waiting)
+
+
+def _ago(age: timedelta) -> str:
+    seconds = max(int(age.total_seconds()), 0)
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
