@@ -1,36 +1,42 @@
 """The Azure Functions app (Python v2 programming model): declarations and wiring only.
 
 Each function hands its trigger input to `metering/` and returns the result; the logic, and everything a test
-needs, lives there. Settings are read on first use, not at import.
+needs, lives there. Settings and catalogs are checked as the worker loads this module (never raising here: a
+problem is logged, and every function answers or fails with it); services are built on first use.
 """
 
 import logging
 
 import azure.functions as func
 
-from metering import consumer
+from metering import configuration, consumer
 from metering.api.http import ok
 from metering.api.openapi import document
 from metering.bootstrap import services
-from metering.triggers import http_response, hub_messages
+from metering.triggers import http_function, http_response, hub_messages
+
+configuration.verify()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
 @app.function_name("ingest")
 @app.route(route="events", methods=["POST"])
+@http_function
 def ingest(req: func.HttpRequest) -> func.HttpResponse:
     return http_response(services().ingest(req.get_body(), req.headers.get("content-type")))
 
 
 @app.function_name("cancel_event")
 @app.route(route="events/{tenant_id}/cancel", methods=["POST"])
+@http_function
 def cancel_event(req: func.HttpRequest) -> func.HttpResponse:
     return http_response(services().billing.cancel(req.route_params["tenant_id"], req.get_body()))
 
 
 @app.function_name("statements")
 @app.route(route="statements/{tenant_id}", methods=["GET"])
+@http_function
 def statements(req: func.HttpRequest) -> func.HttpResponse:
     billing = services().billing
     return http_response(billing.statement(req.route_params["tenant_id"], req.params, req.headers.get("accept")))
@@ -38,6 +44,7 @@ def statements(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("late_events")
 @app.route(route="late-events/{tenant_id}", methods=["GET"])
+@http_function
 def late_events(req: func.HttpRequest) -> func.HttpResponse:
     return http_response(services().billing.late_events(req.route_params["tenant_id"]))
 
@@ -46,6 +53,7 @@ def late_events(req: func.HttpRequest) -> func.HttpResponse:
 # and function names starting with "admin", hence "manage".)
 @app.function_name("manage_tenant")
 @app.route(route="manage/tenants/{tenant_id}", methods=["GET", "PUT"], auth_level=func.AuthLevel.ADMIN)
+@http_function
 def manage_tenant(req: func.HttpRequest) -> func.HttpResponse:
     manage = services().manage
     tenant_id = req.route_params["tenant_id"]
@@ -56,12 +64,21 @@ def manage_tenant(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("manage_close_periods")
 @app.route(route="manage/periods/close", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@http_function
 def manage_close_periods(req: func.HttpRequest) -> func.HttpResponse:
     return http_response(services().manage.close_periods())
 
 
+@app.function_name("manage_health")
+@app.route(route="manage/health", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_health(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().manage.health())
+
+
 @app.function_name("usage")
 @app.route(route="usage/{tenant_id}/{metric}", methods=["GET"])
+@http_function
 def usage(req: func.HttpRequest) -> func.HttpResponse:
     params = req.route_params
     return http_response(services().reads.usage(params["tenant_id"], params["metric"], req.params))
@@ -69,6 +86,7 @@ def usage(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("usage_history")
 @app.route(route="usage/{tenant_id}/{metric}/history", methods=["GET"])
+@http_function
 def usage_history(req: func.HttpRequest) -> func.HttpResponse:
     params = req.route_params
     return http_response(services().reads.history(params["tenant_id"], params["metric"], req.params))
@@ -76,6 +94,7 @@ def usage_history(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("quota")
 @app.route(route="quota/{tenant_id}/{metric}", methods=["GET"])
+@http_function
 def quota(req: func.HttpRequest) -> func.HttpResponse:
     params = req.route_params
     return http_response(services().reads.quota(params["tenant_id"], params["metric"], req.params))
@@ -83,6 +102,7 @@ def quota(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("openapi")
 @app.route(route="openapi.json", methods=["GET"])
+@http_function
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
     return http_response(ok(document()))
 
@@ -102,8 +122,9 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
     data_type="binary",
 )
 def aggregate(events: list[func.EventHubEvent]) -> None:
-    runtime = services()
     try:
+        configuration.require()
+        runtime = services()
         consumer.consume(hub_messages(events), runtime.ledger, runtime.dead_letters, runtime.clock, runtime.after_apply)
     except Exception:
         logging.exception("aggregate: batch of %d messages failed and will be retried (alert on this)", len(events))
@@ -113,4 +134,5 @@ def aggregate(events: list[func.EventHubEvent]) -> None:
 @app.function_name("close_periods")
 @app.timer_trigger(arg_name="timer", schedule="%CLOSE_PERIODS_SCHEDULE%")
 def close_periods(timer: func.TimerRequest) -> None:
+    configuration.require()
     services().closer.run()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache, cached_property
+from typing import Any
 
+from azure.cosmos import CosmosClient
+from azure.data.tables import TableServiceClient
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
@@ -19,6 +22,7 @@ from metering.closing import Backlog, PeriodCloser
 from metering.consumer import AfterApply
 from metering.control import HubProgress
 from metering.deadletters import DeadLetters
+from metering.health import HealthCheck
 from metering.identity import credential
 from metering.journal import Journal
 from metering.late import LateEvents
@@ -28,19 +32,28 @@ from metering.notifications import Outbox, QueueSink
 from metering.periods import PeriodSchedule, TenantSchedule
 from metering.plans import PlanCatalog, load_plans
 from metering.settings import Settings, StoreKind, load_settings
-from metering.stores import Store
+from metering.stores import Store, cosmos, table
 from metering.stores.cosmos import CosmosStore
 from metering.stores.table import TableStore
 from metering.tenants import TenantDirectory
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Publisher
 from metering.transport.eventhub import EventHubBacklog, EventHubPublisher
-from metering.transport.queue import QueueBacklog, QueuePublisher, queue_client, queue_client_at, storage_retry
+from metering.transport.queue import (
+    QueueBacklog,
+    QueuePublisher,
+    queue_client,
+    queue_client_at,
+    storage_retry,
+    storage_timeouts,
+)
 from metering.usage import UsageReader
 
 
 def build_store(settings: Settings) -> Store:
     if settings.store is StoreKind.COSMOS:
         return build_cosmos_store(settings)
+    # The SDK's retry policy of the store (table.RETRY), with timeouts so that no call waits minutes.
+    options: dict[str, Any] = {**table.RETRY, **storage_timeouts()}
     tables = {
         "usage_table": settings.usage_table,
         "conflicts_table": settings.conflicts_table,
@@ -52,23 +65,43 @@ def build_store(settings: Settings) -> Store:
         "journal_table": settings.journal_table,
     }
     if settings.storage_connection:
-        return TableStore.from_connection_string(settings.storage_connection, **tables)
-    assert settings.storage_table_uri is not None
-    identity = credential(settings.storage_credential, settings.storage_client_id)
-    return TableStore.from_endpoint(settings.storage_table_uri, identity, **tables)
+        service = TableServiceClient.from_connection_string(settings.storage_connection, **options)
+    else:
+        assert settings.storage_table_uri is not None
+        identity = credential(settings.storage_credential, settings.storage_client_id)
+        service = TableServiceClient(settings.storage_table_uri, credential=identity, **options)
+    return TableStore(service, **tables)
+
+
+# Cosmos's own timeouts: its connection timeout is 5 s already, its read timeout 65 s; `timeout` bounds a whole
+# operation, retries included, so a request waiting on a frozen account is answered within about 20 s.
+COSMOS_TIMEOUTS = {"connection_timeout": 5, "read_timeout": 5, "timeout": 20}
 
 
 def build_cosmos_store(settings: Settings) -> CosmosStore:
     endpoint, database = settings.cosmos_endpoint, settings.cosmos_database
     assert endpoint is not None
+    options: dict[str, Any] = {**cosmos.RETRY, **COSMOS_TIMEOUTS}
     if settings.cosmos_key:
-        return CosmosStore.from_key(
-            endpoint, settings.cosmos_key, database, non_atomic_local=settings.cosmos_non_atomic_local
+        # Refused before the client is built: building it contacts the endpoint.
+        if settings.cosmos_non_atomic_local and not cosmos.is_loopback(endpoint):
+            raise cosmos.CosmosStoreError(
+                f"COSMOS_NON_ATOMIC_LOCAL is set but the Cosmos endpoint {endpoint!r} is not on loopback: "
+                "commits without a transactional batch are only allowed against a local test server"
+            )
+        # The local server's certificate is self-signed: skip verification for loopback only.
+        client = CosmosClient(
+            endpoint, credential=settings.cosmos_key, connection_verify=not cosmos.is_loopback(endpoint), **options
+        )
+        return CosmosStore(
+            client, database, can_create=True, non_atomic_local=settings.cosmos_non_atomic_local, endpoint=endpoint
         )
     if settings.cosmos_non_atomic_local:
         raise ValueError("COSMOS_NON_ATOMIC_LOCAL is for the local Cosmos server, reached with COSMOS_KEY")
     identity = credential(settings.cosmos_credential, settings.cosmos_client_id)
-    return CosmosStore.from_identity(endpoint, identity, database)
+    # With Entra ID, data-plane roles cannot create databases or containers: the Bicep declares them.
+    client = CosmosClient(endpoint, credential=identity, **options)
+    return CosmosStore(client, database, can_create=False, endpoint=endpoint)
 
 
 def build_publisher(settings: Settings, clock: Clock = utc_now) -> Publisher:
@@ -104,18 +137,19 @@ def build_backlog(settings: Settings) -> Backlog:
     if settings.event_hub_namespace:
         identity = credential(settings.event_hub_credential, settings.event_hub_client_id)
         return EventHubBacklog.from_namespace(settings.event_hub_namespace, hub, group, identity)
-    return QueueBacklog(build_queue(settings, settings.local_queue))
+    return QueueBacklog(build_queue(settings, settings.local_queue), settings.event_hub_name)
 
 
 def build_container(settings: Settings, name: str | None = None) -> ContainerClient:
     """A blob container of the storage account: the dead-letter bodies' unless named."""
     name = name or settings.dead_letter_container
+    options: dict[str, Any] = {"retry_policy": storage_retry(), **storage_timeouts()}
     if settings.storage_connection:
-        return ContainerClient.from_connection_string(settings.storage_connection, name, retry_policy=storage_retry())
+        return ContainerClient.from_connection_string(settings.storage_connection, name, **options)
     if not settings.storage_blob_uri:
         raise ValueError(f"set AzureWebJobsStorage__blobServiceUri for the blob container {name}")
     identity = credential(settings.storage_credential, settings.storage_client_id)
-    return ContainerClient(settings.storage_blob_uri, name, credential=identity, retry_policy=storage_retry())
+    return ContainerClient(settings.storage_blob_uri, name, credential=identity, **options)
 
 
 @dataclass
@@ -146,12 +180,16 @@ class Services:
         return Outbox(self.store.control, QueueSink(build_queue(self.settings, self.settings.notifications_queue)))
 
     @cached_property
+    def backlog(self) -> Backlog:
+        return build_backlog(self.settings)
+
+    @cached_property
     def closer(self) -> PeriodCloser:
         return PeriodCloser(
             self.store,
             self.catalog,
             self.outbox,
-            build_backlog(self.settings),
+            self.backlog,
             grace=self.settings.grace,
             retention=self.settings.dedupe_retention,
             clock=self.clock,
@@ -195,7 +233,7 @@ class Services:
 
     @cached_property
     def manage(self) -> Manage:
-        return Manage(self.directory, self.closer, self.clock)
+        return Manage(self.directory, self.closer, self.clock, HealthCheck(self.store, self.backlog, self.clock))
 
     @cached_property
     def store(self) -> Store:

@@ -21,7 +21,7 @@ from metering.events import format_timestamp
 from metering.journal import Journal, JournalEntry, JournalKind
 from metering.meters import Aggregation, MeterCatalog
 from metering.periods import BillingPeriod, PeriodSchedule, periods_between
-from metering.stores import CommitConflict, Create, Operation, Replace, Row, Store
+from metering.stores import CommitConflict, ContentionError, Create, Operation, Replace, Row, Store
 
 # Markers are looked for in the periods an accepted event can belong to and that can still be open.
 _LOOKBACK = timedelta(days=100)
@@ -104,7 +104,7 @@ class Cancels:
                 self.journal.record(journal_entry(result))
                 return result
             else:
-                raise RuntimeError(f"cancel in {partition} kept meeting concurrent writes")
+                raise ContentionError(f"cancel in {partition} kept meeting concurrent writes")
         raise NotCounted(dedupe_key)
 
     def _cancel(

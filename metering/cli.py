@@ -1,6 +1,6 @@
 """The `metering` command line (`python -m metering ...`): the dev host, and every task an operator does over
-HTTP (send usage, read it back, check quotas, manage tenants and periods), plus the meter catalog and the event
-schema. The service's URL and keys come from options or METERING_URL, METERING_KEY and METERING_ADMIN_KEY.
+HTTP (send usage, read it back, check quotas, manage tenants and periods, check health), plus the meter catalog
+and the event schema. The service's URL and keys come from options or METERING_URL, METERING_KEY and METERING_ADMIN_KEY.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from metering.commands.common import Format, OutputFormat, err
-from metering.commands.manage import periods, tenants
+from metering.commands.manage import health, periods, tenants
 from metering.commands.reads import history, quota, usage
 from metering.commands.rebuild import rebuild_command
 from metering.commands.send import send
@@ -44,7 +44,7 @@ def dev(
     try:
         host.start()
     except (AzuriteError, CosmosServerError, OSError, ValueError, KeyError) as error:
-        console.print(f"[red]cannot start: {error}[/red]")
+        console.print(f"[red]cannot start: {error}[/red]", soft_wrap=True, highlight=False)
         host.stop()
         raise typer.Exit(1) from None
     base = host.base_url
@@ -86,6 +86,7 @@ app.command()(send)
 app.command()(usage)
 app.command()(history)
 app.command()(quota)
+app.command()(health)
 app.command("rebuild")(rebuild_command)
 app.add_typer(tenants, name="tenants")
 app.add_typer(periods, name="periods")

@@ -44,6 +44,11 @@ class Backlog(Protocol):
         """The instant before which every event enqueued in the hub is applied."""
         ...
 
+    def lag(self, applied: Mapping[str, Applied], now: datetime) -> dict[str, float]:
+        """Per hub partition it reads (by the names positions are kept under), the age in seconds of the oldest
+        event not applied yet; 0 when none waits."""
+        ...
+
 
 class LineKind(StrEnum):
     USAGE = "usage"

@@ -4,7 +4,7 @@
                                            ordered by its end, so the closer reads only the due ones
     closer   | through                      every period that ended by this instant is closed
     closed   | <purge after>|<tenant>|<period>   closed periods whose dedupe markers wait for their purge
-    hub      | <hub partition>              the newest position the aggregator applied, per hub partition
+    hub      | <namespace>|<hub>|<id>       the newest position the aggregator applied, per hub partition
 
 The aggregator adds a period to the open index before its first commit creates the period's state row, so
 no state row exists that the index does not name.
@@ -12,6 +12,7 @@ no state row exists that the index does not name.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,8 @@ CLOSER = "closer"
 # Before any period: what a hub reports applied when nothing of it is known to be applied.
 NOTHING_APPLIED = datetime(2000, 1, 1, tzinfo=UTC)
 THROUGH = "through"
+
+log = logging.getLogger(__name__)
 
 
 def instant_key(instant: datetime) -> str:
@@ -91,6 +94,21 @@ def advance_closed_through(control: RowTable, instant: datetime) -> None:
         return
 
 
+# Table keys may not hold these (nor control characters); a namespace, hub or partition id never should.
+_NOT_IN_KEYS = str.maketrans(dict.fromkeys("/\\#?", "_"))
+
+
+def hub_partition(namespace: str, hub: str, partition_id: str) -> str:
+    """The name of a hub partition wherever its positions are kept (applied ranges, hub progress, dead-letter
+    keys, derived event ids): `<namespace>|<hub>|<partition id>`. A partition id alone repeats across hubs, and a
+    hub in another namespace (a failover, a redeployment) numbers its sequences from 0 again: under the bare id,
+    its new events would look applied. The namespace is its name, the first label of its host name (unique in
+    its cloud, and the `{Namespace}` of Capture's file names, so a rebuild derives the same names); names are
+    case-insensitive, so they are lowercased."""
+    name = namespace.split(".", 1)[0]
+    return "|".join((name.lower(), hub.lower(), partition_id)).translate(_NOT_IN_KEYS)
+
+
 @dataclass(frozen=True, slots=True)
 class Applied:
     """The newest message of a hub partition whose events are all applied."""
@@ -106,15 +124,29 @@ class HubProgress:
 
     def __init__(self, control: RowTable) -> None:
         self.control = control
-        self._known: dict[str, int] = {}
+        self._known: dict[str, Applied] = {}
 
     def record(self, applied: Iterable[Applied], now: datetime) -> None:
         for position in applied:
             known = self._known.get(position.partition)
             if known is None:
                 stored = self.control.read(HUB, [position.partition]).get(position.partition)
-                known = self._known[position.partition] = stored.data["sequence"] if stored else -1
-            if position.sequence <= known:
+                known = self._known[position.partition] = (
+                    _applied(stored) if stored else Applied(position.partition, -1, NOTHING_APPLIED)
+                )
+            if position.sequence <= known.sequence:
+                if position.enqueued > known.enqueued:
+                    # In one partition a later message always has a greater sequence number: these restarted.
+                    log.error(
+                        "hub partition %s: sequence %d was enqueued at %s, after sequence %d (enqueued at %s) was "
+                        "applied. Its sequence numbers started again (a hub recreated under the same name?): "
+                        "its new events may be taken for replays of applied ones. Alert on this.",
+                        position.partition,
+                        position.sequence,
+                        position.enqueued.isoformat(),
+                        known.sequence,
+                        known.enqueued.isoformat(),
+                    )
                 continue
             self.control.upsert(
                 HUB,
@@ -125,10 +157,17 @@ class HubProgress:
                     "updated": format_timestamp(now),
                 },
             )
-            self._known[position.partition] = position.sequence
+            self._known[position.partition] = position
 
     def positions(self) -> dict[str, Applied]:
+        return {row.key: _applied(row) for row in self.control.partition(HUB)}
+
+    def recorded(self) -> dict[str, tuple[Applied, datetime]]:
+        """Every partition's position with the instant the aggregator applied it."""
         return {
-            row.key: Applied(row.key, row.data["sequence"], datetime.fromisoformat(row.data["enqueued"]))
-            for row in self.control.partition(HUB)
+            row.key: (_applied(row), datetime.fromisoformat(row.data["updated"])) for row in self.control.partition(HUB)
         }
+
+
+def _applied(row: Row) -> Applied:
+    return Applied(row.key, row.data["sequence"], datetime.fromisoformat(row.data["enqueued"]))

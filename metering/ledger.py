@@ -48,6 +48,7 @@ from metering.periods import PeriodSchedule
 from metering.stores import (
     MAX_TRANSACTION_OPS,
     CommitConflict,
+    ContentionError,
     Create,
     Operation,
     Replace,
@@ -63,10 +64,6 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class ContentionError(RuntimeError):
-    """A chunk kept meeting concurrent writers; the batch fails and is delivered again."""
 
 
 class SystematicRejection(RuntimeError):

@@ -159,7 +159,7 @@ class Settings(BaseSettings):
         ge=1,
         le=365,
         validation_alias="METERING_MAX_EVENT_AGE_DAYS",
-        description="Oldest event timestamp ingest accepts, in days (keep it below the dedupe retention)",
+        description="Oldest event timestamp ingest accepts, in days: at most the grace plus the dedupe retention",
     )
     max_future_minutes: int = Field(5, ge=0, le=1440, validation_alias="METERING_MAX_FUTURE_MINUTES")
 
@@ -178,6 +178,19 @@ class Settings(BaseSettings):
             )
         if self.store is StoreKind.COSMOS and not self.cosmos_endpoint:
             raise SettingsError("METERING_STORE is cosmos: set COSMOS__accountEndpoint")
+        return self
+
+    @model_validator(mode="after")
+    def _retries_stay_within_the_markers(self) -> Settings:
+        # A period's dedupe markers live until its end plus grace plus the retention. An event older than that
+        # may belong to a period whose markers are purged, and a retry of it would be counted again.
+        if self.max_event_age > self.grace + self.dedupe_retention:
+            raise SettingsError(
+                f"METERING_MAX_EVENT_AGE_DAYS ({self.max_event_age_days}) must be at most "
+                f"METERING_GRACE_HOURS/24 + METERING_DEDUPE_RETENTION_DAYS "
+                f"({self.grace_hours}/24 + {self.dedupe_retention_days} days): an event older than that may belong "
+                "to a period whose dedupe markers are purged, and a retry of it would be counted again"
+            )
         return self
 
     @property

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import azure.functions as func
 
-from metering.api.http import Response
+from metering import configuration
+from metering.api.http import OUTAGES, Response, unavailable
 from metering.consumer import HubMessage
+from metering.control import hub_partition
+
+log = logging.getLogger(__name__)
 
 
 def http_response(response: Response) -> func.HttpResponse:
@@ -18,10 +24,33 @@ def http_response(response: Response) -> func.HttpResponse:
     )
 
 
+HttpFunction = Callable[[func.HttpRequest], func.HttpResponse]
+
+
+def http_function(handler: HttpFunction) -> HttpFunction:
+    """An HTTP function that answers 503 with Retry-After and a problem body, never a bare 500, when the app's
+    configuration was found wrong at load (configuration.py: the body says what is wrong) or when a store or
+    transport it needs is unavailable (the exception is logged with its traceback). Other exceptions are bugs
+    and propagate: the host answers them 500."""
+
+    @functools.wraps(handler)
+    def guarded(req: func.HttpRequest) -> func.HttpResponse:
+        found = configuration.problem()
+        if found is not None:
+            return http_response(unavailable(f"the app is not configured correctly: {found}", retry_after=60))
+        try:
+            return handler(req)
+        except OUTAGES as error:
+            log.exception("%s: a store or transport is unavailable; answered 503", handler.__name__)
+            return http_response(unavailable(f"a store or transport is unavailable ({type(error).__name__})"))
+
+    return guarded
+
+
 def hub_messages(events: Sequence[func.EventHubEvent]) -> list[HubMessage]:
     """The batch as messages with their hub positions. With cardinality=many, every event carries the batch's
-    trigger metadata, whose PartitionContext names the partition."""
-    partition = _partition_id(events[0].metadata) if events else None
+    trigger metadata, whose PartitionContext (Event Hubs extension 5.x) names the namespace, hub and partition."""
+    partition = _partition(events[0].metadata) if events else None
     return [
         HubMessage(
             body=event.get_body(),
@@ -33,11 +62,14 @@ def hub_messages(events: Sequence[func.EventHubEvent]) -> list[HubMessage]:
     ]
 
 
-def _partition_id(metadata: Any) -> str | None:
+def _partition(metadata: Any) -> str | None:
     context = (metadata or {}).get("PartitionContext")
     if isinstance(context, str):
         context = json.loads(context)
-    if isinstance(context, dict):
-        partition = context.get("PartitionId")
-        return None if partition is None else str(partition)
-    return None
+    if not isinstance(context, dict) or context.get("PartitionId") is None:
+        return None
+    return hub_partition(
+        str(context.get("FullyQualifiedNamespace") or ""),
+        str(context.get("EventHubName") or ""),
+        str(context["PartitionId"]),
+    )

@@ -8,9 +8,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from azure.core.exceptions import AzureError
+from azure.eventhub.exceptions import EventHubError
 from pydantic import BaseModel
 
 from metering.events import TENANT_PATTERN, BodyError, FieldError, decode_json
+from metering.stores import ContentionError
 
 PROBLEM = "application/problem+json"
 JSON = "application/json"
@@ -40,6 +43,7 @@ def problem(
     *,
     errors: Sequence[FieldError] = (),
     headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> Response:
     body: dict[str, Any] = {
         "type": "about:blank",  # RFC 9457: the status code and title say what kind of problem it is
@@ -49,7 +53,29 @@ def problem(
     }
     if errors:
         body["errors"] = [error.as_dict() for error in errors]
+    body.update(extensions or {})  # RFC 9457 extension members, e.g. the event ids of a 503
     return Response(status, json.dumps(body).encode(), PROBLEM, dict(headers or {}))
+
+
+# What a store or transport raises when it cannot be reached or does not answer in time: Azure SDK errors
+# (azure-core's, Cosmos's), the Event Hubs SDK's own, and the socket errors and timeouts beneath them. The
+# request may succeed later, so these are 503s with Retry-After, never 500s.
+OUTAGES: tuple[type[BaseException], ...] = (AzureError, EventHubError, OSError, ContentionError)
+RETRY_AFTER_SECONDS = 5
+
+
+def unavailable(
+    detail: str, *, event_ids: Sequence[str] | None = None, retry_after: int = RETRY_AFTER_SECONDS
+) -> Response:
+    """A 503 with Retry-After. `event_ids`, for a request of events, are the ids the events were given, in
+    request order, so the retry can resend the very same events."""
+    return problem(
+        503,
+        "Service unavailable",
+        detail,
+        headers={"Retry-After": str(retry_after)},
+        extensions=None if event_ids is None else {"event_ids": list(event_ids)},
+    )
 
 
 def bad_request(field_name: str, message: str) -> Response:

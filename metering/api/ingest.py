@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from collections import Counter
@@ -11,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from metering.api.http import Response, ok, problem
+from metering.api.http import OUTAGES, Response, ok, problem, unavailable
 from metering.events import (
     BodyError,
     FieldError,
@@ -28,13 +29,14 @@ from metering.transport import Message, Publisher, PublishError, pack
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_EVENTS = 1000
-RETRY_AFTER_SECONDS = "5"
 
 JSON_TYPES = {"application/json"}
 CLOUD_EVENT = "application/cloudevents+json"
 CLOUD_EVENT_BATCH = "application/cloudevents-batch+json"
 
 _EVENTS = TypeAdapter(list[UsageEvent])
+
+log = logging.getLogger(__name__)
 
 
 class Accepted(BaseModel):
@@ -90,21 +92,24 @@ class Ingest:
                 f"{len({e.index for e in errors})} of {len(items)} events are invalid; none was accepted",
                 errors=errors,
             )
-        taken, limited = self.rate_limited(events)
+        # Ids are fixed before anything can fail, so that every 503 below gives them back: a retry of events
+        # sent without ids resends them with these, and is counted once.
+        events = [e if e.event_id is not None else e.model_copy(update={"event_id": uuid.uuid4().hex}) for e in events]
+        ids = [e.event_id or "" for e in events]
+        try:
+            taken, limited = self.rate_limited(events)
+        except OUTAGES:
+            log.exception("ingest: tenant settings could not be read for the rate limit; answered 503")
+            return _unavailable("the tenant settings could not be read (the store is unavailable)", ids)
         if limited is not None:
             return limited
-        events = [e if e.event_id is not None else e.model_copy(update={"event_id": uuid.uuid4().hex}) for e in events]
         try:
             self.publisher.publish(self.messages(events))
-        except PublishError as error:
+        except (PublishError, *OUTAGES) as error:
             self.limiter.give_back(taken)
-            return problem(
-                503,
-                "Transport unavailable",
-                f"{error}. Retry the same request: events keep their ids, so none is counted twice.",
-                headers={"Retry-After": RETRY_AFTER_SECONDS},
-            )
-        return ok(Accepted(accepted=len(events), event_ids=[e.event_id or "" for e in events]), status=202)
+            log.exception("ingest: the transport did not accept %d events; answered 503", len(events))
+            return _unavailable(str(error) if isinstance(error, PublishError) else "the transport is unavailable", ids)
+        return ok(Accepted(accepted=len(events), event_ids=ids), status=202)
 
     def rate_limited(self, events: list[UsageEvent]) -> tuple[dict[str, tuple[int, RateLimit]], Response | None]:
         """What the request takes from its tenants' allowances, or the 429 (or 413) that refuses it: then
@@ -185,6 +190,14 @@ class Ingest:
         return check_against_catalog(
             event, self.catalog, index=index, now=now, max_age=self.max_age, max_future=self.max_future
         )
+
+
+def _unavailable(reason: str, ids: list[str]) -> Response:
+    return unavailable(
+        f"{reason}. Retry the same request, with the event_ids of this response for events sent without one: "
+        "some events may already be forwarded, and none is counted twice.",
+        event_ids=ids,
+    )
 
 
 def _items(decoded: Any, media: str) -> tuple[list[Any], Response | None]:

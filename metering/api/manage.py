@@ -1,4 +1,4 @@
-"""Operator routes under /api/manage/ (admin key): tenant settings and closing periods on demand."""
+"""Operator routes under /api/manage/ (admin key): tenant settings, closing periods on demand, health."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from metering.api.http import Response, bad_tenant, json_object, ok, problem
 from metering.closing import PeriodCloser
 from metering.events import FieldError
+from metering.health import HealthCheck
 from metering.tenants import TenantDirectory, TenantError, TenantUpdate
 
 
@@ -26,10 +27,20 @@ class CloseResponse(BaseModel):
 
 
 class Manage:
-    def __init__(self, directory: TenantDirectory, closer: PeriodCloser, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        directory: TenantDirectory,
+        closer: PeriodCloser,
+        clock: Callable[[], datetime],
+        health: HealthCheck,
+    ) -> None:
         self.directory = directory
         self.closer = closer
         self.clock = clock
+        self._health = health
+
+    def health(self) -> Response:
+        return ok(self._health.report())
 
     def get_tenant(self, tenant_id: str) -> Response:
         if (refused := bad_tenant(tenant_id)) is not None:

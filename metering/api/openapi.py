@@ -16,6 +16,7 @@ from metering.api.reads import HistoryResponse, UsageResponse
 from metering.cancel import CancelResult
 from metering.closing import Statement
 from metering.events import UsageEvent
+from metering.health import Health
 from metering.quotas import QuotaDecision
 from metering.tenants import TenantSettings, TenantUpdate
 
@@ -36,6 +37,7 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldErrorModel] | None = None
+    event_ids: list[str] | None = Field(None, description="503 of POST /events: the events' ids, in request order")
 
 
 class CancelRequest(BaseModel):
@@ -79,7 +81,8 @@ def _problem_responses(*statuses: int) -> dict[str, Any]:
         415: "Unsupported content type",
         422: "Invalid input: per-field errors; nothing of the request was forwarded or changed",
         429: "The tenant's ingest rate limit is exceeded (Retry-After)",
-        503: "The transport did not accept all events (Retry-After); retrying with the same ids is safe",
+        503: "A store or the hub is unavailable, or the app's configuration is wrong (Retry-After). For events: "
+        "some may be forwarded already; `event_ids` are their ids, in request order, and a retry with them is safe",
     }
     problem_body = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     return {str(status): {"description": reasons[status], "content": problem_body} for status in statuses}
@@ -133,6 +136,7 @@ def document() -> dict[str, Any]:
         (TenantUpdate, "validation"),
         (TenantSettings, "serialization"),
         (CloseResponse, "serialization"),
+        (Health, "serialization"),
     ]
     _, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
     events_body = {
@@ -183,7 +187,7 @@ def document() -> dict[str, Any]:
                         _query("period", "Start date of another period", format="date", type="string"),
                         _query("group_by", "A group_by dimension of the meter"),
                     ],
-                    "responses": {**_ok("UsageResponse", "The aggregate"), **_problem_responses(400, 401, 404)},
+                    "responses": {**_ok("UsageResponse", "The aggregate"), **_problem_responses(400, 401, 404, 503)},
                 }
             },
             "/usage/{tenant_id}/{metric}/history": {
@@ -198,7 +202,7 @@ def document() -> dict[str, Any]:
                             "granularity", "Bucket size", type="string", enum=["hour", "day", "period"], default="day"
                         ),
                     ],
-                    "responses": {**_ok("HistoryResponse", "The buckets"), **_problem_responses(400, 401, 404)},
+                    "responses": {**_ok("HistoryResponse", "The buckets"), **_problem_responses(400, 401, 404, 503)},
                 }
             },
             "/quota/{tenant_id}/{metric}": {
@@ -206,7 +210,7 @@ def document() -> dict[str, Any]:
                     "summary": "May the tenant use `requested` more in its current period?",
                     "operationId": "checkQuota",
                     "parameters": [*_path_parameters(), _query("requested", "Amount to add (decimal)", type="string")],
-                    "responses": {**_ok("QuotaDecision", "The decision"), **_problem_responses(400, 401, 404)},
+                    "responses": {**_ok("QuotaDecision", "The decision"), **_problem_responses(400, 401, 404, 503)},
                 }
             },
             "/events/{tenant_id}/cancel": {
@@ -220,7 +224,7 @@ def document() -> dict[str, Any]:
                     },
                     "responses": {
                         **_ok("CancelResult", "Cancelled (a repeat returns the same result)"),
-                        **_problem_responses(400, 401, 404, 409, 422),
+                        **_problem_responses(400, 401, 404, 409, 422, 503),
                     },
                 }
             },
@@ -240,7 +244,7 @@ def document() -> dict[str, Any]:
                                 "text/csv": {"schema": {"type": "string"}},
                             },
                         },
-                        **_problem_responses(400, 401, 404),
+                        **_problem_responses(400, 401, 404, 503),
                     },
                 }
             },
@@ -249,7 +253,7 @@ def document() -> dict[str, Any]:
                     "summary": "Events that arrived for an already closed period",
                     "operationId": "getLateEvents",
                     "parameters": [_path_parameters()[0]],
-                    "responses": {**_ok("LateEventList", "Oldest first"), **_problem_responses(400, 401)},
+                    "responses": {**_ok("LateEventList", "Oldest first"), **_problem_responses(400, 401, 503)},
                 }
             },
             "/manage/tenants/{tenant_id}": {
@@ -257,7 +261,7 @@ def document() -> dict[str, Any]:
                     "summary": "A tenant's settings (admin key)",
                     "operationId": "getTenant",
                     "parameters": [_path_parameters()[0]],
-                    "responses": {**_ok("TenantSettings", "The settings"), **_problem_responses(400, 401)},
+                    "responses": {**_ok("TenantSettings", "The settings"), **_problem_responses(400, 401, 503)},
                 },
                 "put": {
                     "summary": "Change a tenant's plan, limit overrides, billing anchor day or time zone (admin key)",
@@ -267,14 +271,22 @@ def document() -> dict[str, Any]:
                         "required": True,
                         "content": {"application/json": {"schema": _ref("TenantUpdate")}},
                     },
-                    "responses": {**_ok("TenantSettings", "The settings"), **_problem_responses(400, 401, 422)},
+                    "responses": {**_ok("TenantSettings", "The settings"), **_problem_responses(400, 401, 422, 503)},
                 },
             },
             "/manage/periods/close": {
                 "post": {
                     "summary": "Close every due period now (admin key); the timer does this on its schedule",
                     "operationId": "closePeriods",
-                    "responses": {**_ok("CloseResponse", "What closed"), **_problem_responses(401)},
+                    "responses": {**_ok("CloseResponse", "What closed"), **_problem_responses(401, 503)},
+                }
+            },
+            "/manage/health": {
+                "get": {
+                    "summary": "Hub partitions with their applied positions and lag, and the records waiting for an "
+                    "operator (admin key)",
+                    "operationId": "getHealth",
+                    "responses": {**_ok("Health", "The report"), **_problem_responses(401, 503)},
                 }
             },
             "/openapi.json": {

@@ -16,6 +16,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobPrefix, ContainerClient
 
 from metering.archive.capture import ArchivedMessage, BlobPath, decode, parse_blob_name
+from metering.control import hub_partition
 
 # Capture's longest window (intervalInSeconds is at most 900): a file named this long before the start of the
 # range may still hold messages of it.
@@ -40,7 +41,7 @@ class ArchiveReader:
             while waiting and waiting[0][0] < path.instant:
                 yield heapq.heappop(waiting)[-1]
             data = self.container.download_blob(name).readall()
-            for message in decode(data, path.partition):
+            for message in decode(data, hub_partition(path.namespace, path.hub, path.partition)):
                 if start <= message.enqueued < end:
                     counter += 1
                     heapq.heappush(waiting, (message.enqueued, message.partition, message.sequence, counter, message))

@@ -26,7 +26,14 @@ from metering.client.errors import (
     ValidationFailed,
 )
 from metering.client.http import DEFAULT_URL, AsyncMeteringClient, MeteringClient
-from metering.client.manage import ClosedPeriod, ClosedPeriods, MetricLimits, TenantSettings
+from metering.client.manage import (
+    ClosedPeriod,
+    ClosedPeriods,
+    HealthReport,
+    MetricLimits,
+    PartitionHealth,
+    TenantSettings,
+)
 from metering.client.recording import new_event
 from metering.client.writer import AsyncBufferedUsageWriter, BufferedUsageWriter, BufferFull, WriterClosed
 from metering.events import FieldError, UsageEvent
@@ -51,12 +58,14 @@ __all__ = [
     "Forbidden",
     "Granularity",
     "GroupTotal",
+    "HealthReport",
     "HistoryResponse",
     "InvalidEvent",
     "MeteringClient",
     "MeteringError",
     "MetricLimits",
     "NotFound",
+    "PartitionHealth",
     "PayloadTooLarge",
     "ProblemError",
     "QuotaDecision",

@@ -50,6 +50,7 @@ class ProblemError(MeteringError):
         problem_type: str = "about:blank",
         errors: list[FieldError] | None = None,
         retry_after: float | None = None,
+        event_ids: list[str] | None = None,
     ) -> None:
         self.status = status
         self.title = title
@@ -57,6 +58,8 @@ class ProblemError(MeteringError):
         self.type = problem_type
         self.errors = errors or []
         self.retry_after = retry_after
+        # A 503 of POST /events: the ids the events were given, in request order, for the retry to resend.
+        self.event_ids = event_ids
         super().__init__(f"{status} {title}: {detail}" if detail else f"{status} {title}")
 
     @property
@@ -98,7 +101,8 @@ class RateLimited(ProblemError):
 
 
 class ServiceUnavailable(ProblemError):
-    """503: the service could not hand every event to the hub; some may have been; retry the same events."""
+    """503: a store or the hub is unavailable; some events may have been forwarded; retry the same events, with
+    `event_ids` for those sent without an id."""
 
 
 class ServerError(ProblemError):
@@ -141,6 +145,7 @@ def problem_from_response(response: httpx.Response) -> ProblemError:
         problem_type=str(body.get("type") or "about:blank"),
         errors=errors,
         retry_after=retry_after_seconds(response.headers.get("retry-after")),
+        event_ids=[str(i) for i in ids] if isinstance(ids := body.get("event_ids"), list) else None,
     )
 
 

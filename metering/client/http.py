@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from metering.api.ingest import MAX_BODY_BYTES, MAX_EVENTS, Accepted
 from metering.api.reads import HistoryResponse, UsageResponse
 from metering.client.errors import ConnectionFailed, problem_from_response
-from metering.client.manage import ClosedPeriods, MetricLimits, TenantSettings, tenant_update
+from metering.client.manage import ClosedPeriods, HealthReport, MetricLimits, TenantSettings, tenant_update
 from metering.client.recording import QuantityLike, encode, recorded, to_events
 from metering.decimals import to_str
 from metering.events import UsageEvent
@@ -128,6 +128,10 @@ def _close_periods() -> _Call[ClosedPeriods]:
     return _Call("POST", "/manage/periods/close", _model(ClosedPeriods), body=b"{}", admin=True)
 
 
+def _health() -> _Call[HealthReport]:
+    return _Call("GET", "/manage/health", _model(HealthReport), admin=True)
+
+
 class _Base:
     def __init__(self, base_url: str, key: str, admin_key: str | None, source: str) -> None:
         if not key:
@@ -226,6 +230,9 @@ class MeteringClient(_Base):
     def close_periods(self) -> ClosedPeriods:
         return self._call(_close_periods())
 
+    def health(self) -> HealthReport:
+        return self._call(_health())
+
     def _call(self, call: _Call[T]) -> T:
         try:
             response = self._http.request(
@@ -313,6 +320,9 @@ class AsyncMeteringClient(_Base):
 
     async def close_periods(self) -> ClosedPeriods:
         return await self._call(_close_periods())
+
+    async def health(self) -> HealthReport:
+        return await self._call(_health())
 
     async def _call(self, call: _Call[T]) -> T:
         try:

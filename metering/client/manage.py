@@ -1,4 +1,4 @@
-"""The operator routes' bodies (`/api/manage/...`, admin key): tenant settings and closed periods.
+"""The operator routes' bodies (`/api/manage/...`, admin key): tenant settings, closed periods, health.
 
 Lenient on purpose: fields the service adds later are kept, not refused, so an older client keeps working.
 """
@@ -48,6 +48,29 @@ class ClosedPeriods(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     closed: list[ClosedPeriod]
+
+
+class PartitionHealth(BaseModel):
+    """A hub partition: the newest position applied, when, and the age of its oldest event not applied yet."""
+
+    model_config = ConfigDict(extra="allow")
+
+    partition: str
+    applied_sequence: int | None = None
+    applied_at: datetime | None = None
+    lag_seconds: float
+
+
+class HealthReport(BaseModel):
+    """`GET /api/manage/health`: hub partitions, and the records waiting for an operator."""
+
+    model_config = ConfigDict(extra="allow")
+
+    partitions: list[PartitionHealth]
+    dead_letters: int
+    late_events: int
+    conflicts: int
+    webhooks_failed: int
 
 
 def tenant_update(

@@ -1,7 +1,9 @@
-"""`metering tenants set/get` and `metering periods close`: the operator routes, with the admin key."""
+"""`metering tenants set/get`, `metering periods close` and `metering health`: the operator routes, with the
+admin key."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -114,3 +116,48 @@ def close_periods(
         item = closed.model_dump(mode="json")
         table.add_row(item["tenant_id"], item["period_start"], item["period_end"])
     out.print(table)
+
+
+def health(
+    output: Format = OutputFormat.TABLE,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON (same as --format json)")] = False,
+    url: Url = DEFAULT_URL,
+    admin_key: AdminKey = None,
+) -> None:
+    """Hub partitions with their applied positions and lag, and the records waiting for an operator."""
+    with connect(url, admin_key, admin=True) as client, service_errors(url):
+        report = client.health()
+    if as_json or output is not OutputFormat.TABLE:
+        echo_json(report)
+        return
+    table = Table(title="hub partitions")
+    table.add_column("partition", no_wrap=True)  # whole, to be copied
+    for column in ("sequence", "applied", "lag (s)"):
+        table.add_column(column, no_wrap=True)
+    now = datetime.now(UTC)
+    for partition in report.partitions:
+        lag = f"{partition.lag_seconds:g}"
+        table.add_row(
+            partition.partition,
+            "" if partition.applied_sequence is None else str(partition.applied_sequence),
+            "never" if partition.applied_at is None else _ago(now - partition.applied_at),
+            f"[yellow]{lag}[/yellow]" if partition.lag_seconds else lag,
+        )
+    out.print(table)
+    waiting = Table("waiting for an operator", "count", show_header=False)
+    for label, count in (
+        ("dead letters", report.dead_letters),
+        ("late events", report.late_events),
+        ("conflicts", report.conflicts),
+        ("webhooks failed", report.webhooks_failed),
+    ):
+        waiting.add_row(label, f"[yellow]{count}[/yellow]" if count else "0")
+    out.print(waiting)
+
+
+def _ago(age: timedelta) -> str:
+    seconds = max(int(age.total_seconds()), 0)
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"

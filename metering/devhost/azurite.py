@@ -1,6 +1,6 @@
 """Starting Azurite (Table, Queue and Blob storage) from the project's pinned npm package.
 
-Azurite listens on port 0 and prints the ports it got (node.py).
+Azurite listens on port 0 and prints the ports it got (node.py); a restart keeps them.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class Azurite(NodeServer):
     def __init__(self, location: Path) -> None:
         super().__init__()
         self.location = location
+        self._fixed: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"Azurite(location={self.location!r}, ports={self.ports!r})"
@@ -48,11 +49,20 @@ class Azurite(NodeServer):
 
     def arguments(self) -> list[str]:
         self.location.mkdir(parents=True, exist_ok=True)
+        ports = {service: str(self._fixed.get(service, 0)) for service in ("Blob", "Queue", "Table")}
         return [
-            "--blobPort", "0", "--queuePort", "0", "--tablePort", "0",
+            "--blobPort", ports["Blob"], "--queuePort", ports["Queue"], "--tablePort", ports["Table"],
             "--location", str(self.location),
             "--skipApiVersionCheck", "--disableTelemetry", "--silent",
         ]  # fmt: skip
+
+    def restart(self, timeout: float = 60.0) -> Azurite:
+        """Stop, then start again on the same ports with the same data folder: to clients, the storage account
+        was away and is back (its connection string still holds)."""
+        self._fixed = dict(self.ports)
+        self.stop()
+        self.ports = {}
+        return self.start(timeout)
 
     def ready(self) -> bool:
         return len(self.ports) == 3

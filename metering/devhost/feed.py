@@ -1,12 +1,16 @@
 """Feeding a function app's Event Hub trigger from the local queue, with Event Hubs' delivery semantics.
 
 The feed reads up to `maxEventBatchSize` messages (host.json), calls the function with them as
-`func.EventHubEvent`s and deletes them only after it returns. A failed call leaves them to reappear after a
-backoff, as the trigger's retry policy delivers a batch again; a message that failed `max_attempts` times is
-dead-lettered and removed, so one bad message cannot stop the feed.
+`func.EventHubEvent`s and deletes them only after it returns. A failed call is made again with the same batch
+(the same events and sequence numbers) after a capped exponential backoff, and again after every further
+failure, forever: that is what the trigger's retry policy (function_app.py) does in Azure while it holds the
+checkpoint, and a store outage must only delay counting, never drop events. What the aggregator cannot decode
+or apply it dead-letters itself, event by event, so nothing is dead-lettered here for having failed.
 
-Each run of the feed is a partition of its own (`local-<random>`), numbering deliveries from 0: a sequence
-number then names one delivery of one message, never two, which is all the aggregator assumes of it.
+Each run of the feed is a partition of its own, numbering deliveries from 0, named as Event Hubs' trigger
+names one (`<namespace>|<hub>|<partition id>`, with `<account>.queue` as namespace and `local-<random>` as
+id): a sequence number then names one delivery of one message, never two, which is all the aggregator
+assumes of it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.functions.meta import Datum
 from azure.storage.queue import QueueClient, QueueMessage
 
+from metering.control import hub_partition
+
 log = logging.getLogger(__name__)
 
 # The Queue service returns at most 32 messages per request.
@@ -36,7 +42,6 @@ class FeedStats:
     batches: int = 0
     messages: int = 0
     failures: int = 0
-    dead_lettered: int = 0
 
 
 class HubFeed:
@@ -49,69 +54,105 @@ class HubFeed:
         hub: str,
         consumer_group: str,
         max_batch: int = 100,
-        max_attempts: int = 5,
-        visibility_seconds: int = 60,
+        visibility_seconds: int = 10,
+        min_backoff_seconds: float = 1.0,
+        max_backoff_seconds: float = 60.0,
         idle_seconds: float = 0.2,
-        dead_letter: Callable[[QueueMessage, str], None] | None = None,
     ) -> None:
         self.client = client
         self.handler = handler
         self.arg_name = arg_name
         self.max_batch = max_batch
-        self.max_attempts = max_attempts
+        # How long a received message stays hidden from other reads. Short, because a receive whose answer was
+        # lost (the storage stopped mid-request) hides its messages that long; and harmless, because this feed
+        # is the queue's only reader and renews the batch's invisibility while it retries it.
         self.visibility_seconds = visibility_seconds
+        self.min_backoff_seconds = min_backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
         self.idle_seconds = idle_seconds
-        self.dead_letter = dead_letter
-        self.partition = f"local-{uuid.uuid4().hex[:8]}"
+        partition_id = f"local-{uuid.uuid4().hex[:8]}"
+        namespace = f"{client.account_name}.queue"
+        self.partition = hub_partition(namespace, hub, partition_id)
         self.sequence = 0
         self.stats = FeedStats()
-        context = {"PartitionId": self.partition, "EventHubName": hub, "ConsumerGroup": consumer_group}
+        context = {
+            "FullyQualifiedNamespace": namespace,
+            "EventHubName": hub,
+            "PartitionId": partition_id,
+            "ConsumerGroup": consumer_group,
+        }
         self._metadata = {"PartitionContext": Datum(json.dumps(context), "json")}
 
     def run(self, stop: threading.Event) -> None:
-        with contextlib.suppress(ResourceExistsError):
-            self.client.create_queue()
+        unavailable = 0
         while not stop.is_set():
             try:
-                delivered = self.deliver_once()
-            except AzureError:
-                log.exception("local hub feed: the queue is unavailable; trying again")
-                delivered = 0
+                if unavailable:
+                    with contextlib.suppress(ResourceExistsError):
+                        self.client.create_queue()
+                delivered = self.deliver_once(stop)
+                unavailable = 0
+            except AzureError as error:
+                unavailable += 1
+                # One traceback per outage; then a line per try, as the wait between tries grows.
+                if unavailable == 1:
+                    log.exception("local hub feed: the queue is unavailable; trying again")
+                else:
+                    log.warning("local hub feed: the queue is still unavailable (%s)", type(error).__name__)
+                stop.wait(self.backoff(unavailable))
+                continue
             if delivered == 0:
                 stop.wait(self.idle_seconds)
 
-    def deliver_once(self) -> int:
-        """Deliver one batch; returns how many messages it held."""
-        messages = self._receive()
-        if not messages:
-            return 0
-        poisoned = [m for m in messages if m.dequeue_count > self.max_attempts]
-        for message in poisoned:
-            if self.dead_letter is not None:
-                self.dead_letter(message, f"delivered {message.dequeue_count - 1} times without success")
-            self.client.delete_message(message)
-            self.stats.dead_lettered += 1
-        batch = [m for m in messages if m.dequeue_count <= self.max_attempts]
+    def deliver_once(self, stop: threading.Event | None = None) -> int:
+        """Deliver one batch, again and again until the function takes it (or `stop` is set, leaving the
+        messages to reappear once their visibility timeout ends); returns how many messages it held."""
+        batch = self._receive()
         if not batch:
-            return len(messages)
+            return 0
         events = [self._event(message) for message in batch]
-        try:
-            self.handler(**{self.arg_name: events})
-        except Exception:
-            self.stats.failures += 1
-            log.exception(
-                "local hub feed: the function failed on %d messages; they will be delivered again", len(batch)
-            )
-            for message in batch:
-                # Backoff grows with the attempts, as the trigger's exponential retry policy does.
-                delay = min(2 ** (message.dequeue_count - 1), self.visibility_seconds)
-                self.client.update_message(message, visibility_timeout=delay)
-            return len(messages)
+        stop = stop or threading.Event()
+        attempt = 1
+        while True:
+            try:
+                self.handler(**{self.arg_name: events})
+                break
+            except Exception:
+                self.stats.failures += 1
+                delay = self.backoff(attempt)
+                log.exception(
+                    "local hub feed: the function failed on %d messages (attempt %d); delivering them again in %.1f s",
+                    len(batch),
+                    attempt,
+                    delay,
+                )
+                if stop.wait(delay):
+                    return len(batch)
+                batch = self._keep(batch)
+                attempt += 1
         for message in batch:
             self.client.delete_message(message)
         self.stats.batches += 1
         self.stats.messages += len(batch)
-        return len(messages)
+        return len(batch)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before the `attempt`-th failure is followed by another try: doubling, capped, never giving up."""
+        return min(self.min_backoff_seconds * 2 ** min(attempt - 1, 30), self.max_backoff_seconds)
+
+    def _keep(self, batch: list[QueueMessage]) -> list[QueueMessage]:
+        """Extend the batch's invisibility while it is retried, as the trigger holds its checkpoint. When the
+        storage is down this fails, which does no harm: only this feed reads the queue, and it is busy retrying."""
+        kept = []
+        for message in batch:
+            try:
+                renewed = self.client.update_message(message, visibility_timeout=self.visibility_seconds)
+            except AzureError:
+                kept.append(message)
+                continue
+            message.pop_receipt, message.next_visible_on = renewed.pop_receipt, renewed.next_visible_on
+            kept.append(message)
+        return kept
 
     def _receive(self) -> list[QueueMessage]:
         messages: list[QueueMessage] = []

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metering import configuration
+from metering.configuration import ConfigurationError
 from metering.devhost.azurite import PROJECT_ROOT, Azurite
 from metering.devhost.cosmos import CosmosServer
 from metering.devhost.feed import HubFeed
@@ -59,6 +61,28 @@ def host_settings(root: Path = PROJECT_ROOT) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
+def retry_intervals(function: Any) -> dict[str, float]:
+    """The backoff of the function's retry policy (`@app.retry`), as the host applies it to a failed batch;
+    a policy's retry count is ignored: the feed never gives a batch up (see feed.py)."""
+    setting = function.get_setting("retry_policy")
+    if setting is None:
+        return {}
+    policy = setting.get_dict_repr()
+    if policy.get("strategy") == "fixed_delay":
+        delay = _seconds(policy["delay_interval"])
+        return {"min_backoff_seconds": delay, "max_backoff_seconds": delay}
+    return {
+        "min_backoff_seconds": _seconds(policy["minimum_interval"]),
+        "max_backoff_seconds": _seconds(policy["maximum_interval"]),
+    }
+
+
+def _seconds(interval: str) -> float:
+    """An interval of a retry policy, `HH:MM:SS` (fractions of a second allowed)."""
+    hours, minutes, seconds = interval.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 @dataclass
 class DevHost:
     app_module: str = "function_app"
@@ -94,6 +118,10 @@ class DevHost:
             os.environ["COSMOS_KEY"] = self.cosmos.key
             os.environ["COSMOS_NON_ATOMIC_LOCAL"] = "true"
         functions = discover(self.app_module)
+        # As the worker loads the app: a bad setting or catalog stops the host here, not its first request.
+        problem = configuration.verify()
+        if problem is not None:
+            raise ConfigurationError(problem)
         self.timers = timers(functions)
         self.feeds = self._feeds(functions)
         self._serve(HttpHost(http_routes(functions), self.function_key, self.admin_key))
@@ -105,7 +133,6 @@ class DevHost:
 
     def _feeds(self, functions: list[Any]) -> list[HubFeed]:
         from metering.bootstrap import services  # noqa: PLC0415 (after the settings are in the environment)
-        from metering.deadletters import DeadLetter  # noqa: PLC0415
         from metering.transport.queue import queue_client  # noqa: PLC0415
 
         runtime = services()
@@ -119,14 +146,6 @@ class DevHost:
                 log.warning("%s reads a real Event Hub: the dev host does not feed it", function.get_function_name())
                 continue
 
-            def dead_letter(message: Any, reason: str) -> None:
-                body = (
-                    message.content.decode("utf-8", "replace")
-                    if isinstance(message.content, bytes)
-                    else str(message.content)
-                )
-                runtime.dead_letters.record(DeadLetter(reason, body, "local-poison", None, None, message.inserted_on))
-
             feeds.append(
                 HubFeed(
                     queue_client(os.environ["AzureWebJobsStorage"], runtime.settings.local_queue),
@@ -135,7 +154,7 @@ class DevHost:
                     hub=runtime.settings.event_hub_name,
                     consumer_group=runtime.settings.event_hub_consumer_group,
                     max_batch=int(batch),
-                    dead_letter=dead_letter,
+                    **retry_intervals(function),
                 )
             )
         return feeds

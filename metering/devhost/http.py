@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 ROUTE_PREFIX = "/api/"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ class HttpHost:
         try:
             response = await asyncio.to_thread(route.handler, **{route.arg_name: request})
         except Exception as error:  # the host answers 500 for a function that raised, and so do we
+            log.exception("%s raised %s; answered 500", route.name, type(error).__name__)
             return _problem(500, "Function failed", f"{route.name} raised {type(error).__name__}")
         out_headers = [(k.lower().encode(), v.encode()) for k, v in response.headers.items()]
         if response.mimetype and not any(k == b"content-type" for k, _ in out_headers):

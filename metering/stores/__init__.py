@@ -60,6 +60,10 @@ class CommitConflict(Exception):
         self.reason = reason
 
 
+class ContentionError(RuntimeError):
+    """A write kept meeting concurrent writers until its attempts ran out: transient, retry the whole."""
+
+
 class StoreRejected(Exception):
     """A deterministic refusal of one request: `code` is the store's error code (or the limit the store's own
     check found broken), `index` the operation it names when known. Nothing of the request was written."""
@@ -128,6 +132,11 @@ class RowTable(Protocol):
         ...
 
     def partition(self, partition: str) -> list[Row]: ...
+
+    def count(self, limit: int | None = None) -> int:
+        """How many rows the table holds, across partitions; counting stops at `limit` when given. Costs a scan
+        of the keys: for operators (health), never for the counting path."""
+        ...
 
 
 class Store(Protocol):

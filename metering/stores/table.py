@@ -136,6 +136,11 @@ class TableRows:
         entities = self._client.query_entities(f"PartitionKey eq {_literal(partition)}")
         return [decode(e) for e in entities]
 
+    def count(self, limit: int | None = None) -> int:
+        # Table storage has no count: page through the keys alone, 1,000 to a response.
+        entities = self._client.list_entities(select=["PartitionKey", "RowKey"], results_per_page=1000)
+        return sum(1 for _ in itertools.islice(entities, limit))
+
     def commit(self, partition: str, operations: Sequence[Operation]) -> list[str]:
         batch: list[Any] = []
         sizes: list[tuple[int, int]] = []

@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient
+from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient, parse_connection_string
 from azure.eventhub.exceptions import EventHubError
 
-from metering.control import NOTHING_APPLIED, Applied
+from metering.control import NOTHING_APPLIED, Applied, hub_partition
 from metering.transport import Message, PublishError
 
 
@@ -71,22 +71,31 @@ class EventHubPublisher:
 class EventHubBacklog:
     """The instant up to which every hub partition's events are applied: a partition is read in order, so it
     is applied up to the enqueued time of the newest message the aggregator applied, or entirely when that was
-    its last message (or it is empty)."""
+    its last message (or it is empty). Positions are looked up by the names the trigger gives partitions
+    (`<namespace>|<hub>|<partition id>`, control.hub_partition)."""
 
-    def __init__(self, factory: Callable[[], EventHubConsumerClient]) -> None:
+    def __init__(self, factory: Callable[[], EventHubConsumerClient], namespace: str, hub: str) -> None:
         self._factory = factory
+        self.namespace = namespace
+        self.hub = hub
 
     @classmethod
     def from_connection_string(cls, connection: str, hub: str, consumer_group: str) -> EventHubBacklog:
+        namespace = parse_connection_string(connection).fully_qualified_namespace
         return cls(
             lambda: EventHubConsumerClient.from_connection_string(
                 connection, consumer_group=consumer_group, eventhub_name=hub
-            )
+            ),
+            namespace,
+            hub,
         )
 
     @classmethod
     def from_namespace(cls, namespace: str, hub: str, consumer_group: str, credential: Any) -> EventHubBacklog:
-        return cls(lambda: EventHubConsumerClient(namespace, hub, consumer_group, credential))
+        return cls(lambda: EventHubConsumerClient(namespace, hub, consumer_group, credential), namespace, hub)
+
+    def partition_name(self, partition_id: str) -> str:
+        return hub_partition(self.namespace, self.hub, partition_id)
 
     def applied_through(self, applied: Mapping[str, Applied], now: datetime) -> datetime:
         client = self._factory()
@@ -96,11 +105,34 @@ class EventHubBacklog:
                 properties = client.get_partition_properties(partition)
                 if properties["is_empty"]:
                     continue
-                position = applied.get(str(partition))
+                position = applied.get(self.partition_name(str(partition)))
                 if position is None:
                     return NOTHING_APPLIED
                 if position.sequence < properties["last_enqueued_sequence_number"]:
                     through = min(through, position.enqueued)
             return through
+        finally:
+            client.close()
+
+    def lag(self, applied: Mapping[str, Applied], now: datetime) -> dict[str, float]:
+        """Bounded from above: a partition is read in order, so its oldest waiting event was enqueued after the
+        newest applied one, whose enqueued time the position keeps. The hub tells the last sequence number of a
+        partition, not when each event came: with nothing applied yet, the age of its newest event is given
+        (a lower bound)."""
+        client = self._factory()
+        lags: dict[str, float] = {}
+        try:
+            for partition in client.get_partition_ids():
+                name = self.partition_name(str(partition))
+                properties = client.get_partition_properties(partition)
+                position = applied.get(name)
+                if properties["is_empty"] or (
+                    position is not None and position.sequence >= properties["last_enqueued_sequence_number"]
+                ):
+                    lags[name] = 0.0
+                    continue
+                since = position.enqueued if position is not None else properties["last_enqueued_time_utc"]
+                lags[name] = max((now - since).total_seconds(), 0.0)
+            return lags
         finally:
             client.close()

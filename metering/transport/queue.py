@@ -15,7 +15,7 @@ from typing import Any
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, LinearRetry, QueueClient
 
-from metering.control import NOTHING_APPLIED, Applied
+from metering.control import NOTHING_APPLIED, Applied, hub_partition
 from metering.transport import Message, PublishError
 
 
@@ -26,11 +26,20 @@ def storage_retry() -> LinearRetry:
     return LinearRetry(backoff=0.5, random_jitter_range=0.25, retry_total=2)
 
 
+def storage_timeouts() -> dict[str, float]:
+    """Seconds to connect, and to wait for an answer once connected, for every storage client (queues, blobs,
+    tables). The SDKs' defaults (20 to 300 s) would hold an HTTP request on a frozen store for minutes; with
+    these and the retry policies, a request of events is answered within about 25 s when the store stops
+    answering. A timeout is a transient fault, retried as any other."""
+    return {"connection_timeout": 5, "read_timeout": 5}
+
+
 def _options() -> dict[str, Any]:
     return {
         "message_encode_policy": BinaryBase64EncodePolicy(),
         "message_decode_policy": BinaryBase64DecodePolicy(),
         "retry_policy": storage_retry(),
+        **storage_timeouts(),
     }
 
 
@@ -68,8 +77,9 @@ class QueueBacklog:
     conservative: everything when it is empty, else no later than its oldest waiting message and no later than
     the newest message the feed has applied."""
 
-    def __init__(self, client: QueueClient) -> None:
+    def __init__(self, client: QueueClient, hub: str = "usage") -> None:
         self._client = client
+        self.hub = hub
 
     def applied_through(self, applied: Mapping[str, Applied], now: datetime) -> datetime:
         try:
@@ -83,3 +93,28 @@ class QueueBacklog:
         if oldest and oldest[0].inserted_on is not None:
             return min(newest, oldest[0].inserted_on, now)
         return min(newest, now)
+
+    def lag(self, applied: Mapping[str, Applied], now: datetime) -> dict[str, float]:
+        """The queue is one partition, whichever run of the feed reads it (each run names a partition of its
+        own): its lag is given for the newest of them, the one reading now, or under `<account>.queue|<hub>|-`
+        before any has applied a batch. The oldest waiting message is the one a peek returns first (the queue
+        keeps rough, not strict, order); when every waiting message is invisible (being delivered), the newest
+        applied message's enqueued time bounds it."""
+        live = max(applied.values(), key=lambda position: position.enqueued, default=None)
+        name = (
+            live.partition if live is not None else hub_partition(f"{self._client.account_name}.queue", self.hub, "-")
+        )
+        try:
+            waiting = self._client.get_queue_properties().approximate_message_count
+        except ResourceNotFoundError:
+            waiting = 0
+        if not waiting:
+            return {name: 0.0}
+        oldest = list(self._client.peek_messages(max_messages=1))
+        if oldest and oldest[0].inserted_on is not None:
+            since = oldest[0].inserted_on
+        elif live is not None:
+            since = live.enqueued
+        else:
+            return {name: 0.0}
+        return {name: max((now - since).total_seconds(), 0.0)}

@@ -26,6 +26,7 @@ from metering.archive.capture import SCHEMA, capture_time_text, window_prefix
 from metering.bootstrap import Services, build_container
 from metering.cli import app
 from metering.consumer import HubMessage, consume
+from metering.control import hub_partition
 from metering.devhost.feed import HubFeed
 from metering.journal import JournalKind
 from metering.rebuild import RebuildReport, rebuild
@@ -33,6 +34,8 @@ from metering.settings import Settings
 from metering.stores import Replace
 from metering.transport.queue import queue_client
 from metering.triggers import hub_messages
+
+CAPTURE_NAMESPACE = "evhns-metering"
 
 
 @dataclass
@@ -219,7 +222,7 @@ def capture_file(stack: Stack, partition: str, records: list[tuple[int, datetime
         for sequence, at, body in records
     ]
     fastavro.writer(buffer, fastavro.parse_schema(SCHEMA), rows)
-    name = f"{window_prefix('evhns-metering', stack.settings.event_hub_name, partition, records[0][1])}.avro"
+    name = f"{window_prefix(CAPTURE_NAMESPACE, stack.settings.event_hub_name, partition, records[0][1])}.avro"
     container = build_container(stack.settings, stack.settings.archive_container)
     with contextlib.suppress(ResourceExistsError):
         container.create_container()
@@ -237,17 +240,20 @@ def test_rebuild_reads_captures_files_and_decodes_as_the_aggregator_does(stack: 
     second = json.dumps(e("d2", "5", at, "compute.seconds")).encode()
     third = json.dumps({**no_id, "quantity": "7"}).encode()
     broken = b'{"tenant_id": '
+    # As the trigger names the hub's partitions (from its PartitionContext), and Capture names its files.
+    hub = stack.settings.event_hub_name
+    three, five = (hub_partition(CAPTURE_NAMESPACE + ".servicebus.windows.net", hub, p) for p in ("3", "5"))
     live = [
-        HubMessage(first, "3", 100, at),
-        HubMessage(broken, "3", 101, at + timedelta(seconds=1)),
-        HubMessage(second, "5", 40, at + timedelta(seconds=1)),
-        HubMessage(third, "5", 41, at + timedelta(seconds=2)),
+        HubMessage(first, three, 100, at),
+        HubMessage(broken, three, 101, at + timedelta(seconds=1)),
+        HubMessage(second, five, 40, at + timedelta(seconds=1)),
+        HubMessage(third, five, 41, at + timedelta(seconds=2)),
     ]
     services = stack.services
     for batch in (live, live[2:]):  # the second delivery: counted once
         consume(batch, services.ledger, services.dead_letters, services.clock, services.after_apply)
-    capture_file(stack, "3", [(m.sequence, m.enqueued, m.body) for m in live if m.partition == "3"])
-    capture_file(stack, "5", [(m.sequence, m.enqueued, m.body) for m in live if m.partition == "5"])
+    capture_file(stack, "3", [(m.sequence, m.enqueued, m.body) for m in live if m.partition == three])
+    capture_file(stack, "5", [(m.sequence, m.enqueued, m.body) for m in live if m.partition == five])
 
     report = rebuild(stack.settings, at - timedelta(minutes=1), datetime.now(UTC) + timedelta(seconds=1))
     assert report.differences == 0, [t for t in report.totals if t.differs]

@@ -177,3 +177,28 @@ def test_the_setting_chooses_the_store_and_identity_only_checks_what_exists(cosm
     assert store.usage.read("p", ["k"])["k"].data == {"v": "1"}
     store.drop()
     store.close()
+
+
+def test_a_table_counts_its_rows_across_partitions_up_to_a_limit(store):
+    assert store.dead_letters.count() == 0
+    for partition in ("a", "b|1", "c"):
+        store.dead_letters.commit(partition, [Create(f"k{i}", {"i": i}) for i in range(40)])
+    store.dead_letters.upsert("d", "k", {})
+    store.late_events.upsert("a", "k0", {})  # another table's rows are not counted
+    assert store.dead_letters.count() == 121
+    assert store.dead_letters.count(limit=50) == 50
+    assert store.dead_letters.count(limit=500) == 121
+    store.dead_letters.delete("b|1", [f"k{i}" for i in range(40)])
+    assert store.dead_letters.count() == 81
+
+
+def test_the_app_refuses_the_non_atomic_path_off_loopback_before_any_request():
+    settings = Settings(  # type: ignore[call-arg]
+        storage_connection="UseDevelopmentStorage=true",
+        store="cosmos",
+        cosmos_endpoint="https://metering.documents.azure.com:443/",
+        cosmos_key=LOCAL_KEY,
+        cosmos_non_atomic_local=True,
+    )
+    with pytest.raises(CosmosStoreError, match="not on loopback"):
+        build_store(settings)

@@ -139,9 +139,11 @@ def test_problem_details_become_typed_errors():
         "1 of 2 events are invalid",
         [FieldError(1, "quantity", "must not be negative")],
     )
-    unavailable = problem_from_response(httpx.Response(503, headers={"Retry-After": "7"}, json={"title": "x"}))
+    unavailable = problem_from_response(
+        httpx.Response(503, headers={"Retry-After": "7"}, json={"title": "x", "event_ids": ["a", "b"]})
+    )
     assert isinstance(unavailable, ServiceUnavailable)
-    assert (unavailable.retry_after, unavailable.transient) == (7.0, True)
+    assert (unavailable.retry_after, unavailable.transient, unavailable.event_ids) == (7.0, True, ["a", "b"])
     gateway = problem_from_response(httpx.Response(502, text="<html>bad gateway</html>"))
     assert isinstance(gateway, ServerError)
     assert gateway.transient

@@ -35,6 +35,7 @@ def test_http_routes_methods_and_auth_levels():
         # Operator routes take the admin (master) key only.
         "manage_tenant": ("manage/tenants/{tenant_id}", ["GET", "PUT"], "ADMIN"),
         "manage_close_periods": ("manage/periods/close", ["POST"], "ADMIN"),
+        "manage_health": ("manage/health", ["GET"], "ADMIN"),
     }
     # The host reserves routes and function names that start with "admin".
     assert not any(name.startswith("admin") or route.startswith("admin") for name, (route, _, _) in routes.items())
