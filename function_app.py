@@ -9,10 +9,11 @@ import logging
 
 import azure.functions as func
 
-from metering import configuration, consumer
+from metering import configuration
 from metering.api.http import ok
 from metering.api.openapi import document
 from metering.bootstrap import services
+from metering.ingest import consumer
 from metering.triggers import http_function, http_response, hub_messages
 
 configuration.verify()

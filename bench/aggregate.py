@@ -25,16 +25,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metering import decimals
-from metering.aggregation import Position, SourcedEvent, chunk_deltas, payload_hash, plan_batch
+from metering.core import decimals
+from metering.core.events import UsageEvent, format_timestamp
+from metering.core.meters import load_catalog
+from metering.core.periods import CalendarMonthUtc
 from metering.devhost.azurite import Azurite
-from metering.events import UsageEvent, format_timestamp
-from metering.ledger import Ledger
-from metering.meters import load_catalog
-from metering.periods import CalendarMonthUtc
+from metering.ledger.batch import Position, SourcedEvent, chunk_deltas, payload_hash, plan_batch
+from metering.ledger.ledger import Ledger
+from metering.ledger.reader import UsageReader
 from metering.stores import Create, Operation, Row
 from metering.stores.table import TableStore
-from metering.usage import UsageReader
 
 METRICS = [
     ("api.requests", 50),

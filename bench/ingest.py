@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pydantic import TypeAdapter
 
 from metering.api.ingest import Ingest
-from metering.events import UsageEvent
-from metering.meters import load_catalog
-from metering.ratelimit import RateLimit
+from metering.core.events import UsageEvent
+from metering.core.meters import load_catalog
+from metering.quotas.ratelimit import RateLimit
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, Message
 
 

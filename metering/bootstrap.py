@@ -11,31 +11,32 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
-from metering.alerts import AlertWatch
 from metering.api.billing import Billing
 from metering.api.ingest import Ingest
 from metering.api.manage import Manage
 from metering.api.reads import Reads
 from metering.archive.publisher import ArchivingPublisher, CaptureWriter
-from metering.cancel import Cancels
-from metering.closing import Backlog, PeriodCloser
-from metering.consumer import AfterApply
-from metering.control import HubProgress
-from metering.deadletters import DeadLetters
-from metering.health import HealthCheck
-from metering.identity import credential
-from metering.journal import Journal
-from metering.late import LateEvents
-from metering.ledger import Clock, Ledger, utc_now
-from metering.meters import MeterCatalog, load_catalog
-from metering.notifications import Outbox, QueueSink
-from metering.periods import PeriodSchedule, TenantSchedule
-from metering.plans import PlanCatalog, load_plans
+from metering.billing.cancels import Cancels
+from metering.billing.closing import Backlog, PeriodCloser
+from metering.billing.journal import Journal
+from metering.billing.late import LateEvents
+from metering.connections import credential
+from metering.core.meters import MeterCatalog, load_catalog
+from metering.core.periods import PeriodSchedule, TenantSchedule
+from metering.ingest.consumer import AfterApply
+from metering.ingest.deadletters import DeadLetters
+from metering.ingest.health import HealthCheck
+from metering.ledger.control import HubProgress
+from metering.ledger.ledger import Clock, Ledger, utc_now
+from metering.ledger.reader import UsageReader
+from metering.notifications.outbox import Outbox, QueueSink
+from metering.quotas.alerts import AlertWatch
+from metering.quotas.plans import PlanCatalog, load_plans
 from metering.settings import Settings, StoreKind, load_settings
 from metering.stores import Store, cosmos, table
 from metering.stores.cosmos import CosmosStore
 from metering.stores.table import TableStore
-from metering.tenants import TenantDirectory
+from metering.tenants.directory import TenantDirectory
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Publisher
 from metering.transport.eventhub import EventHubBacklog, EventHubPublisher
 from metering.transport.queue import (
@@ -46,7 +47,6 @@ from metering.transport.queue import (
     storage_retry,
     storage_timeouts,
 )
-from metering.usage import UsageReader
 
 
 def build_store(settings: Settings) -> Store:

@@ -21,11 +21,11 @@ from metering.commands.manage import health, periods, tenants
 from metering.commands.reads import history, quota, usage
 from metering.commands.rebuild import rebuild_command
 from metering.commands.send import send
+from metering.core.meters import CatalogError, MeterCatalog, load_catalog
+from metering.core.schema import schema_text
 from metering.devhost.azurite import PROJECT_ROOT, AzuriteError
 from metering.devhost.cosmos import CosmosServerError
 from metering.devhost.host import DevHost
-from metering.meters import CatalogError, MeterCatalog, load_catalog
-from metering.schema import schema_text
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Exactly-once usage metering on Azure.")
 console = Console()

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from hypothesis import Phase, settings
 
+from metering.core.meters import MeterCatalog, load_catalog
+from metering.core.periods import CalendarMonthUtc
 from metering.devhost.azurite import Azurite
 from metering.devhost.cosmos import CosmosServer
-from metering.meters import MeterCatalog, load_catalog
-from metering.periods import CalendarMonthUtc
 from metering.stores import Store
 from metering.stores.table import TableStore
 from tests.support import NEEDS_REAL_COSMOS, REAL_COSMOS, FixedClock, fresh_cosmos_store, fresh_table_store

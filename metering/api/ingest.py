@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from metering.api.http import OUTAGES, Response, ok, problem, unavailable
-from metering.events import (
+from metering.core.events import (
     BodyError,
     FieldError,
     UsageEvent,
@@ -23,8 +23,8 @@ from metering.events import (
     from_cloud_event,
     parse_event,
 )
-from metering.meters import MeterCatalog
-from metering.ratelimit import RateLimit, RateLimiter
+from metering.core.meters import MeterCatalog
+from metering.quotas.ratelimit import RateLimit, RateLimiter
 from metering.transport import Message, Publisher, PublishError, pack
 
 MAX_BODY_BYTES = 1024 * 1024

@@ -8,10 +8,10 @@ from datetime import datetime
 from pydantic import BaseModel, ValidationError
 
 from metering.api.http import Response, bad_tenant, json_object, ok, problem
-from metering.closing import PeriodCloser
-from metering.events import FieldError
-from metering.health import HealthCheck
-from metering.tenants import TenantDirectory, TenantError, TenantUpdate
+from metering.billing.closing import PeriodCloser
+from metering.core.events import FieldError
+from metering.ingest.health import HealthCheck
+from metering.tenants.directory import TenantDirectory, TenantError, TenantUpdate
 
 
 class ClosedView(BaseModel):

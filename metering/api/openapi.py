@@ -13,12 +13,12 @@ from metering.api.billing import LateEventList, StatementList
 from metering.api.ingest import MAX_EVENTS, Accepted
 from metering.api.manage import CloseResponse
 from metering.api.reads import HistoryResponse, UsageResponse
-from metering.cancel import CancelResult
-from metering.closing import Statement
-from metering.events import UsageEvent
-from metering.health import Health
-from metering.quotas import QuotaDecision
-from metering.tenants import TenantSettings, TenantUpdate
+from metering.billing.cancels import CancelResult
+from metering.billing.closing import Statement
+from metering.core.events import UsageEvent
+from metering.ingest.health import Health
+from metering.quotas.decisions import QuotaDecision
+from metering.tenants.directory import TenantSettings, TenantUpdate
 
 VERSION = "0.1.0"
 

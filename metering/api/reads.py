@@ -8,10 +8,18 @@ from decimal import Decimal
 
 from pydantic import BaseModel
 
-from metering import decimals
 from metering.api.http import Response, bad_request, bad_tenant, ok, problem
-from metering.quotas import Limits, decide
-from metering.usage import Granularity, GroupTotal, RangeError, UnknownMeter, UsageAggregate, UsageBucket, UsageReader
+from metering.core import decimals
+from metering.ledger.reader import (
+    Granularity,
+    GroupTotal,
+    RangeError,
+    UnknownMeter,
+    UsageAggregate,
+    UsageBucket,
+    UsageReader,
+)
+from metering.quotas.decisions import Limits, decide
 
 
 class UsageResponse(UsageAggregate):

@@ -36,9 +36,9 @@ from metering.client.manage import (
 )
 from metering.client.recording import new_event
 from metering.client.writer import AsyncBufferedUsageWriter, BufferedUsageWriter, BufferFull, WriterClosed
-from metering.events import FieldError, UsageEvent
-from metering.quotas import Decision, QuotaDecision
-from metering.usage import Granularity, GroupTotal, UsageAggregate, UsageBucket
+from metering.core.events import FieldError, UsageEvent
+from metering.ledger.reader import Granularity, GroupTotal, UsageAggregate, UsageBucket
+from metering.quotas.decisions import Decision, QuotaDecision
 
 __all__ = [
     "DEFAULT_URL",

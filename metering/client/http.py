@@ -25,10 +25,10 @@ from metering.api.reads import HistoryResponse, UsageResponse
 from metering.client.errors import ConnectionFailed, problem_from_response
 from metering.client.manage import ClosedPeriods, HealthReport, MetricLimits, TenantSettings, tenant_update
 from metering.client.recording import QuantityLike, encode, recorded, to_events
-from metering.decimals import to_str
-from metering.events import UsageEvent
-from metering.quotas import QuotaDecision
-from metering.usage import Granularity, UsageBucket
+from metering.core.decimals import to_str
+from metering.core.events import UsageEvent
+from metering.ledger.reader import Granularity, UsageBucket
+from metering.quotas.decisions import QuotaDecision
 
 DEFAULT_URL = "http://127.0.0.1:7071/api"
 DEFAULT_SOURCE = "metering-client"

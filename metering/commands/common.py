@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from metering.client import ConnectionFailed, InvalidEvent, MeteringClient, ProblemError
-from metering.events import FieldError
+from metering.core.events import FieldError
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # messages stay one line each, for grep

@@ -24,7 +24,7 @@ from metering.commands.common import (
     out,
     service_errors,
 )
-from metering.usage import Granularity
+from metering.ledger.reader import Granularity
 
 
 def usage(

@@ -16,9 +16,9 @@ from azure.core.exceptions import AzureError
 from pydantic import ValidationError
 from rich.table import Table
 
-from metering import decimals
 from metering.archive.reader import ArchiveNotFound
 from metering.commands.common import err, out
+from metering.core import decimals
 from metering.devhost.host import LOCAL_STORAGE, load_app_settings
 from metering.rebuild import RebuildReport, rebuild
 from metering.rebuild.scratch import ScratchError

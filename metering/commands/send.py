@@ -21,7 +21,7 @@ from metering.client import (
     RejectedEvent,
 )
 from metering.commands.common import Key, Url, connect, err, out, service_errors
-from metering.events import BodyError, FieldError, decode_json
+from metering.core.events import BodyError, FieldError, decode_json
 
 
 def send(

@@ -8,13 +8,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from metering import control, decimals, rows
-from metering.aggregation import STATE_ROW, Cell, partition_key
-from metering.closing import SHARDS
-from metering.control import IndexedPeriod
-from metering.meters import MeterCatalog
-from metering.periods import BillingPeriod
-from metering.rows import combine
+from metering.billing.closing import SHARDS
+from metering.core import decimals
+from metering.core.meters import MeterCatalog
+from metering.core.periods import BillingPeriod
+from metering.ledger import control, rows
+from metering.ledger.batch import STATE_ROW, Cell, partition_key
+from metering.ledger.control import IndexedPeriod
+from metering.ledger.rows import combine
 from metering.stores import Store
 
 

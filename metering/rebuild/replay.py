@@ -23,23 +23,23 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from metering import control, rows
-from metering.aggregation import STATE_ROW, BatchPlan, SourcedEvent, partition_key, plan_adjustment
-from metering.alerts import AlertWatch
 from metering.archive.capture import ArchivedMessage
-from metering.cancel import Cancels, NotCancellable, NotCounted, PeriodClosed
-from metering.closing import PeriodCloser
-from metering.consumer import AfterApply, BatchReport, HubMessage, consume
-from metering.control import NOTHING_APPLIED, HubProgress, IndexedPeriod
-from metering.deadletters import DeadLetters
-from metering.events import parse_event
-from metering.journal import CHANGES_TOTALS, Journal, JournalEntry, JournalKind
-from metering.late import LateEvents
-from metering.ledger import Ledger
-from metering.meters import MeterCatalog
-from metering.notifications import Outbox
-from metering.periods import BillingPeriod, PeriodSchedule
-from metering.quotas import Limits
+from metering.billing.cancels import Cancels, NotCancellable, NotCounted, PeriodClosed
+from metering.billing.closing import PeriodCloser
+from metering.billing.journal import CHANGES_TOTALS, Journal, JournalEntry, JournalKind
+from metering.billing.late import LateEvents
+from metering.core.events import parse_event
+from metering.core.meters import MeterCatalog
+from metering.core.periods import BillingPeriod, PeriodSchedule
+from metering.ingest.consumer import AfterApply, BatchReport, HubMessage, consume
+from metering.ingest.deadletters import DeadLetters
+from metering.ledger import control, rows
+from metering.ledger.batch import STATE_ROW, BatchPlan, SourcedEvent, partition_key, plan_adjustment
+from metering.ledger.control import NOTHING_APPLIED, HubProgress, IndexedPeriod
+from metering.ledger.ledger import Ledger
+from metering.notifications.outbox import Outbox
+from metering.quotas.alerts import AlertWatch
+from metering.quotas.decisions import Limits
 from metering.rebuild.scratch import Scratch
 from metering.settings import LateEventPolicy
 from metering.stores import Store

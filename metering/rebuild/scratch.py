@@ -16,7 +16,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import ContainerClient
 
 from metering.bootstrap import build_container
-from metering.identity import credential
+from metering.connections import credential
 from metering.settings import Settings, StoreKind
 from metering.stores import Store
 from metering.stores.cosmos import CosmosStore

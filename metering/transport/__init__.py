@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from metering.events import UsageEvent, decode_json
+from metering.core.events import UsageEvent, decode_json
 
 # Event Hubs meters ingress in 64 KB units: a message just under one unit carries the most events per unit.
 EVENT_HUB_MESSAGE_BYTES = 64_000

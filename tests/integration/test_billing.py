@@ -17,23 +17,23 @@ from typing import Any
 import pytest
 from azure.storage.queue import QueueClient
 
-from metering.aggregation import STATE_ROW, Position, SourcedEvent, marker_key, partition_key
-from metering.alerts import AlertWatch
-from metering.cancel import Cancels, NotCancellable, NotCounted, PeriodClosed
-from metering.closing import LineKind, PeriodCloser, Statement
-from metering.control import OPEN, Applied, HubProgress
-from metering.events import UsageEvent
-from metering.late import LateEvents
-from metering.ledger import Ledger
-from metering.notifications import Outbox, QueueSink
-from metering.periods import TenantSchedule
-from metering.plans import load_plans
-from metering.quotas import Limits
+from metering.billing.cancels import Cancels, NotCancellable, NotCounted, PeriodClosed
+from metering.billing.closing import LineKind, PeriodCloser, Statement
+from metering.billing.late import LateEvents
+from metering.core.events import UsageEvent
+from metering.core.periods import TenantSchedule
+from metering.ledger.batch import STATE_ROW, Position, SourcedEvent, marker_key, partition_key
+from metering.ledger.control import OPEN, Applied, HubProgress
+from metering.ledger.ledger import Ledger
+from metering.ledger.reader import UsageReader
+from metering.notifications.outbox import Outbox, QueueSink
+from metering.quotas.alerts import AlertWatch
+from metering.quotas.decisions import Limits
+from metering.quotas.plans import load_plans
 from metering.settings import LateEventPolicy
 from metering.stores import Store
-from metering.tenants import LimitPair, TenantDirectory, TenantUpdate
+from metering.tenants.directory import LimitPair, TenantDirectory, TenantUpdate
 from metering.transport.queue import QueueBacklog, queue_client
-from metering.usage import UsageReader
 from tests.support import FixedClock
 
 pytestmark = pytest.mark.store

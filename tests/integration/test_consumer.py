@@ -10,17 +10,17 @@ from decimal import Decimal
 import pytest
 from azure.storage.blob import ContainerClient
 
-from metering.alerts import AlertWatch
-from metering.consumer import AfterApply, HubMessage, consume
-from metering.control import HubProgress
-from metering.deadletters import INLINE_BODY_CHARS, DeadLetters
-from metering.late import LateEvents
-from metering.ledger import Ledger
-from metering.notifications import Outbox, QueueSink
-from metering.quotas import Limits
+from metering.billing.late import LateEvents
+from metering.ingest.consumer import AfterApply, HubMessage, consume
+from metering.ingest.deadletters import INLINE_BODY_CHARS, DeadLetters
+from metering.ledger.control import HubProgress
+from metering.ledger.ledger import Ledger
+from metering.ledger.reader import UsageReader
+from metering.notifications.outbox import Outbox, QueueSink
+from metering.quotas.alerts import AlertWatch
+from metering.quotas.decisions import Limits
 from metering.settings import LateEventPolicy
 from metering.transport.queue import queue_client
-from metering.usage import UsageReader
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 

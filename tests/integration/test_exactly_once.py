@@ -32,18 +32,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metering import decimals
-from metering.aggregation import Position, SourcedEvent, marker_key, payload_hash
-from metering.closing import PeriodCloser, Statement
-from metering.events import UsageEvent, format_timestamp
-from metering.late import LateEvents
-from metering.ledger import Ledger
-from metering.meters import Aggregation, load_catalog
-from metering.notifications import Outbox, QueueSink
-from metering.periods import CalendarMonthUtc
+from metering.billing.closing import PeriodCloser, Statement
+from metering.billing.late import LateEvents
+from metering.core import decimals
+from metering.core.events import UsageEvent, format_timestamp
+from metering.core.meters import Aggregation, load_catalog
+from metering.core.periods import CalendarMonthUtc
+from metering.ledger.batch import Position, SourcedEvent, marker_key, payload_hash
+from metering.ledger.ledger import Ledger
+from metering.ledger.reader import Granularity, UsageReader
+from metering.notifications.outbox import Outbox, QueueSink
 from metering.settings import LateEventPolicy
 from metering.transport.queue import QueueBacklog, queue_client
-from metering.usage import Granularity, UsageReader
 from tests.support import (
     NEEDS_REAL_COSMOS,
     REAL_COSMOS,

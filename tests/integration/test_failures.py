@@ -19,19 +19,19 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from azure.data.tables import TableServiceClient, TableTransactionError
 from azure.storage.blob import ContainerClient
 
-from metering import rows
-from metering.aggregation import STATE_ROW, Cell, DayDelta, Position, SourcedEvent, marker_key, partition_key
-from metering.cancel import Cancels
-from metering.consumer import AfterApply, HubMessage, consume
-from metering.control import HubProgress
-from metering.deadletters import DeadLetters
-from metering.events import UsageEvent
-from metering.ledger import Ledger, SystematicRejection, poison_allowance
-from metering.meters import Aggregation, parse_catalog
+from metering.billing.cancels import Cancels
+from metering.core.events import UsageEvent
+from metering.core.meters import Aggregation, parse_catalog
+from metering.ingest.consumer import AfterApply, HubMessage, consume
+from metering.ingest.deadletters import DeadLetters
+from metering.ledger import rows
+from metering.ledger.batch import STATE_ROW, Cell, DayDelta, Position, SourcedEvent, marker_key, partition_key
+from metering.ledger.control import HubProgress
+from metering.ledger.ledger import Ledger, SystematicRejection, poison_allowance
+from metering.ledger.reader import UsageReader
 from metering.settings import LateEventPolicy
 from metering.stores import Create, StoreRejected
 from metering.stores.table import TableStore, encode, rejected_code, request_bytes
-from metering.usage import UsageReader
 from tests.integration.test_billing import NOW, build, event
 from tests.support import FixedClock, ProbedStore
 

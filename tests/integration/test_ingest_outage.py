@@ -12,10 +12,10 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from metering.api.ingest import Ingest
-from metering.meters import load_catalog
-from metering.plans import load_plans
+from metering.core.meters import load_catalog
+from metering.quotas.plans import load_plans
 from metering.stores.table import TableStore
-from metering.tenants import TenantDirectory
+from metering.tenants.directory import TenantDirectory
 from metering.transport import QUEUE_MESSAGE_BYTES
 from metering.transport.queue import QueuePublisher, queue_client
 

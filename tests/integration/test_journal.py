@@ -7,16 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from metering.aggregation import Position, SourcedEvent
-from metering.cancel import Cancels
-from metering.closing import PeriodCloser
-from metering.events import UsageEvent
-from metering.journal import Journal, JournalEntry, JournalKind
-from metering.late import LateEvents
-from metering.ledger import Ledger
-from metering.notifications import Outbox
+from metering.billing.cancels import Cancels
+from metering.billing.closing import PeriodCloser
+from metering.billing.journal import Journal, JournalEntry, JournalKind
+from metering.billing.late import LateEvents
+from metering.core.events import UsageEvent
+from metering.ledger.batch import Position, SourcedEvent
+from metering.ledger.ledger import Ledger
+from metering.ledger.reader import UsageReader
+from metering.notifications.outbox import Outbox
 from metering.settings import LateEventPolicy
-from metering.usage import UsageReader
 from tests.support import FixedClock, InjectedCrash, ProbedStore
 
 pytestmark = pytest.mark.store

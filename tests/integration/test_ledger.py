@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from metering.aggregation import STATE_ROW, Position, SourcedEvent, partition_key
-from metering.events import UsageEvent
-from metering.ledger import Ledger
-from metering.meters import parse_catalog
+from metering.core.events import UsageEvent
+from metering.core.meters import parse_catalog
+from metering.ledger.batch import STATE_ROW, Position, SourcedEvent, partition_key
+from metering.ledger.ledger import Ledger
+from metering.ledger.reader import Granularity, RangeError, UsageReader
 from metering.stores import Replace
-from metering.usage import Granularity, RangeError, UsageReader
 from tests.support import InjectedCrash, ProbedStore
 
 pytestmark = pytest.mark.store

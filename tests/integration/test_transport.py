@@ -11,9 +11,9 @@ import pytest
 from azure.eventhub.exceptions import EventHubError
 
 from metering.api.ingest import Ingest
-from metering.events import UsageEvent
-from metering.meters import load_catalog
-from metering.ratelimit import RateLimit, RateLimiter
+from metering.core.events import UsageEvent
+from metering.core.meters import load_catalog
+from metering.quotas.ratelimit import RateLimit, RateLimiter
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Message, PublishError, pack
 from metering.transport.eventhub import EventHubPublisher
 from metering.transport.queue import QueuePublisher, queue_client

@@ -16,10 +16,10 @@ from decimal import Decimal
 from hashlib import blake2b
 from typing import Any
 
-from metering import decimals
-from metering.events import UsageEvent, check_against_catalog, format_timestamp, unique_value
-from metering.meters import Aggregation, Meter, MeterCatalog
-from metering.periods import BillingPeriod, PeriodSchedule
+from metering.core import decimals
+from metering.core.events import UsageEvent, check_against_catalog, format_timestamp, unique_value
+from metering.core.meters import Aggregation, Meter, MeterCatalog
+from metering.core.periods import BillingPeriod, PeriodSchedule
 
 STATE_ROW = "s"
 # One shard per tenant and period. Unique counts must see every distinct value of a period in one partition

@@ -13,12 +13,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from metering import decimals
-from metering.aggregation import Cell
-from metering.events import format_timestamp
-from metering.notifications import Outbox
-from metering.periods import BillingPeriod
-from metering.quotas import Limits
+from metering.core import decimals
+from metering.core.events import format_timestamp
+from metering.core.periods import BillingPeriod
+from metering.ledger.batch import Cell
+from metering.notifications.outbox import Outbox
+from metering.quotas.decisions import Limits
 
 
 def alert_id(tenant_id: str, metric: str, period: BillingPeriod, threshold: Decimal) -> str:

@@ -28,8 +28,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from metering import decimals
-from metering.meters import DIMENSION_PATTERN, Aggregation, MeterCatalog
+from metering.core import decimals
+from metering.core.meters import DIMENSION_PATTERN, Aggregation, MeterCatalog
 
 TENANT_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")

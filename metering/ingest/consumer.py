@@ -15,15 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from metering import rows
-from metering.aggregation import Position, SourcedEvent
-from metering.alerts import AlertWatch
-from metering.control import Applied, HubProgress
-from metering.deadletters import DeadLetter, DeadLetters
-from metering.events import BodyError, parse_event
-from metering.late import LateEvents
-from metering.ledger import Clock, Ledger, contiguous_ranges
-from metering.notifications import Outbox
+from metering.billing.late import LateEvents
+from metering.core.events import BodyError, parse_event
+from metering.ingest.deadletters import DeadLetter, DeadLetters
+from metering.ledger import rows
+from metering.ledger.batch import Position, SourcedEvent
+from metering.ledger.control import Applied, HubProgress
+from metering.ledger.ledger import Clock, Ledger, contiguous_ranges
+from metering.notifications.outbox import Outbox
+from metering.quotas.alerts import AlertWatch
 from metering.transport import decode_message
 
 log = logging.getLogger(__name__)

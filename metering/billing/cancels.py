@@ -15,12 +15,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from metering import decimals, rows
-from metering.aggregation import STATE_ROW, Cell, ChunkDeltas, DayDelta, day_row_key, marker_key, partition_key
-from metering.events import format_timestamp
-from metering.journal import Journal, JournalEntry, JournalKind
-from metering.meters import Aggregation, MeterCatalog
-from metering.periods import BillingPeriod, PeriodSchedule, periods_between
+from metering.billing.journal import Journal, JournalEntry, JournalKind
+from metering.core import decimals
+from metering.core.events import format_timestamp
+from metering.core.meters import Aggregation, MeterCatalog
+from metering.core.periods import BillingPeriod, PeriodSchedule, periods_between
+from metering.ledger import rows
+from metering.ledger.batch import STATE_ROW, Cell, ChunkDeltas, DayDelta, day_row_key, marker_key, partition_key
 from metering.stores import CommitConflict, ContentionError, Create, Operation, Replace, Row, Store
 
 # Markers are looked for in the periods an accepted event can belong to and that can still be open.

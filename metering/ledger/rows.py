@@ -24,10 +24,10 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from metering import decimals
-from metering.aggregation import Cell, ChunkDeltas, DayDelta, Position, merge, merge_json
-from metering.meters import DEFAULT_MAX_GROUP_VALUES, Aggregation, Meter
-from metering.periods import BillingPeriod
+from metering.core import decimals
+from metering.core.meters import DEFAULT_MAX_GROUP_VALUES, Aggregation, Meter
+from metering.core.periods import BillingPeriod
+from metering.ledger.batch import Cell, ChunkDeltas, DayDelta, Position, merge, merge_json
 
 ROW_VERSION = 1
 OPEN = "open"

@@ -16,11 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from metering.aggregation import BatchPlan, PlannedEvent, Rejected, plan_adjustment
-from metering.events import format_timestamp
-from metering.journal import Journal, JournalEntry, JournalKind
-from metering.ledger import Ledger
-from metering.periods import PeriodSchedule
+from metering.billing.journal import Journal, JournalEntry, JournalKind
+from metering.core.events import format_timestamp
+from metering.core.periods import PeriodSchedule
+from metering.ledger.batch import BatchPlan, PlannedEvent, Rejected, plan_adjustment
+from metering.ledger.ledger import Ledger
 from metering.settings import LateEventPolicy
 from metering.stores import CommitConflict, Create, RowTable
 

@@ -14,13 +14,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
-from metering import decimals
-from metering.aggregation import STATE_ROW, Cell, day_row_key, partition_key
-from metering.control import closed_through
-from metering.ledger import Clock, utc_now
-from metering.meters import Aggregation, Meter, MeterCatalog
-from metering.periods import BillingPeriod, PeriodSchedule, periods_between
-from metering.rows import CLOSED, cell_of, combine, combine_blocks
+from metering.core import decimals
+from metering.core.meters import Aggregation, Meter, MeterCatalog
+from metering.core.periods import BillingPeriod, PeriodSchedule, periods_between
+from metering.ledger.batch import STATE_ROW, Cell, day_row_key, partition_key
+from metering.ledger.control import closed_through
+from metering.ledger.ledger import Clock, utc_now
+from metering.ledger.rows import CLOSED, cell_of, combine, combine_blocks
 from metering.stores import Store
 
 DecimalText = Annotated[Decimal, PlainSerializer(decimals.to_str, return_type=str)]

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from metering.events import format_timestamp
-from metering.periods import BillingPeriod
+from metering.core.events import format_timestamp
+from metering.core.periods import BillingPeriod
 from metering.stores import CommitConflict, Create, Replace, Row, RowTable
 
 OPEN = "open"

@@ -24,15 +24,16 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from metering import control, decimals, rows
-from metering.aggregation import SHARD, STATE_ROW, Cell, partition_key
-from metering.control import Applied, HubProgress, IndexedPeriod
-from metering.events import format_timestamp
-from metering.meters import MeterCatalog
-from metering.notifications import Outbox
-from metering.periods import BillingPeriod
+from metering.core import decimals
+from metering.core.events import format_timestamp
+from metering.core.meters import MeterCatalog
+from metering.core.periods import BillingPeriod
+from metering.ledger import control, rows
+from metering.ledger.batch import SHARD, STATE_ROW, Cell, partition_key
+from metering.ledger.control import Applied, HubProgress, IndexedPeriod
+from metering.ledger.reader import DecimalText
+from metering.notifications.outbox import Outbox
 from metering.stores import CommitConflict, Create, Replace, Row, Store
-from metering.usage import DecimalText
 
 log = logging.getLogger(__name__)
 

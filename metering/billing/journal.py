@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from metering.aggregation import digest
+from metering.ledger.batch import digest
 from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, Create, RowTable
 
 

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from metering import decimals
+from metering.core import decimals
 
 # Buckets idle long enough to be full again are indistinguishable from new ones, so dropping them changes no
 # decision; they are dropped once this many keys are held, which bounds memory by the keys active recently.

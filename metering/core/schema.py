@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from metering.decimals import _DECIMAL_TEXT as DECIMAL_TEXT
-from metering.events import UsageEvent
-from metering.meters import DIMENSION_PATTERN
+from metering.core.decimals import _DECIMAL_TEXT as DECIMAL_TEXT
+from metering.core.events import UsageEvent
+from metering.core.meters import DIMENSION_PATTERN
 
 SCHEMA_PATH = "schemas/usage-event.schema.json"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"

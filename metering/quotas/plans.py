@@ -18,10 +18,10 @@ from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from metering import decimals
-from metering.meters import MeterCatalog, load_catalog, read_toml
-from metering.quotas import Limits
-from metering.ratelimit import RateLimit
+from metering.core import decimals
+from metering.core.meters import MeterCatalog, load_catalog, read_toml
+from metering.quotas.decisions import Limits
+from metering.quotas.ratelimit import RateLimit
 
 PLAN_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 
@@ -184,5 +184,7 @@ def _describe(error: Any) -> str:
 def load_plans(path: str | Path | None = None, catalog: MeterCatalog | None = None) -> PlanCatalog:
     """Load the plans from `path`, or the default ones shipped with the package, and check every metric they
     limit against `catalog` (the packaged meter catalog if None)."""
-    document, source = read_toml(path, packaged="plans.toml", label="plans", error=PlanCatalogError)
+    document, source = read_toml(
+        path, packaged="plans.toml", package=__package__, label="plans", error=PlanCatalogError
+    )
     return parse_plans(document, load_catalog() if catalog is None else catalog, source)

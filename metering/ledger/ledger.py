@@ -26,8 +26,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from metering import control, rows
-from metering.aggregation import (
+from metering.core.events import format_timestamp
+from metering.core.meters import MeterCatalog
+from metering.core.periods import PeriodSchedule
+from metering.ledger import control, rows
+from metering.ledger.batch import (
     STATE_ROW,
     BatchPlan,
     ChunkDeltas,
@@ -42,9 +45,6 @@ from metering.aggregation import (
     payload_hash,
     plan_batch,
 )
-from metering.events import format_timestamp
-from metering.meters import MeterCatalog
-from metering.periods import PeriodSchedule
 from metering.stores import (
     MAX_TRANSACTION_OPS,
     CommitConflict,

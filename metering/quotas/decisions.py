@@ -13,9 +13,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from metering import decimals
-from metering.meters import Meter
-from metering.usage import DecimalText
+from metering.core import decimals
+from metering.core.meters import Meter
+from metering.ledger.reader import DecimalText
 
 
 class Decision(StrEnum):

@@ -17,10 +17,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from metering import decimals
-from metering.events import FieldError, format_timestamp
-from metering.meters import MeterCatalog
-from metering.periods import (
+from metering.core import decimals
+from metering.core.events import FieldError, format_timestamp
+from metering.core.meters import MeterCatalog
+from metering.core.periods import (
     DEFAULT_HISTORY,
     MAX_ANCHOR_DAY,
     MIN_ANCHOR_DAY,
@@ -31,11 +31,11 @@ from metering.periods import (
     check_history,
     period_in,
 )
-from metering.plans import Plan, PlanCatalog, resolve_limits
-from metering.quotas import Limits
-from metering.ratelimit import RateLimit
+from metering.ledger.reader import DecimalText
+from metering.quotas.decisions import Limits
+from metering.quotas.plans import Plan, PlanCatalog, resolve_limits
+from metering.quotas.ratelimit import RateLimit
 from metering.stores import CommitConflict, Create, Replace, Row, RowTable
-from metering.usage import DecimalText
 
 SETTINGS_ROW = "settings"
 SETTLE = timedelta(minutes=10)

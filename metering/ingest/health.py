@@ -13,8 +13,8 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from metering.closing import Backlog
-from metering.control import HubProgress
+from metering.billing.closing import Backlog
+from metering.ledger.control import HubProgress
 from metering.stores import Store
 
 COUNT_LIMIT = 100_000

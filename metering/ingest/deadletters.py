@@ -16,8 +16,8 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 
-from metering.aggregation import digest
-from metering.events import format_timestamp
+from metering.core.events import format_timestamp
+from metering.ledger.batch import digest
 from metering.stores import RowTable
 
 # Characters of body kept in the row itself; the table's own limit is 32K characters per property.

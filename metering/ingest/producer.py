@@ -18,8 +18,8 @@ from azure.eventhub import EventHubProducerClient
 
 from metering.client.errors import InvalidEvent
 from metering.client.recording import QuantityLike, new_event, stamped
-from metering.events import FieldError, UsageEvent, check_against_catalog, parse_event
-from metering.meters import MeterCatalog, load_catalog
+from metering.core.events import FieldError, UsageEvent, check_against_catalog, parse_event
+from metering.core.meters import MeterCatalog, load_catalog
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, PublishError, pack
 from metering.transport.eventhub import EventHubPublisher
 

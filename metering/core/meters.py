@@ -133,12 +133,12 @@ def _describe(error: Any) -> str:
 
 
 def read_toml(
-    path: str | Path | None, *, packaged: str, label: str, error: type[ValueError]
+    path: str | Path | None, *, packaged: str, package: str, label: str, error: type[ValueError]
 ) -> tuple[dict[str, Any], str]:
     """A catalog file's TOML document and the name its errors give it: the file at `path`, or the one named
-    `packaged` that ships with the package. A file that cannot be read or parsed raises `error`."""
+    `packaged` that ships with `package`. A file that cannot be read or parsed raises `error`."""
     if path is None:
-        text = resources.files("metering").joinpath(packaged).read_text(encoding="utf-8")
+        text = resources.files(package).joinpath(packaged).read_text(encoding="utf-8")
         source = f"default {packaged}"
     else:
         try:
@@ -154,5 +154,7 @@ def read_toml(
 
 def load_catalog(path: str | Path | None = None) -> MeterCatalog:
     """Load the catalog from `path`, or the default one shipped with the package."""
-    document, source = read_toml(path, packaged="meters.toml", label="meter catalog", error=CatalogError)
+    document, source = read_toml(
+        path, packaged="meters.toml", package=__package__, label="meter catalog", error=CatalogError
+    )
     return parse_catalog(document, source)
