@@ -26,11 +26,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metering.core import decimals
-from metering.core.events import UsageEvent, format_timestamp
+from metering.core.clock import format_timestamp
+from metering.core.events import UsageEvent
+from metering.core.hub import Position
 from metering.core.meters import load_catalog
 from metering.core.periods import CalendarMonthUtc
 from metering.devhost.azurite import Azurite
-from metering.ledger.batch import Position, SourcedEvent, chunk_deltas, payload_hash, plan_batch
+from metering.ledger.batch import SourcedEvent, chunk_deltas, payload_hash, plan_batch
 from metering.ledger.ledger import Ledger
 from metering.ledger.reader import UsageReader
 from metering.stores import Create, Operation, Row

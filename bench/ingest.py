@@ -27,6 +27,7 @@ from pydantic import TypeAdapter
 from metering.api.ingest import Ingest
 from metering.core.events import UsageEvent
 from metering.core.meters import load_catalog
+from metering.ingest.service import IngestService
 from metering.quotas.ratelimit import RateLimit
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, Message
 
@@ -80,15 +81,17 @@ def main() -> None:
     total = args.requests * args.events
     sink = CountingSink()
     ingest = Ingest(
-        load_catalog(),
-        sink,
-        max_message_bytes=EVENT_HUB_MESSAGE_BYTES,
-        max_age=timedelta(days=35),
-        max_future=timedelta(minutes=5),
-        clock=lambda: now,
-        # Every tenant on a plan with an ingest rate, so the token buckets are part of the path measured; the
-        # rate is high enough that no request of the run is refused.
-        rate_of=lambda _tenant: RateLimit(events_per_second=Decimal(10**9), burst=10**6),
+        IngestService(
+            load_catalog(),
+            sink,
+            max_message_bytes=EVENT_HUB_MESSAGE_BYTES,
+            max_age=timedelta(days=35),
+            max_future=timedelta(minutes=5),
+            clock=lambda: now,
+            # Every tenant on a plan with an ingest rate, so the token buckets are part of the path measured; the
+            # rate is high enough that no request of the run is refused.
+            rate_of=lambda _tenant: RateLimit(events_per_second=Decimal(10**9), burst=10**6),
+        )
     )
     adapter = TypeAdapter(list[UsageEvent])
 

@@ -21,13 +21,15 @@ from metering.billing.closing import Backlog, PeriodCloser
 from metering.billing.journal import Journal
 from metering.billing.late import LateEvents
 from metering.connections import credential
+from metering.core.clock import Clock, utc_now
 from metering.core.meters import MeterCatalog, load_catalog
 from metering.core.periods import PeriodSchedule, TenantSchedule
 from metering.ingest.consumer import AfterApply
 from metering.ingest.deadletters import DeadLetters
 from metering.ingest.health import HealthCheck
+from metering.ingest.service import IngestService
 from metering.ledger.control import HubProgress
-from metering.ledger.ledger import Clock, Ledger, utc_now
+from metering.ledger.ledger import Ledger
 from metering.ledger.reader import UsageReader
 from metering.notifications.outbox import Outbox, QueueSink
 from metering.quotas.alerts import AlertWatch
@@ -255,7 +257,11 @@ class Services:
 
     @cached_property
     def ingest(self) -> Ingest:
-        return Ingest(
+        return Ingest(self.ingest_service)
+
+    @cached_property
+    def ingest_service(self) -> IngestService:
+        return IngestService(
             self.catalog,
             self.publisher,
             max_message_bytes=EVENT_HUB_MESSAGE_BYTES if self.settings.uses_event_hub else QUEUE_MESSAGE_BYTES,

@@ -12,8 +12,8 @@ import azure.functions as func
 
 from metering import configuration
 from metering.api.http import OUTAGES, Response, unavailable
+from metering.core.hub import hub_partition
 from metering.ingest.consumer import HubMessage
-from metering.ledger.control import hub_partition
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from metering.api.billing import LateEventList, StatementList
-from metering.api.ingest import MAX_EVENTS, Accepted
+from metering.api.contract import MAX_EVENTS, Accepted
 from metering.api.manage import CloseResponse
 from metering.api.reads import HistoryResponse, UsageResponse
 from metering.billing.cancels import CancelResult

@@ -10,16 +10,10 @@ from pydantic import BaseModel
 
 from metering.api.http import Response, bad_request, bad_tenant, ok, problem
 from metering.core import decimals
-from metering.ledger.reader import (
-    Granularity,
-    GroupTotal,
-    RangeError,
-    UnknownMeter,
-    UsageAggregate,
-    UsageBucket,
-    UsageReader,
-)
-from metering.quotas.decisions import Limits, decide
+from metering.core.limits import Limits
+from metering.core.periods import Granularity
+from metering.ledger.reader import GroupTotal, RangeError, UnknownMeter, UsageAggregate, UsageBucket, UsageReader
+from metering.quotas.decisions import decide
 
 
 class UsageResponse(UsageAggregate):

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from metering.billing.journal import Journal, JournalEntry, JournalKind
 from metering.core import decimals
-from metering.core.events import format_timestamp
+from metering.core.clock import format_timestamp
 from metering.core.meters import Aggregation, MeterCatalog
 from metering.core.periods import BillingPeriod, PeriodSchedule, periods_between
 from metering.ledger import rows

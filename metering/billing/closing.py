@@ -25,13 +25,14 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from metering.core import decimals
-from metering.core.events import format_timestamp
+from metering.core.clock import format_timestamp
+from metering.core.decimals import DecimalText
+from metering.core.hub import Applied
 from metering.core.meters import MeterCatalog
 from metering.core.periods import BillingPeriod
 from metering.ledger import control, rows
 from metering.ledger.batch import SHARD, STATE_ROW, Cell, partition_key
-from metering.ledger.control import Applied, HubProgress, IndexedPeriod
-from metering.ledger.reader import DecimalText
+from metering.ledger.control import HubProgress, IndexedPeriod
 from metering.notifications.outbox import Outbox
 from metering.stores import CommitConflict, Create, Replace, Row, Store
 

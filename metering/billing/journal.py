@@ -14,12 +14,13 @@ crash between the change and its entry, and never makes a second one.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from metering.core.clock import format_timestamp
 from metering.ledger.batch import digest
 from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, Create, RowTable
 
@@ -38,11 +39,6 @@ class JournalKind(StrEnum):
 CHANGES_TOTALS = frozenset({JournalKind.CANCEL, JournalKind.LATE_CARRY, JournalKind.LATE_APPLY})
 
 
-def _instant(value: datetime) -> str:
-    # Fixed width, so key order is time order.
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class JournalEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -57,7 +53,7 @@ class JournalEntry(BaseModel):
 
     @property
     def key(self) -> str:
-        return f"{_instant(self.time)}|{self.kind}|{digest(self.subject)}"
+        return f"{format_timestamp(self.time)}|{self.kind}|{digest(self.subject)}"
 
 
 class Journal:
@@ -95,6 +91,6 @@ class Journal:
         self, tenant_id: str, *, since: datetime | None = None, until: datetime | None = None, limit: int | None = None
     ) -> list[JournalEntry]:
         """A tenant's entries with since <= time < until, oldest first."""
-        start = _instant(since) if since is not None else ""
-        stop = _instant(until) if until is not None else "~"
+        start = format_timestamp(since) if since is not None else ""
+        stop = format_timestamp(until) if until is not None else "~"
         return [JournalEntry.model_validate(row.data) for row in self.table.range(tenant_id, start, stop, limit)]

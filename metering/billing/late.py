@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel
 
 from metering.billing.journal import Journal, JournalEntry, JournalKind
-from metering.core.events import format_timestamp
+from metering.core.clock import format_timestamp, hour_key
 from metering.core.periods import PeriodSchedule
 from metering.ledger.batch import BatchPlan, PlannedEvent, Rejected, plan_adjustment
 from metering.ledger.ledger import Ledger
@@ -92,7 +92,7 @@ class LateEvents:
                 continue
             tenant = planned.event.tenant_id
             day = self.schedule.day_of(tenant, max(now, period.start)).isoformat()
-            hour = max(now, period.start).astimezone(UTC).isoformat(timespec="hours")[:13]
+            hour = hour_key(max(now, period.start))
             adjusted = plan_adjustment(planned, period, day, hour)
             entries.append(carry_entry(planned, record, day, hour))
             carry.partitions.setdefault(adjusted.partition, []).append(adjusted)

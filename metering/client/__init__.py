@@ -6,7 +6,7 @@ with BufferedUsageWriter(MeteringClient("http://127.0.0.1:7071/api", key)) as us
     usage.record("acme", "api.requests", 1, dimensions={"region": "eu"})
 """
 
-from metering.api.ingest import Accepted
+from metering.api.contract import Accepted
 from metering.api.reads import HistoryResponse, UsageResponse
 from metering.client.buffer import Backoff, CloseReport, RejectedEvent, WriterStats
 from metering.client.errors import (
@@ -37,8 +37,10 @@ from metering.client.manage import (
 from metering.client.recording import new_event
 from metering.client.writer import AsyncBufferedUsageWriter, BufferedUsageWriter, BufferFull, WriterClosed
 from metering.core.events import FieldError, UsageEvent
-from metering.ledger.reader import Granularity, GroupTotal, UsageAggregate, UsageBucket
-from metering.quotas.decisions import Decision, QuotaDecision
+from metering.core.limits import Decision
+from metering.core.periods import Granularity
+from metering.ledger.reader import GroupTotal, UsageAggregate, UsageBucket
+from metering.quotas.decisions import QuotaDecision
 
 __all__ = [
     "DEFAULT_URL",

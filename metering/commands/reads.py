@@ -24,7 +24,7 @@ from metering.commands.common import (
     out,
     service_errors,
 )
-from metering.ledger.reader import Granularity
+from metering.core.periods import Granularity
 
 
 def usage(

@@ -19,6 +19,9 @@ from decimal import (
     Subnormal,
     Underflow,
 )
+from typing import Annotated
+
+from pydantic import PlainSerializer
 
 # Quantities have at most 18 integer and 12 fractional digits (30 in all); a total of a billion of them needs
 # fewer than 40. 80 digits leaves room, and the traps turn anything that would still round into an error.
@@ -38,7 +41,7 @@ ZERO = Decimal(0)
 ONE = Decimal(1)
 
 # ASCII digits only: Decimal() also reads other scripts' digits, which no client means as a quantity.
-_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 class QuantityError(ValueError):
@@ -70,9 +73,13 @@ def to_str(value: Decimal) -> str:
     return format(value.normalize(EXACT), "f")
 
 
+# A decimal in a pydantic model, written as its canonical text: JSON numbers are doubles, and would lose digits.
+DecimalText = Annotated[Decimal, PlainSerializer(to_str, return_type=str)]
+
+
 def from_str(text: str) -> Decimal:
     """Parse a decimal string written by `to_str` or sent by a client; strict about the format."""
-    if not _DECIMAL_TEXT.fullmatch(text):
+    if not DECIMAL_TEXT.fullmatch(text):
         raise QuantityError("must be a decimal number such as 12.5")
     return Decimal(text)
 

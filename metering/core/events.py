@@ -2,14 +2,17 @@
 
 Validation has two layers. The model holds the rules that need nothing but the event itself (formats, lengths,
 exact quantities). `check_against_catalog` adds the rules that need the meter catalog and the clock (a known
-metric, its unit and sign, a timestamp inside the accepted window). Errors name the field and the rule.
+metric, its unit and sign, a timestamp inside the accepted window): the one place those rules live.
+`validate_events` is the one path a list of decoded events takes through both, for ingest and the Event Hub
+producer alike; the aggregator re-checks the catalog's rules with `check_against_catalog` (an event that waited
+in the hub was checked against the catalog of then). Errors name the field and the rule.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,6 +32,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from metering.core import decimals
+from metering.core.clock import format_timestamp
 from metering.core.meters import DIMENSION_PATTERN, Aggregation, MeterCatalog
 
 TENANT_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -85,13 +89,6 @@ def _timestamp(value: Any) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def format_timestamp(value: datetime) -> str:
-    """Fixed-width UTC text (microseconds always written): sorts as the instants do, which `latest` relies on."""
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.isoformat(timespec="microseconds")[:26] + "Z"
-
-
 Quantity = Annotated[Decimal, BeforeValidator(_quantity), PlainSerializer(decimals.to_str, return_type=str)]
 Timestamp = Annotated[datetime, BeforeValidator(_timestamp), PlainSerializer(format_timestamp, return_type=str)]
 TenantId = Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]
@@ -124,14 +121,23 @@ class UsageEvent(BaseModel):
     @property
     def dedupe_key(self) -> str:
         """The key the pipeline deduplicates on (with the tenant): the idempotency key, else the event id."""
-        if self.idempotency_key is not None:
-            return "k:" + self.idempotency_key
-        if self.event_id is None:
+        key = dedupe_key_of(self)
+        if key is None:
             raise ValueError("an event needs an event_id or an idempotency_key before it can be applied")
-        return "e:" + self.event_id
+        return key
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+
+
+def dedupe_key_of(event: UsageEvent) -> str | None:
+    """`dedupe_key`, or None for an event that has neither an idempotency key nor an event id yet. The prefixes
+    keep the two kinds apart: an event id never collides with an idempotency key of the same text."""
+    if event.idempotency_key is not None:
+        return "k:" + event.idempotency_key
+    if event.event_id is not None:
+        return "e:" + event.event_id
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,11 +206,10 @@ def check_against_catalog(
 ) -> list[FieldError]:
     """The rules that need the catalog (and, at ingest, the clock). The aggregator passes no clock: an event
     that waited in the hub is not too old, it is late, and periods decide what happens to it."""
-    errors: list[FieldError] = []
-    meter = catalog.get(event.metric)
+    meter = catalog.meters.get(event.metric)
     if meter is None:
-        known = ", ".join(catalog.names)
-        return [FieldError(index, "metric", f"is not a meter of the catalog (known: {known})")]
+        return [unknown_metric(catalog, index)]
+    errors: list[FieldError] = []
     if event.unit is not None and event.unit != meter.unit:
         errors.append(FieldError(index, "unit", f"must be {meter.unit!r} for {meter.name} (or left out)"))
     if event.quantity < 0 and not meter.allow_negative:
@@ -222,6 +227,10 @@ def check_against_catalog(
     return errors
 
 
+def unknown_metric(catalog: MeterCatalog, index: int) -> FieldError:
+    return FieldError(index, "metric", f"is not a meter of the catalog (known: {', '.join(catalog.names)})")
+
+
 def unique_value(event: UsageEvent, field: str | None) -> str | None:
     """The value a unique_count meter counts for this event, from the field its meter names (an empty string
     is no value: it would count as one more distinct user)."""
@@ -235,27 +244,71 @@ def unique_value(event: UsageEvent, field: str | None) -> str | None:
     return value or None
 
 
+_EVENTS = TypeAdapter(list[UsageEvent])
+
+
 def validate_events(
-    items: Iterable[Any],
+    items: Sequence[Any],
     catalog: MeterCatalog,
     *,
     now: datetime | None = None,
     max_age: timedelta | None = None,
     max_future: timedelta | None = None,
+    cloud: bool = False,
 ) -> tuple[list[UsageEvent], list[FieldError]]:
-    """Validate decoded events; all of them must pass for any to be used (the caller decides)."""
-    events: list[UsageEvent] = []
+    """Validate decoded events (structured-mode CloudEvents with `cloud`) against the model and the catalog,
+    and, given `now`, the timestamp window. Returns the valid events and every error, in index order; whether
+    to use the valid ones when others fail is the caller's call (ingest and the producer use none).
+
+    The fast path validates the whole list in one pydantic call; only a list with errors is walked item by
+    item, to name each error with the index of its event."""
     errors: list[FieldError] = []
-    for index, item in enumerate(items):
-        event, problems = parse_event(item, index)
-        if event is not None:
-            problems = check_against_catalog(
-                event, catalog, index=index, now=now, max_age=max_age, max_future=max_future
-            )
-            if not problems:
-                events.append(event)
-        errors.extend(problems)
+    unmapped: set[int] = set()
+    if cloud:
+        mapped: list[Any] = []
+        for index, item in enumerate(items):
+            fields, problems = from_cloud_event(item, index)
+            if fields is None:
+                unmapped.add(index)
+            mapped.append(fields)
+            errors.extend(problems)
+        items = mapped
+    parsed: list[UsageEvent] | None = None
+    if not errors:
+        try:
+            parsed = _EVENTS.validate_python(items)
+        except ValidationError:
+            parsed = None
+    events: list[UsageEvent] = []
+    candidates = enumerate(parsed) if parsed is not None else _parse_each(items, unmapped, catalog, errors)
+    for index, event in candidates:
+        problems = check_against_catalog(event, catalog, index=index, now=now, max_age=max_age, max_future=max_future)
+        if problems:
+            errors.extend(problems)
+        else:
+            events.append(event)
+    if cloud:
+        errors = [FieldError(e.index, cloud_event_field(e.field), e.message) for e in errors]
+    errors.sort(key=lambda e: e.index)
     return events, errors
+
+
+def _parse_each(
+    items: Sequence[Any], skip: set[int], catalog: MeterCatalog, errors: list[FieldError]
+) -> Iterator[tuple[int, UsageEvent]]:
+    """Each item that passes the model, with its index; the others' errors go to `errors`. An item the model
+    refuses whose metric is a name but no meter is told so too, so one request shows every problem at once."""
+    for index, item in enumerate(items):
+        if index in skip:
+            continue
+        event, problems = parse_event(item, index)
+        errors.extend(problems)
+        if event is not None:
+            yield index, event
+            continue
+        metric = item.get("metric") if isinstance(item, dict) else None
+        if isinstance(metric, str) and metric not in catalog.meters and not any(p.field == "metric" for p in problems):
+            errors.append(unknown_metric(catalog, index))
 
 
 # CloudEvents 1.0 attributes and the usage event fields they carry; `data` holds the rest.

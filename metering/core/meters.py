@@ -7,14 +7,14 @@ checked when it is loaded: a bad catalog stops the app at start with a message n
 from __future__ import annotations
 
 import re
-import tomllib
 from enum import StrEnum
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from metering.core.catalog_files import read_toml
 
 METER_NAME_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"
 DIMENSION_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
@@ -130,26 +130,6 @@ def _describe(error: Any) -> str:
     where = ".".join(str(part) for part in error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
-
-
-def read_toml(
-    path: str | Path | None, *, packaged: str, package: str, label: str, error: type[ValueError]
-) -> tuple[dict[str, Any], str]:
-    """A catalog file's TOML document and the name its errors give it: the file at `path`, or the one named
-    `packaged` that ships with `package`. A file that cannot be read or parsed raises `error`."""
-    if path is None:
-        text = resources.files(package).joinpath(packaged).read_text(encoding="utf-8")
-        source = f"default {packaged}"
-    else:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as problem:
-            raise error(f"{label} {path}: cannot be read ({problem.strerror})") from None
-        source = str(path)
-    try:
-        return tomllib.loads(text), source
-    except tomllib.TOMLDecodeError as problem:
-        raise error(f"{source}: not valid TOML: {problem}") from None
 
 
 def load_catalog(path: str | Path | None = None) -> MeterCatalog:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from enum import StrEnum
 from functools import cache
 from itertools import pairwise
 from typing import Protocol
@@ -22,6 +23,22 @@ MIN_ANCHOR_DAY = 1
 # Every month has a 28th: an anchor day never needs clamping, so every period of a tenant starts on the same
 # day of the month.
 MAX_ANCHOR_DAY = 28
+
+
+class PeriodStatus(StrEnum):
+    """Open until its end; in grace until it closes (late events still count); closed: its totals are final."""
+
+    OPEN = "open"
+    GRACE = "grace"
+    CLOSED = "closed"
+
+
+class Granularity(StrEnum):
+    """The buckets of a usage history: UTC hours, the tenant's local days, or whole billing periods."""
+
+    HOUR = "hour"
+    DAY = "day"
+    PERIOD = "period"
 
 
 @dataclass(frozen=True, slots=True)

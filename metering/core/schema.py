@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from metering.core.decimals import _DECIMAL_TEXT as DECIMAL_TEXT
+from metering.core.decimals import DECIMAL_TEXT
 from metering.core.events import UsageEvent
 from metering.core.meters import DIMENSION_PATTERN
 

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from metering.billing.late import LateEvents
+from metering.core.clock import Clock
 from metering.core.events import BodyError, parse_event
+from metering.core.hub import Applied, Position, contiguous_ranges
 from metering.ingest.deadletters import DeadLetter, DeadLetters
 from metering.ledger import rows
-from metering.ledger.batch import Position, SourcedEvent
-from metering.ledger.control import Applied, HubProgress
-from metering.ledger.ledger import Clock, Ledger, contiguous_ranges
+from metering.ledger.batch import SourcedEvent
+from metering.ledger.control import HubProgress
+from metering.ledger.ledger import Ledger
 from metering.notifications.outbox import Outbox
 from metering.quotas.alerts import AlertWatch
 from metering.transport import decode_message

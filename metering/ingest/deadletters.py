@@ -16,7 +16,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 
-from metering.core.events import format_timestamp
+from metering.core.clock import format_timestamp
 from metering.ledger.batch import digest
 from metering.stores import RowTable
 

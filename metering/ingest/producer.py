@@ -18,7 +18,7 @@ from azure.eventhub import EventHubProducerClient
 
 from metering.client.errors import InvalidEvent
 from metering.client.recording import QuantityLike, new_event, stamped
-from metering.core.events import FieldError, UsageEvent, check_against_catalog, parse_event
+from metering.core.events import UsageEvent, validate_events
 from metering.core.meters import MeterCatalog, load_catalog
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, PublishError, pack
 from metering.transport.eventhub import EventHubPublisher
@@ -86,16 +86,13 @@ class EventHubUsageProducer:
     def prepare(self, events: Iterable[UsageEvent | Mapping[str, Any]]) -> list[UsageEvent]:
         """The events validated as ingest validates them, each with an id and a timestamp."""
         now = self.clock()
-        prepared: list[UsageEvent] = []
-        errors: list[FieldError] = []
-        for index, item in enumerate(events):
-            event, problems = parse_event(stamped(item, now=now), index)
-            if event is not None:
-                problems = check_against_catalog(
-                    event, self.catalog, index=index, now=now, max_age=self.max_age, max_future=self.max_future
-                )
-                prepared.append(event)
-            errors.extend(problems)
+        prepared, errors = validate_events(
+            [stamped(item, now=now) for item in events],
+            self.catalog,
+            now=now,
+            max_age=self.max_age,
+            max_future=self.max_future,
+        )
         if errors:
             raise InvalidEvent(errors)
         return prepared

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
 from decimal import Decimal
 from hashlib import blake2b
 from typing import Any
 
 from metering.core import decimals
-from metering.core.events import UsageEvent, check_against_catalog, format_timestamp, unique_value
+from metering.core.clock import format_timestamp, hour_key
+from metering.core.events import UsageEvent, check_against_catalog, dedupe_key_of, unique_value
+from metering.core.hub import Position
 from metering.core.meters import Aggregation, Meter, MeterCatalog
 from metering.core.periods import BillingPeriod, PeriodSchedule
 
@@ -126,14 +127,6 @@ def absorb_into(kind: Aggregation, cell: Cell, delta: Cell) -> None:
 
 def merge_json(kind: Aggregation, stored: Sequence[Any] | None, delta: Cell) -> list[Any]:
     return merge(kind, None if stored is None else Cell.from_json(stored), delta).to_json()
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where an event came from in the hub: its partition and the sequence number of its message."""
-
-    partition: str
-    sequence: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,35 +243,23 @@ def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: P
     meters = catalog.meters
     for item in items:
         event = item.event
-        meter = meters.get(event.metric)
-        unique = None
-        if meter is not None and meter.aggregation is Aggregation.UNIQUE_COUNT:
-            unique = unique_value(event, meter.field)
-        if (
-            meter is None
-            or (event.unit is not None and event.unit != meter.unit)
-            or (event.quantity < 0 and not meter.allow_negative)
-            or (meter.aggregation is Aggregation.UNIQUE_COUNT and unique is None)
-        ):
-            problems = check_against_catalog(event, catalog)
-            reason = "; ".join(f"{p.field} {p.message}" for p in problems)
-            plan.rejected.append(Rejected(item, reason))
+        # Checked again: an event that waited in the hub was checked (if at all) against the catalog of then.
+        problems = check_against_catalog(event, catalog)
+        if problems:
+            plan.rejected.append(Rejected(item, "; ".join(f"{p.field} {p.message}" for p in problems)))
             continue
-        if event.idempotency_key is not None:
-            dedupe = "k:" + event.idempotency_key
-        elif event.event_id is not None:
-            dedupe = "e:" + event.event_id
-        else:
+        dedupe = dedupe_key_of(event)
+        if dedupe is None:
             plan.rejected.append(Rejected(item, "event has neither event_id nor idempotency_key"))
             continue
+        meter = meters[event.metric]
+        unique = unique_value(event, meter.field) if meter.aggregation is Aggregation.UNIQUE_COUNT else None
         tenant = event.tenant_id
         instant = event.timestamp
         period = schedule.period_at(tenant, instant)
         pkey = f"{tenant}|{period.key}|{SHARD}"
         mkey = marker_key(tenant, dedupe)
-        # The UTC hour bucket (validation already made timestamps UTC; isoformat is C, strftime is not).
-        utc = instant if instant.tzinfo is UTC else instant.astimezone(UTC)
-        hour = utc.isoformat(timespec="hours")[:13]
+        hour = hour_key(instant)
         day = schedule.day_of(tenant, instant).isoformat()
         dimensions = event.dimensions
         groups = {dim: dimensions[dim] for dim in meter.group_by if dim in dimensions} if dimensions else {}

@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
-from metering.core.events import format_timestamp
+from metering.core.clock import format_timestamp, second_key
+from metering.core.hub import NOTHING_APPLIED, Applied
 from metering.core.periods import BillingPeriod
 from metering.stores import CommitConflict, Create, Replace, Row, RowTable
 
@@ -25,16 +26,9 @@ OPEN = "open"
 CLOSED = "closed"
 HUB = "hub"
 CLOSER = "closer"
-# Before any period: what a hub reports applied when nothing of it is known to be applied.
-NOTHING_APPLIED = datetime(2000, 1, 1, tzinfo=UTC)
 THROUGH = "through"
 
 log = logging.getLogger(__name__)
-
-
-def instant_key(instant: datetime) -> str:
-    # Fixed width, so key order is time order.
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,25 +48,36 @@ def _data(tenant_id: str, period: BillingPeriod) -> dict[str, object]:
     return {"tenant": tenant_id, "period": [period.start.isoformat(), period.end.isoformat()], "key": period.key}
 
 
+def open_entry(tenant_id: str, period: BillingPeriod) -> IndexedPeriod:
+    """A period's entry in the open index, ordered by its end."""
+    return IndexedPeriod(tenant_id, period, f"{second_key(period.end)}|{tenant_id}|{period.key}")
+
+
 def index_open(control: RowTable, tenant_id: str, period: BillingPeriod) -> None:
-    control.upsert(OPEN, f"{instant_key(period.end)}|{tenant_id}|{period.key}", _data(tenant_id, period))
+    control.upsert(OPEN, open_entry(tenant_id, period).key, _data(tenant_id, period))
 
 
 def open_until(control: RowTable, ended_by: datetime, limit: int = 1000) -> list[IndexedPeriod]:
     """Open periods that ended at or before `ended_by`, oldest first."""
-    rows = control.range(OPEN, "", instant_key(ended_by) + "~", limit=limit)
+    rows = control.range(OPEN, "", second_key(ended_by) + "~", limit=limit)
     return [IndexedPeriod.from_row(row) for row in rows]
 
 
 def move_to_closed(control: RowTable, entry: IndexedPeriod, purge_after: datetime) -> None:
     control.upsert(
-        CLOSED, f"{instant_key(purge_after)}|{entry.tenant_id}|{entry.period.key}", _data(entry.tenant_id, entry.period)
+        CLOSED, f"{second_key(purge_after)}|{entry.tenant_id}|{entry.period.key}", _data(entry.tenant_id, entry.period)
     )
     control.delete(OPEN, [entry.key])
 
 
 def purgeable(control: RowTable, now: datetime, limit: int = 100) -> list[IndexedPeriod]:
-    return [IndexedPeriod.from_row(row) for row in control.range(CLOSED, "", instant_key(now) + "~", limit=limit)]
+    return [IndexedPeriod.from_row(row) for row in control.range(CLOSED, "", second_key(now) + "~", limit=limit)]
+
+
+def indexed(control: RowTable) -> list[IndexedPeriod]:
+    """Every period the index names: open ones, and closed ones until their markers' purge."""
+    rows = control.range(OPEN, "", "~") + control.partition(CLOSED)
+    return [IndexedPeriod.from_row(row) for row in rows]
 
 
 def closed_through(control: RowTable) -> datetime | None:
@@ -92,30 +97,6 @@ def advance_closed_through(control: RowTable, instant: datetime) -> None:
         except CommitConflict:
             continue
         return
-
-
-# Table keys may not hold these (nor control characters); a namespace, hub or partition id never should.
-_NOT_IN_KEYS = str.maketrans(dict.fromkeys("/\\#?", "_"))
-
-
-def hub_partition(namespace: str, hub: str, partition_id: str) -> str:
-    """The name of a hub partition wherever its positions are kept (applied ranges, hub progress, dead-letter
-    keys, derived event ids): `<namespace>|<hub>|<partition id>`. A partition id alone repeats across hubs, and a
-    hub in another namespace (a failover, a redeployment) numbers its sequences from 0 again: under the bare id,
-    its new events would look applied. The namespace is its name, the first label of its host name (unique in
-    its cloud, and the `{Namespace}` of Capture's file names, so a rebuild derives the same names); names are
-    case-insensitive, so they are lowercased."""
-    name = namespace.split(".", 1)[0]
-    return "|".join((name.lower(), hub.lower(), partition_id)).translate(_NOT_IN_KEYS)
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """The newest message of a hub partition whose events are all applied."""
-
-    partition: str
-    sequence: int
-    enqueued: datetime
 
 
 class HubProgress:

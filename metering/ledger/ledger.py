@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from metering.core.events import format_timestamp
+from metering.core.clock import Clock, format_timestamp, utc_now
+from metering.core.hub import contiguous_ranges
 from metering.core.meters import MeterCatalog
 from metering.core.periods import PeriodSchedule
 from metering.ledger import control, rows
@@ -36,7 +37,6 @@ from metering.ledger.batch import (
     ChunkDeltas,
     Conflict,
     PlannedEvent,
-    Position,
     Rejected,
     SourcedEvent,
     chunk_deltas,
@@ -58,12 +58,6 @@ from metering.stores import (
 )
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class SystematicRejection(RuntimeError):
@@ -132,19 +126,6 @@ class _Refusals:
             ) from rejection
         reason = f"the store refused its commit ({rejection})"
         result.rejected.append(Rejected(SourcedEvent(planned.event, planned.position), reason))
-
-
-def contiguous_ranges(positions: Iterable[Position]) -> dict[str, tuple[int, int]]:
-    """The hub ranges a batch holds completely: Event Hubs delivers a partition's messages in sequence, so a
-    batch whose sequence numbers have no gap holds every message between its first and last."""
-    sequences: dict[str, set[int]] = {}
-    for position in positions:
-        sequences.setdefault(position.partition, set()).add(position.sequence)
-    return {
-        partition: (min(seqs), max(seqs))
-        for partition, seqs in sequences.items()
-        if max(seqs) - min(seqs) + 1 == len(seqs)
-    }
 
 
 class Ledger:

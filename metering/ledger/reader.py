@@ -9,38 +9,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from enum import StrEnum
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict
 
 from metering.core import decimals
+from metering.core.clock import Clock, hour_key, utc_now
+from metering.core.decimals import DecimalText
 from metering.core.meters import Aggregation, Meter, MeterCatalog
-from metering.core.periods import BillingPeriod, PeriodSchedule, periods_between
+from metering.core.periods import BillingPeriod, Granularity, PeriodSchedule, PeriodStatus, periods_between
 from metering.ledger.batch import STATE_ROW, Cell, day_row_key, partition_key
 from metering.ledger.control import closed_through
-from metering.ledger.ledger import Clock, utc_now
 from metering.ledger.rows import CLOSED, cell_of, combine, combine_blocks
 from metering.stores import Store
-
-DecimalText = Annotated[Decimal, PlainSerializer(decimals.to_str, return_type=str)]
 
 # History ranges are bounded so one request stays one short query per period.
 MAX_HOUR_DAYS = 31
 MAX_DAY_DAYS = 366
 MAX_PERIOD_DAYS = 3 * 366
-
-
-class Granularity(StrEnum):
-    HOUR = "hour"
-    DAY = "day"
-    PERIOD = "period"
-
-
-class PeriodStatus(StrEnum):
-    OPEN = "open"
-    GRACE = "grace"
-    CLOSED = "closed"
 
 
 class UsageAggregate(BaseModel):
@@ -238,7 +224,7 @@ class UsageReader:
         buckets = []
         instant = begin.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         while instant < finish:
-            span = _Span(hours.get(instant.strftime("%Y-%m-%dT%H")))
+            span = _Span(hours.get(hour_key(instant)))
             buckets.append(
                 UsageBucket(start=instant, end=instant + timedelta(hours=1), total=span.total, event_count=span.count)
             )

@@ -25,9 +25,10 @@ from decimal import Decimal
 from typing import Any
 
 from metering.core import decimals
+from metering.core.hub import Position
 from metering.core.meters import DEFAULT_MAX_GROUP_VALUES, Aggregation, Meter
 from metering.core.periods import BillingPeriod
-from metering.ledger.batch import Cell, ChunkDeltas, DayDelta, Position, merge, merge_json
+from metering.ledger.batch import Cell, ChunkDeltas, DayDelta, merge, merge_json
 
 ROW_VERSION = 1
 OPEN = "open"

@@ -14,11 +14,11 @@ from decimal import Decimal
 from typing import Any
 
 from metering.core import decimals
-from metering.core.events import format_timestamp
+from metering.core.clock import format_timestamp
+from metering.core.limits import Limits
 from metering.core.periods import BillingPeriod
 from metering.ledger.batch import Cell
 from metering.notifications.outbox import Outbox
-from metering.quotas.decisions import Limits
 
 
 def alert_id(tenant_id: str, metric: str, period: BillingPeriod, threshold: Decimal) -> str:

@@ -6,29 +6,15 @@ settings; a tenant without limits for a meter is unlimited).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
 from metering.core import decimals
+from metering.core.decimals import DecimalText
+from metering.core.limits import Decision, Limits
 from metering.core.meters import Meter
-from metering.ledger.reader import DecimalText
-
-
-class Decision(StrEnum):
-    ALLOWED = "allowed"
-    WARNING = "warning"
-    DENIED = "denied"
-    UNLIMITED = "unlimited"
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    soft: Decimal | None = None
-    hard: Decimal | None = None
 
 
 class QuotaDecision(BaseModel):

@@ -19,8 +19,9 @@ from typing import Annotated, Any, Self
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from metering.core import decimals
-from metering.core.meters import MeterCatalog, load_catalog, read_toml
-from metering.quotas.decisions import Limits
+from metering.core.catalog_files import read_toml
+from metering.core.limits import Limits
+from metering.core.meters import MeterCatalog, load_catalog
 from metering.quotas.ratelimit import RateLimit
 
 PLAN_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"

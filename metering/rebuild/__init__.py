@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from metering.archive.reader import ArchiveReader
 from metering.bootstrap import Services, build_container
-from metering.ledger.reader import DecimalText
+from metering.core.decimals import DecimalText
 from metering.rebuild.diff import PeriodTotal, compare, periods_to_compare
 from metering.rebuild.replay import Replay
 from metering.rebuild.scratch import create_scratch

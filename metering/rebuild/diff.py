@@ -14,7 +14,6 @@ from metering.core.meters import MeterCatalog
 from metering.core.periods import BillingPeriod
 from metering.ledger import control, rows
 from metering.ledger.batch import STATE_ROW, Cell, partition_key
-from metering.ledger.control import IndexedPeriod
 from metering.ledger.rows import combine
 from metering.stores import Store
 
@@ -42,13 +41,6 @@ class PeriodTotal:
         return ours != rebuilt
 
 
-def indexed_periods(store: Store) -> list[IndexedPeriod]:
-    """Every period the store's control table names: open ones, and closed ones until their markers' purge."""
-    found = store.control.range(control.OPEN, "", "~")
-    found += store.control.partition(control.CLOSED)
-    return [IndexedPeriod.from_row(row) for row in found]
-
-
 def periods_to_compare(
     live: Store,
     scratch: Store,
@@ -60,9 +52,9 @@ def periods_to_compare(
     """The periods the rebuild wrote, and the live periods lying inside the window (a live period the rebuild
     never wrote is then a difference too)."""
     chosen: dict[tuple[str, str], tuple[str, BillingPeriod]] = {}
-    for entry in indexed_periods(scratch):
+    for entry in control.indexed(scratch.control):
         chosen[(entry.tenant_id, entry.period.key)] = (entry.tenant_id, entry.period)
-    for entry in indexed_periods(live):
+    for entry in control.indexed(live.control):
         if start <= entry.period.start and entry.period.end <= end:
             chosen.setdefault((entry.tenant_id, entry.period.key), (entry.tenant_id, entry.period))
     picked = [item for item in chosen.values() if tenants is None or item[0] in tenants]

@@ -29,17 +29,18 @@ from metering.billing.closing import PeriodCloser
 from metering.billing.journal import CHANGES_TOTALS, Journal, JournalEntry, JournalKind
 from metering.billing.late import LateEvents
 from metering.core.events import parse_event
+from metering.core.hub import NOTHING_APPLIED
+from metering.core.limits import Limits
 from metering.core.meters import MeterCatalog
 from metering.core.periods import BillingPeriod, PeriodSchedule
 from metering.ingest.consumer import AfterApply, BatchReport, HubMessage, consume
 from metering.ingest.deadletters import DeadLetters
 from metering.ledger import control, rows
 from metering.ledger.batch import STATE_ROW, BatchPlan, SourcedEvent, partition_key, plan_adjustment
-from metering.ledger.control import NOTHING_APPLIED, HubProgress, IndexedPeriod
+from metering.ledger.control import HubProgress
 from metering.ledger.ledger import Ledger
 from metering.notifications.outbox import Outbox
 from metering.quotas.alerts import AlertWatch
-from metering.quotas.decisions import Limits
 from metering.rebuild.scratch import Scratch
 from metering.settings import LateEventPolicy
 from metering.stores import Store
@@ -259,8 +260,7 @@ class Replay:
         self._closed.add(key)
         at = max(close.closed_at, close.period.end)
         self.clock.now = at
-        index_key = f"{control.instant_key(close.period.end)}|{close.tenant_id}|{close.period.key}"
-        self.closer.close(IndexedPeriod(close.tenant_id, close.period, index_key), at)
+        self.closer.close(control.open_entry(close.tenant_id, close.period), at)
         self.stats.closed_periods += 1
 
     # -- journal entries -----------------------------------------------------------------------------------

@@ -18,7 +18,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from metering.core import decimals
-from metering.core.events import FieldError, format_timestamp
+from metering.core.clock import format_timestamp
+from metering.core.decimals import DecimalText
+from metering.core.events import FieldError
+from metering.core.limits import Limits
 from metering.core.meters import MeterCatalog
 from metering.core.periods import (
     DEFAULT_HISTORY,
@@ -31,8 +34,6 @@ from metering.core.periods import (
     check_history,
     period_in,
 )
-from metering.ledger.reader import DecimalText
-from metering.quotas.decisions import Limits
 from metering.quotas.plans import Plan, PlanCatalog, resolve_limits
 from metering.quotas.ratelimit import RateLimit
 from metering.stores import CommitConflict, Create, Replace, Row, RowTable

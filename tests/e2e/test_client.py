@@ -30,7 +30,7 @@ from metering.client import (
     new_event,
 )
 from metering.core.meters import Aggregation
-from metering.ledger.reader import PeriodStatus
+from metering.core.periods import PeriodStatus
 from tests.e2e.conftest import FUNCTION_KEY, eventually
 
 

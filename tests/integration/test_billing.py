@@ -21,14 +21,15 @@ from metering.billing.cancels import Cancels, NotCancellable, NotCounted, Period
 from metering.billing.closing import LineKind, PeriodCloser, Statement
 from metering.billing.late import LateEvents
 from metering.core.events import UsageEvent
+from metering.core.hub import Applied, Position
+from metering.core.limits import Limits
 from metering.core.periods import TenantSchedule
-from metering.ledger.batch import STATE_ROW, Position, SourcedEvent, marker_key, partition_key
-from metering.ledger.control import OPEN, Applied, HubProgress
+from metering.ledger.batch import STATE_ROW, SourcedEvent, marker_key, partition_key
+from metering.ledger.control import OPEN, HubProgress
 from metering.ledger.ledger import Ledger
 from metering.ledger.reader import UsageReader
 from metering.notifications.outbox import Outbox, QueueSink
 from metering.quotas.alerts import AlertWatch
-from metering.quotas.decisions import Limits
 from metering.quotas.plans import load_plans
 from metering.settings import LateEventPolicy
 from metering.stores import Store

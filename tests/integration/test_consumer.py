@@ -11,6 +11,7 @@ import pytest
 from azure.storage.blob import ContainerClient
 
 from metering.billing.late import LateEvents
+from metering.core.limits import Limits
 from metering.ingest.consumer import AfterApply, HubMessage, consume
 from metering.ingest.deadletters import INLINE_BODY_CHARS, DeadLetters
 from metering.ledger.control import HubProgress
@@ -18,7 +19,6 @@ from metering.ledger.ledger import Ledger
 from metering.ledger.reader import UsageReader
 from metering.notifications.outbox import Outbox, QueueSink
 from metering.quotas.alerts import AlertWatch
-from metering.quotas.decisions import Limits
 from metering.settings import LateEventPolicy
 from metering.transport.queue import queue_client
 

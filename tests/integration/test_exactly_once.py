@@ -35,12 +35,14 @@ from hypothesis import strategies as st
 from metering.billing.closing import PeriodCloser, Statement
 from metering.billing.late import LateEvents
 from metering.core import decimals
-from metering.core.events import UsageEvent, format_timestamp
+from metering.core.clock import format_timestamp
+from metering.core.events import UsageEvent
+from metering.core.hub import Position
 from metering.core.meters import Aggregation, load_catalog
-from metering.core.periods import CalendarMonthUtc
-from metering.ledger.batch import Position, SourcedEvent, marker_key, payload_hash
+from metering.core.periods import CalendarMonthUtc, Granularity
+from metering.ledger.batch import SourcedEvent, marker_key, payload_hash
 from metering.ledger.ledger import Ledger
-from metering.ledger.reader import Granularity, UsageReader
+from metering.ledger.reader import UsageReader
 from metering.notifications.outbox import Outbox, QueueSink
 from metering.settings import LateEventPolicy
 from metering.transport.queue import QueueBacklog, queue_client

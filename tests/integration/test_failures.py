@@ -21,11 +21,12 @@ from azure.storage.blob import ContainerClient
 
 from metering.billing.cancels import Cancels
 from metering.core.events import UsageEvent
+from metering.core.hub import Position
 from metering.core.meters import Aggregation, parse_catalog
 from metering.ingest.consumer import AfterApply, HubMessage, consume
 from metering.ingest.deadletters import DeadLetters
 from metering.ledger import rows
-from metering.ledger.batch import STATE_ROW, Cell, DayDelta, Position, SourcedEvent, marker_key, partition_key
+from metering.ledger.batch import STATE_ROW, Cell, DayDelta, SourcedEvent, marker_key, partition_key
 from metering.ledger.control import HubProgress
 from metering.ledger.ledger import Ledger, SystematicRejection, poison_allowance
 from metering.ledger.reader import UsageReader

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from metering.core.hub import Applied
 from metering.ingest.health import HealthCheck
-from metering.ledger.control import Applied, HubProgress
+from metering.ledger.control import HubProgress
 from metering.transport.queue import QueueBacklog, queue_client
 
 APPLIED_AT = datetime(2026, 11, 24, 12, tzinfo=UTC)

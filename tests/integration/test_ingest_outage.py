@@ -13,6 +13,7 @@ from azure.data.tables import TableServiceClient
 
 from metering.api.ingest import Ingest
 from metering.core.meters import load_catalog
+from metering.ingest.service import IngestService
 from metering.quotas.plans import load_plans
 from metering.stores.table import TableStore
 from metering.tenants.directory import TenantDirectory
@@ -35,13 +36,15 @@ def event(event_id: str | None, tenant: str = "acme") -> dict:
 
 def ingest_with(publisher, directory: TenantDirectory | None = None) -> Ingest:
     return Ingest(
-        load_catalog(),
-        publisher,
-        max_message_bytes=QUEUE_MESSAGE_BYTES,
-        max_age=timedelta(days=35),
-        max_future=timedelta(minutes=5),
-        clock=lambda: NOW,
-        rate_of=directory.rate if directory is not None else None,
+        IngestService(
+            load_catalog(),
+            publisher,
+            max_message_bytes=QUEUE_MESSAGE_BYTES,
+            max_age=timedelta(days=35),
+            max_future=timedelta(minutes=5),
+            clock=lambda: NOW,
+            rate_of=directory.rate if directory is not None else None,
+        )
     )
 
 

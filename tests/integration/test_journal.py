@@ -12,7 +12,8 @@ from metering.billing.closing import PeriodCloser
 from metering.billing.journal import Journal, JournalEntry, JournalKind
 from metering.billing.late import LateEvents
 from metering.core.events import UsageEvent
-from metering.ledger.batch import Position, SourcedEvent
+from metering.core.hub import Position
+from metering.ledger.batch import SourcedEvent
 from metering.ledger.ledger import Ledger
 from metering.ledger.reader import UsageReader
 from metering.notifications.outbox import Outbox

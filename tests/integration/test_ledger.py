@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 
 from metering.core.events import UsageEvent
+from metering.core.hub import Position
 from metering.core.meters import parse_catalog
-from metering.ledger.batch import STATE_ROW, Position, SourcedEvent, partition_key
+from metering.core.periods import Granularity
+from metering.ledger.batch import STATE_ROW, SourcedEvent, partition_key
 from metering.ledger.ledger import Ledger
-from metering.ledger.reader import Granularity, RangeError, UsageReader
+from metering.ledger.reader import RangeError, UsageReader
 from metering.stores import Replace
 from tests.support import InjectedCrash, ProbedStore
 

@@ -25,10 +25,10 @@ from metering.archive.capture import SCHEMA, capture_time_text, window_prefix
 from metering.billing.journal import JournalKind
 from metering.bootstrap import Services, build_container
 from metering.cli import app
+from metering.core.hub import hub_partition
 from metering.devhost.feed import HubFeed
 from metering.ingest.consumer import HubMessage, consume
 from metering.ledger.batch import STATE_ROW, partition_key
-from metering.ledger.control import hub_partition
 from metering.rebuild import RebuildReport, rebuild
 from metering.settings import Settings
 from metering.stores import Replace

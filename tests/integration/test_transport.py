@@ -13,6 +13,7 @@ from azure.eventhub.exceptions import EventHubError
 from metering.api.ingest import Ingest
 from metering.core.events import UsageEvent
 from metering.core.meters import load_catalog
+from metering.ingest.service import IngestService
 from metering.quotas.ratelimit import RateLimit, RateLimiter
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Message, PublishError, pack
 from metering.transport.eventhub import EventHubPublisher
@@ -131,12 +132,14 @@ def test_ingest_answers_503_with_retry_after_when_the_transport_refuses():
         "nowhere",
     )
     ingest = Ingest(
-        load_catalog(),
-        QueuePublisher(dead),
-        max_message_bytes=QUEUE_MESSAGE_BYTES,
-        max_age=timedelta(days=35),
-        max_future=timedelta(minutes=5),
-        clock=lambda: NOW,
+        IngestService(
+            load_catalog(),
+            QueuePublisher(dead),
+            max_message_bytes=QUEUE_MESSAGE_BYTES,
+            max_age=timedelta(days=35),
+            max_future=timedelta(minutes=5),
+            clock=lambda: NOW,
+        )
     )
     body = json.dumps([e.to_json_dict() for e in events("a", 2)]).encode()
     response = ingest(body, "application/json")
@@ -155,14 +158,16 @@ def test_a_request_the_transport_refused_gives_its_rate_allowance_back():
     tight = RateLimit(events_per_second=Decimal("0.001"), burst=2)
     limiter = RateLimiter()
     ingest = Ingest(
-        load_catalog(),
-        QueuePublisher(dead),
-        max_message_bytes=QUEUE_MESSAGE_BYTES,
-        max_age=timedelta(days=35),
-        max_future=timedelta(minutes=5),
-        clock=lambda: NOW,
-        rate_of=lambda _tenant: tight,
-        limiter=limiter,
+        IngestService(
+            load_catalog(),
+            QueuePublisher(dead),
+            max_message_bytes=QUEUE_MESSAGE_BYTES,
+            max_age=timedelta(days=35),
+            max_future=timedelta(minutes=5),
+            clock=lambda: NOW,
+            rate_of=lambda _tenant: tight,
+            limiter=limiter,
+        )
     )
     body = json.dumps([e.to_json_dict() for e in events("a", 2)]).encode()
     assert ingest(body, "application/json").status == 503

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from metering.core.limits import Limits
 from metering.core.meters import parse_catalog
-from metering.quotas.decisions import Limits
 from metering.quotas.plans import PlanCatalog, PlanCatalogError, load_plans, resolve_limits
 from metering.quotas.ratelimit import RateLimit
 
