@@ -17,7 +17,7 @@ from metering.api.manage import Manage
 from metering.api.reads import Reads
 from metering.archive.publisher import ArchivingPublisher, CaptureWriter
 from metering.billing.cancels import Cancels
-from metering.billing.closing import Backlog, PeriodCloser
+from metering.billing.closing import PeriodCloser
 from metering.billing.journal import Journal
 from metering.billing.late import LateEvents
 from metering.connections import credential
@@ -39,7 +39,7 @@ from metering.stores import Store, cosmos, table
 from metering.stores.cosmos import CosmosStore
 from metering.stores.table import TableStore
 from metering.tenants.directory import TenantDirectory
-from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Publisher
+from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Backlog, Publisher
 from metering.transport.eventhub import EventHubBacklog, EventHubPublisher
 from metering.transport.queue import (
     QueueBacklog,

@@ -10,14 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from metering.api.billing import LateEventList, StatementList
-from metering.api.contract import MAX_EVENTS, Accepted
+from metering.api.contract import MAX_EVENTS, Accepted, HistoryResponse, QuotaDecision, UsageResponse
 from metering.api.manage import CloseResponse
-from metering.api.reads import HistoryResponse, UsageResponse
 from metering.billing.cancels import CancelResult
 from metering.billing.closing import Statement
 from metering.core.events import UsageEvent
 from metering.ingest.health import Health
-from metering.quotas.decisions import QuotaDecision
 from metering.tenants.directory import TenantSettings, TenantUpdate
 
 VERSION = "0.1.0"

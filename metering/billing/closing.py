@@ -16,40 +16,27 @@ Each step is idempotent and the index row goes last, so a crash anywhere resumes
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
 
 from pydantic import BaseModel
 
 from metering.core import decimals
-from metering.core.clock import format_timestamp
 from metering.core.decimals import DecimalText
-from metering.core.hub import Applied
 from metering.core.meters import MeterCatalog
 from metering.core.periods import BillingPeriod
-from metering.ledger import control, rows
-from metering.ledger.batch import SHARD, STATE_ROW, Cell, partition_key
+from metering.ledger import commit, control, rows
+from metering.ledger.cells import Cell
 from metering.ledger.control import HubProgress, IndexedPeriod
+from metering.ledger.keys import MARKERS, SHARDS, STATE_ROW, partition_key
+from metering.ledger.rows import StateRow
 from metering.notifications.outbox import Outbox
-from metering.stores import CommitConflict, Create, Replace, Row, Store
+from metering.stores import CommitConflict, Create, Row, Store
+from metering.transport import Backlog
 
 log = logging.getLogger(__name__)
-
-SHARDS = (SHARD,)
-
-
-class Backlog(Protocol):
-    def applied_through(self, applied: Mapping[str, Applied], now: datetime) -> datetime:
-        """The instant before which every event enqueued in the hub is applied."""
-        ...
-
-    def lag(self, applied: Mapping[str, Applied], now: datetime) -> dict[str, float]:
-        """Per hub partition it reads (by the names positions are kept under), the age in seconds of the oldest
-        event not applied yet; 0 when none waits."""
-        ...
 
 
 class LineKind(StrEnum):
@@ -98,17 +85,13 @@ def statement_id(tenant_id: str, period: BillingPeriod) -> str:
     return f"period.closed:{tenant_id}:{period.key}"
 
 
-def build_statement(
-    tenant_id: str, period: BillingPeriod, state: Mapping[str, Any], catalog: MeterCatalog
-) -> Statement:
+def build_statement(tenant_id: str, period: BillingPeriod, state: StateRow, catalog: MeterCatalog) -> Statement:
     lines: list[StatementLine] = []
-    adjustments = state.get("adj", {})
-    for metric in sorted(state["totals"]):
+    for metric, total in sorted(state.totals().items()):
         meter = catalog.get(metric)
         unit = meter.unit if meter else ""
         kind = meter.aggregation.value if meter else "unknown"
-        total = Cell.from_json(state["totals"][metric])
-        carried = Cell.from_json(adjustments[metric]) if metric in adjustments else None
+        carried = state.adjustment(metric)
         # Only additive meters carry late events (late.py), so subtracting their part is exact.
         usage = (
             total
@@ -137,12 +120,14 @@ def build_statement(
                     event_count=carried.count,
                 )
             )
+    closed_at = state.closed_at
+    assert closed_at is not None, "a statement is built from a closed state row"
     return Statement(
         tenant_id=tenant_id,
         period_start=period.start,
         period_end=period.end,
-        closed_at=datetime.fromisoformat(state["closed_at"]),
-        catalog_version=state.get("catalog", catalog.version),
+        closed_at=closed_at,
+        catalog_version=state.catalog_version or catalog.version,
         lines=lines,
     )
 
@@ -226,24 +211,17 @@ class PeriodCloser:
         control.move_to_closed(self.store.control, entry, statement.closed_at + self.retention)
         return statement
 
-    def _flip(self, partition: str, tenant: str, period: BillingPeriod, now: datetime) -> dict[str, Any]:
+    def _flip(self, partition: str, tenant: str, period: BillingPeriod, now: datetime) -> StateRow:
         for _attempt in range(20):
             state: Row | None = self.store.usage.read(partition, [STATE_ROW]).get(STATE_ROW)
-            if state is not None and state.data["status"] == rows.CLOSED:
-                return state.data
-            base = state.data if state is not None else rows.new_state(tenant, period)
-            closed = {
-                **base,
-                "status": rows.CLOSED,
-                "closed_at": format_timestamp(now),
-                "catalog": self.catalog.version,
-            }
-            operation = Create(STATE_ROW, closed) if state is None else Replace(STATE_ROW, closed, state.etag)
+            if state is not None and StateRow(state.data).is_closed:
+                return StateRow(state.data)
+            closed = rows.closed_state(state.data if state else None, tenant, period, now, self.catalog.version)
             try:
-                self.store.usage.commit(partition, [operation])
+                self.store.usage.commit(partition, [commit.write(STATE_ROW, closed, state)])
             except CommitConflict:
                 continue  # an aggregator commit landed first: read again and flip what it wrote
-            return closed
+            return StateRow(closed)
         raise RuntimeError(f"could not close {partition}: its state row kept changing")
 
     def purge(self, now: datetime) -> int:
@@ -254,7 +232,7 @@ class PeriodCloser:
             for shard in SHARDS:
                 partition = partition_key(entry.tenant_id, entry.period, shard)
                 while True:
-                    markers = self.store.usage.range(partition, "m|", "m|~", limit=1000)
+                    markers = self.store.usage.range(partition, *MARKERS, limit=1000)
                     if not markers:
                         break
                     self.store.usage.delete(partition, [row.key for row in markers])

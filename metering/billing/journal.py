@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from metering.core.clock import format_timestamp
-from metering.ledger.batch import digest
+from metering.ledger.keys import digest
 from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, Create, RowTable
 
 

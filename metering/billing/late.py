@@ -20,6 +20,7 @@ from metering.billing.journal import Journal, JournalEntry, JournalKind
 from metering.core.clock import format_timestamp, hour_key
 from metering.core.periods import PeriodSchedule
 from metering.ledger.batch import BatchPlan, PlannedEvent, Rejected, plan_adjustment
+from metering.ledger.keys import EVERYTHING, late_key
 from metering.ledger.ledger import Ledger
 from metering.settings import LateEventPolicy
 from metering.stores import CommitConflict, Create, RowTable
@@ -40,18 +41,19 @@ class LateReport:
     rejected: list[Rejected] = field(default_factory=list)  # carries the store refused: the caller dead-letters them
 
 
-def carry_entry(planned: PlannedEvent, record: dict[str, Any], day: str, hour: str) -> JournalEntry:
+def carry_entry(planned: PlannedEvent, record: LateEvent, day: str, hour: str) -> JournalEntry:
     """A carry's journal entry, timed by its late-event record, so every redelivery writes the same one."""
     event = planned.event
+    assert record.carried_to is not None
     return JournalEntry(
         kind=JournalKind.LATE_CARRY,
         tenant_id=event.tenant_id,
-        time=datetime.fromisoformat(record["detected"]),
+        time=record.detected,
         subject=event.dedupe_key,
         details={
             "event": event.to_json_dict(),
-            "period_start": record["period_start"],
-            "carried_to": record["carried_to"],
+            "period_start": record.period_start.isoformat(),
+            "carried_to": record.carried_to.isoformat(),
             "day": day,
             "hour": hour,
         },
@@ -84,10 +86,9 @@ class LateEvents:
         for planned in late:
             record, new = self._record(planned, now)
             report.recorded += new
-            target = record["carried_to"]
-            if target is None:
+            if record.carried_to is None:
                 continue
-            period = self.schedule.period_starting(planned.event.tenant_id, date.fromisoformat(target))
+            period = self.schedule.period_starting(planned.event.tenant_id, record.carried_to)
             if period is None:  # the tenant's terms changed since: the record says where it went
                 continue
             tenant = planned.event.tenant_id
@@ -104,9 +105,9 @@ class LateEvents:
             report.rejected = result.rejected
         return report
 
-    def _record(self, planned: PlannedEvent, now: datetime) -> tuple[dict[str, Any], bool]:
+    def _record(self, planned: PlannedEvent, now: datetime) -> tuple[LateEvent, bool]:
         event = planned.event
-        key = planned.marker[2:]
+        key = late_key(event.tenant_id, event.dedupe_key)
         carried_to = None
         if self.policy is LateEventPolicy.ADJUST and planned.meter.aggregation.is_additive:
             carried_to = self.schedule.period_at(event.tenant_id, now).key
@@ -120,10 +121,10 @@ class LateEvents:
         try:
             self.table.commit(event.tenant_id, [Create(key, data)])
         except CommitConflict:
-            return self.table.read(event.tenant_id, [key])[key].data, False
-        return data, True
+            return LateEvent.model_validate(self.table.read(event.tenant_id, [key])[key].data), False
+        return LateEvent.model_validate(data), True
 
     def list(self, tenant_id: str, limit: int = 1000) -> list[LateEvent]:
-        rows = self.table.range(tenant_id, "", "~", limit=limit)
+        rows = self.table.range(tenant_id, *EVERYTHING, limit=limit)
         items = [LateEvent.model_validate(row.data) for row in rows]
         return sorted(items, key=lambda item: item.detected)

@@ -6,8 +6,15 @@ with BufferedUsageWriter(MeteringClient("http://127.0.0.1:7071/api", key)) as us
     usage.record("acme", "api.requests", 1, dimensions={"region": "eu"})
 """
 
-from metering.api.contract import Accepted
-from metering.api.reads import HistoryResponse, UsageResponse
+from metering.api.contract import (
+    Accepted,
+    GroupTotal,
+    HistoryResponse,
+    QuotaDecision,
+    UsageAggregate,
+    UsageBucket,
+    UsageResponse,
+)
 from metering.client.buffer import Backoff, CloseReport, RejectedEvent, WriterStats
 from metering.client.errors import (
     BadRequest,
@@ -39,8 +46,6 @@ from metering.client.writer import AsyncBufferedUsageWriter, BufferedUsageWriter
 from metering.core.events import FieldError, UsageEvent
 from metering.core.limits import Decision
 from metering.core.periods import Granularity
-from metering.ledger.reader import GroupTotal, UsageAggregate, UsageBucket
-from metering.quotas.decisions import QuotaDecision
 
 __all__ = [
     "DEFAULT_URL",

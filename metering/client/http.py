@@ -20,16 +20,21 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
-from metering.api.contract import MAX_BODY_BYTES, MAX_EVENTS, Accepted
-from metering.api.reads import HistoryResponse, UsageResponse
+from metering.api.contract import (
+    MAX_BODY_BYTES,
+    MAX_EVENTS,
+    Accepted,
+    HistoryResponse,
+    QuotaDecision,
+    UsageBucket,
+    UsageResponse,
+)
 from metering.client.errors import ConnectionFailed, problem_from_response
 from metering.client.manage import ClosedPeriods, HealthReport, MetricLimits, TenantSettings, tenant_update
 from metering.client.recording import QuantityLike, encode, recorded, to_events
 from metering.core.decimals import to_str
 from metering.core.events import UsageEvent
 from metering.core.periods import Granularity
-from metering.ledger.reader import UsageBucket
-from metering.quotas.decisions import QuotaDecision
 
 DEFAULT_URL = "http://127.0.0.1:7071/api"
 DEFAULT_SOURCE = "metering-client"

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from metering.api.reads import HistoryResponse
+from metering.api.contract import HistoryResponse
 from metering.client import DEFAULT_URL
 from metering.commands.common import (
     Format,

@@ -20,7 +20,6 @@ from metering.core.clock import Clock
 from metering.core.events import BodyError, parse_event
 from metering.core.hub import Applied, Position, contiguous_ranges
 from metering.ingest.deadletters import DeadLetter, DeadLetters
-from metering.ledger import rows
 from metering.ledger.batch import SourcedEvent
 from metering.ledger.control import HubProgress
 from metering.ledger.ledger import Ledger
@@ -110,9 +109,9 @@ def consume(
     late = after.late.handle(result.late)
     unapplied = [(r.item.event, r.item.position, r.reason) for r in [*result.rejected, *late.rejected]]
     alerts = sum(
-        after.alerts.check(first.event.tenant_id, first.period, state["totals"])
+        after.alerts.check(first.event.tenant_id, first.period, state.totals())
         for first, state in result.states.values()
-        if state is not None and state["status"] == rows.OPEN
+        if state is not None and not state.is_closed
     )
     if alerts:
         after.outbox.dispatch()

@@ -17,7 +17,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 
 from metering.core.clock import format_timestamp
-from metering.ledger.batch import digest
+from metering.ledger.keys import digest
 from metering.stores import RowTable
 
 # Characters of body kept in the row itself; the table's own limit is 32K characters per property.

@@ -13,9 +13,9 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from metering.billing.closing import Backlog
 from metering.ledger.control import HubProgress
 from metering.stores import Store
+from metering.transport import Backlog
 
 COUNT_LIMIT = 100_000
 

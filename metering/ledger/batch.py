@@ -1,19 +1,17 @@
 """Pre-aggregating a batch of usage events in memory (pure: no I/O).
 
-An event contributes a *cell* (a value, an event count and, for `latest`, the position that orders it) to the
-period total, to its day and UTC hour, and to the groups of the dimensions its meter breaks down by. Cells of
-the same key merge by the meter's aggregation, so a batch of thousands of events becomes a few rows of deltas.
-This module also derives every store key of an event: where its dedupe marker lives is a pure function of the
-tenant, the dedupe key and the event's billing period, so a redelivered event always meets its own marker.
+An event contributes a *cell* (cells.py) to the period total, to its day and UTC hour, and to the groups of the
+dimensions its meter breaks down by. Cells of the same key merge by the meter's aggregation, so a batch of
+thousands of events becomes a few rows of deltas. Planning gives each event every key it needs (keys.py) once,
+and sets aside what cannot count (a meter the catalog does not know, an event without an id) and repeats of an
+event within the batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from hashlib import blake2b
-from typing import Any
 
 from metering.core import decimals
 from metering.core.clock import format_timestamp, hour_key
@@ -21,33 +19,8 @@ from metering.core.events import UsageEvent, check_against_catalog, dedupe_key_o
 from metering.core.hub import Position
 from metering.core.meters import Aggregation, Meter, MeterCatalog
 from metering.core.periods import BillingPeriod, PeriodSchedule
-
-STATE_ROW = "s"
-# One shard per tenant and period. Unique counts must see every distinct value of a period in one partition
-# to stay exact; spreading a hot tenant over several shards needs a second step for them (README, Limits).
-SHARD = 0
-
-
-def digest(text: str) -> str:
-    """128-bit hex digest: user strings never go into store keys raw (keys forbid / \\ # ? and controls)."""
-    return blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-def partition_key(tenant_id: str, period: BillingPeriod, shard: int = SHARD) -> str:
-    # Tenant ids are restricted to A-Z a-z 0-9 . _ : - , all legal in a PartitionKey.
-    return f"{tenant_id}|{period.key}|{shard}"
-
-
-def marker_key(tenant_id: str, dedupe_key: str) -> str:
-    return "m|" + digest(f"{tenant_id}\n{dedupe_key}")
-
-
-def day_row_key(day: str) -> str:
-    return "d|" + day
-
-
-def unique_key(metric: str, value: str) -> str:
-    return f"u|{metric}|{digest(value)}"
+from metering.ledger.cells import Cell, absorb, absorb_into
+from metering.ledger.keys import day_row_key, marker_key, partition_key, unique_key
 
 
 def payload_hash(event: UsageEvent, timestamp: str | None = None) -> str:
@@ -66,67 +39,6 @@ def payload_hash(event: UsageEvent, timestamp: str | None = None) -> str:
 
 def _optional(value: str | None) -> str:
     return "\0" if value is None else value
-
-
-@dataclass(slots=True)
-class Cell:
-    """An aggregate over some events. `at` orders `latest` values: (timestamp, event id), never arrival."""
-
-    value: Decimal
-    count: int
-    at: tuple[str, str] | None = None
-
-    def to_json(self) -> list[Any]:
-        encoded: list[Any] = [decimals.to_str(self.value), self.count]
-        if self.at is not None:
-            encoded.extend(self.at)
-        return encoded
-
-    @classmethod
-    def from_json(cls, data: Sequence[Any]) -> Cell:
-        at = (data[2], data[3]) if len(data) > 2 else None
-        return cls(Decimal(data[0]), int(data[1]), at)
-
-
-def merge(kind: Aggregation, into: Cell | None, delta: Cell) -> Cell:
-    """Combine two cells of one meter. Additive kinds add; levels keep their extreme or their latest."""
-    if into is None:
-        return Cell(delta.value, delta.count, delta.at)
-    count = into.count + delta.count
-    if kind is Aggregation.MAX:
-        return Cell(max(into.value, delta.value), count)
-    if kind is Aggregation.MIN:
-        return Cell(min(into.value, delta.value), count)
-    if kind is Aggregation.LATEST:
-        newer = delta if (delta.at or ("", "")) > (into.at or ("", "")) else into
-        return Cell(newer.value, count, newer.at)
-    return Cell(decimals.add(into.value, delta.value), count)
-
-
-def absorb(kind: Aggregation, cells: dict[str, Cell], key: str, delta: Cell) -> None:
-    """Merge `delta` into cells[key] in place: pre-aggregation owns the cells it creates, so it need not
-    allocate a new one per event."""
-    cell = cells.get(key)
-    if cell is None:
-        cells[key] = Cell(delta.value, delta.count, delta.at)
-    else:
-        absorb_into(kind, cell, delta)
-
-
-def absorb_into(kind: Aggregation, cell: Cell, delta: Cell) -> None:
-    cell.count += delta.count
-    if kind is Aggregation.SUM or kind is Aggregation.COUNT or kind is Aggregation.UNIQUE_COUNT:
-        cell.value = decimals.add(cell.value, delta.value)
-    elif kind is Aggregation.MAX:
-        cell.value = max(cell.value, delta.value)
-    elif kind is Aggregation.MIN:
-        cell.value = min(cell.value, delta.value)
-    elif (delta.at or ("", "")) > (cell.at or ("", "")):
-        cell.value, cell.at = delta.value, delta.at
-
-
-def merge_json(kind: Aggregation, stored: Sequence[Any] | None, delta: Cell) -> list[Any]:
-    return merge(kind, None if stored is None else Cell.from_json(stored), delta).to_json()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,29 +81,6 @@ class PlannedEvent:
         if self._payload is None:
             self._payload = payload_hash(self.event, self.timestamp)
         return self._payload
-
-    def marker_data(self, applied_at: str) -> dict[str, Any]:
-        """A marker keeps the event's contribution (what a cancel subtracts) and its payload hash."""
-        event = self.event
-        data: dict[str, Any] = {
-            "k": event.dedupe_key,
-            "h": self.payload,
-            "e": event.event_id,
-            "m": event.metric,
-            "q": decimals.to_str(event.quantity),
-            "t": self.timestamp,
-            "d": self.day,
-            "a": applied_at,
-        }
-        if self.groups:
-            data["g"] = self.groups
-        if self.position is not None:
-            data["p"] = [self.position.partition, self.position.sequence]
-        if self.adjustment:
-            # Counted on the day and hour it was carried, not those of its timestamp: a cancel needs them.
-            data["adj"] = True
-            data["hr"] = self.hour
-        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +146,7 @@ def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: P
         tenant = event.tenant_id
         instant = event.timestamp
         period = schedule.period_at(tenant, instant)
-        pkey = f"{tenant}|{period.key}|{SHARD}"
+        pkey = partition_key(tenant, period)
         mkey = marker_key(tenant, dedupe)
         hour = hour_key(instant)
         day = schedule.day_of(tenant, instant).isoformat()

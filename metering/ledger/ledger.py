@@ -20,7 +20,7 @@ fails as a whole (`SystematicRejection`) and is retried, rather than emptying th
 from __future__ import annotations
 
 import logging
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,32 +30,20 @@ from metering.core.clock import Clock, format_timestamp, utc_now
 from metering.core.hub import contiguous_ranges
 from metering.core.meters import MeterCatalog
 from metering.core.periods import PeriodSchedule
-from metering.ledger import control, rows
+from metering.ledger import commit, control, rows
 from metering.ledger.batch import (
-    STATE_ROW,
     BatchPlan,
-    ChunkDeltas,
     Conflict,
     PlannedEvent,
     Rejected,
     SourcedEvent,
     chunk_deltas,
-    day_row_key,
-    marker_key,
     payload_hash,
     plan_batch,
 )
-from metering.stores import (
-    MAX_TRANSACTION_OPS,
-    CommitConflict,
-    ContentionError,
-    Create,
-    Operation,
-    Replace,
-    Row,
-    Store,
-    StoreRejected,
-)
+from metering.ledger.keys import STATE_ROW, UNIQUES, conflict_key, day_row_key
+from metering.ledger.rows import Marker, StateRow
+from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, ContentionError, Row, Store, StoreRejected
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +72,7 @@ class ApplyResult:
     commits: int = 0
     retries: int = 0
     # Each touched partition's state after the batch (None: the partition has none), for threshold alerts.
-    states: dict[str, tuple[PlannedEvent, dict[str, Any] | None]] = field(default_factory=dict)
+    states: dict[str, tuple[PlannedEvent, StateRow | None]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -180,13 +168,13 @@ class Ledger:
         for partition, listed in plan.partitions.items():
             # Each entity at most once per transaction: a second occurrence of a marker in a partition's list
             # (a caller's own plan may hold one, e.g. a late event received twice) is judged as a repeat.
-            events, repeats = _first_occurrences(listed, plan.repeats.get(partition, []))
-            self._apply_partition(partition, events, _held_back(hub_ranges, repeats), result, refusals)
+            events, repeats = commit.first_occurrences(listed, plan.repeats.get(partition, []))
+            self._apply_partition(partition, events, commit.held_back(hub_ranges, repeats), result, refusals)
             if repeats:
                 # Their first occurrences are settled now, so each repeat meets the payload that counted.
                 self._apply_partition(partition, repeats, {}, result, refusals)
             state = self._known[partition].rows.get(STATE_ROW) if partition in self._known else None
-            result.states[partition] = (events[0], state.data if state is not None else None)
+            result.states[partition] = (events[0], StateRow(state.data) if state is not None else None)
         return result
 
     # -- one store partition -------------------------------------------------------------------------------
@@ -202,11 +190,12 @@ class Ledger:
         known = self._partition(partition)
         touched = {STATE_ROW}
         for planned in events:
-            touched |= _row_keys(planned)
+            touched |= commit.row_keys(planned)
         fresh_state = STATE_ROW not in known.rows
         self._learn_rows(partition, known, touched)
         state = known.rows[STATE_ROW]
-        if state is not None and state.data["status"] == rows.CLOSED:
+        view = StateRow(state.data) if state is not None else None
+        if view is not None and view.is_closed:
             self._late(partition, known, events, result)
             return
         if state is None:
@@ -223,7 +212,7 @@ class Ledger:
             self._learn_uniques(partition, known)
         pending: list[PlannedEvent] = []
         for planned in events:
-            if planned.position is not None and state is not None and rows.is_covered(state.data, planned.position):
+            if planned.position is not None and view is not None and view.covers(planned.position):
                 result.duplicates += 1
             elif not self._is_known_applied(planned, known, result):
                 pending.append(planned)
@@ -231,7 +220,7 @@ class Ledger:
             partition,
             known,
             events,
-            self._chunks(pending, known),
+            commit.chunks(pending, self.max_ops),
             hub_ranges=hub_ranges,
             result=result,
             refusals=refusals,
@@ -255,7 +244,7 @@ class Ledger:
         while queue:
             chunk = queue.popleft()
             # Refused events stay pending for the hub ranges: a redelivery must judge them again.
-            coverage = _coverage(events, [*queue, refused], hub_ranges)
+            coverage = commit.coverage(events, [*queue, refused], hub_ranges)
             try:
                 self._commit_chunk(partition, known, chunk, coverage, result)
             except StoreRejected as rejection:
@@ -270,11 +259,12 @@ class Ledger:
         """Events of a closed period: those already counted before it closed are duplicates (their markers
         outlive the close), the others are late and go back to the caller, never into the void."""
         state = known.rows[STATE_ROW]
-        unsure = [p for p in events if not (p.position and state and rows.is_covered(state.data, p.position))]
+        view = StateRow(state.data) if state is not None else None
+        unsure = [p for p in events if not (p.position and view and view.covers(p.position))]
         result.duplicates += len(events) - len(unsure)
         markers = self.store.usage.read(partition, [p.marker for p in unsure if p.marker not in known.markers])
         for row in markers.values():
-            known.markers[row.key] = row.data["h"]
+            known.markers[row.key] = Marker(row.data).payload
         result.late.extend(p for p in unsure if not self._is_known_applied(p, known, result))
 
     def _closed_by_now(self, end: datetime) -> bool:
@@ -293,28 +283,6 @@ class Ledger:
             )
         return True
 
-    def _chunks(self, events: list[PlannedEvent], known: _Known) -> list[list[PlannedEvent]]:
-        """Greedy chunks whose operations (markers, new distinct values, rows, the state row) fit one commit,
-        each entity at most once."""
-        chunks: list[list[PlannedEvent]] = []
-        current: list[PlannedEvent] = []
-        row_keys: set[str] = set()
-        unique_keys: set[str] = set()
-        for planned in events:
-            needs_rows = _row_keys(planned)
-            needs_uniques = {planned.unique} if planned.unique else set()
-            used = 1 + len(current) + len(row_keys) + len(unique_keys)
-            extra = 1 + len(needs_rows - row_keys) + len(needs_uniques - unique_keys)
-            if current and used + extra > self.max_ops:
-                chunks.append(current)
-                current, row_keys, unique_keys = [], set(), set()
-            current.append(planned)
-            row_keys |= needs_rows
-            unique_keys |= needs_uniques
-        if current:
-            chunks.append(current)
-        return chunks
-
     def _commit_chunk(
         self,
         partition: str,
@@ -329,21 +297,22 @@ class Ledger:
             deltas = chunk_deltas(chunk)
             self._learn_rows(partition, known, [STATE_ROW, *deltas.row_keys()])
             state = known.rows[STATE_ROW]
-            if state is not None and state.data["status"] == rows.CLOSED:
+            if state is not None and StateRow(state.data).is_closed:
                 self._late(partition, known, chunk, result)
                 return
-            moving = _moving_day(state, deltas)
+            moving = commit.moving_day(state, deltas)
             if moving is not None:
                 self._learn_rows(partition, known, [day_row_key(moving)])
             self._learn_uniques_of(partition, known, deltas.uniques)
-            now = format_timestamp(self.clock())
-            operations = self._operations(
+            operations = commit.operations(
                 chunk=chunk,
                 deltas=deltas,
                 state=state,
+                day_rows=known.rows,
+                uniques=known.uniques,
+                meters=self.catalog.meters,
                 coverage=coverage,
-                known=known,
-                now=now,
+                now=format_timestamp(self.clock()),
             )
             try:
                 etags = self.store.usage.commit(partition, [op for op, _ in operations])
@@ -353,9 +322,9 @@ class Ledger:
                 self._refresh(partition, known, chunk, result)
                 continue
             for (op, kind), etag in zip(operations, etags, strict=True):
-                if kind == "row":
+                if kind == commit.ROW:
                     known.rows[op.key] = Row(op.key, etag, op.data)
-                elif kind == "unique":
+                elif kind == commit.UNIQUE:
                     known.uniques[op.key] = Row(op.key, etag, op.data)
             for planned in chunk:
                 known.markers[planned.marker] = planned.payload
@@ -364,69 +333,6 @@ class Ledger:
             result.commits += 1
             return
         raise ContentionError(f"gave up on partition {partition} after {self.max_attempts} conflicting commits")
-
-    def _operations(
-        self,
-        *,
-        chunk: list[PlannedEvent],
-        deltas: ChunkDeltas,
-        state: Row | None,
-        coverage: Mapping[str, tuple[int, int]],
-        known: _Known,
-        now: str,
-    ) -> list[tuple[Operation, str]]:
-        operations: list[tuple[Operation, str]] = [(Create(p.marker, p.marker_data(now)), "marker") for p in chunk]
-        new_in_period: Counter[str] = Counter()
-        new_by_day: dict[str, Counter[str]] = {}
-        for key, met in deltas.uniques.items():
-            name = met.meter.name
-            row = known.uniques.get(key)
-            seen_on = set(row.data["days"]) if row is not None else set()
-            new_days = met.days - seen_on
-            if not new_days:
-                continue
-            if row is None:
-                new_in_period[name] += 1
-            for day in new_days:
-                new_by_day.setdefault(day, Counter())[name] += 1
-            data = {"m": name, "x": met.value, "days": sorted(seen_on | new_days), "a": now}
-            operations.append((_write(key, data, row), "unique"))
-        # The latest day's cells live in the state row; a later day takes its place and the old block moves
-        # into its day row. Older days are written to their rows.
-        meters = self.catalog.meters
-        today = state.data.get("today") if state else None
-        blocks: dict[str, dict[str, Any]] = {}
-        moving = _moving_day(state, deltas)
-        if moving is not None:
-            assert today is not None
-            stored = self._stored_block(known, moving)
-            blocks[moving] = rows.add_to_block(stored, day=moving, per_meter=rows.block_deltas(today), meters=meters)
-            today = None
-        today_day = today["day"] if today is not None else max(deltas.days)
-        for day, per_meter in deltas.days.items():
-            new_distinct = new_by_day.get(day)
-            if day == today_day:
-                today = rows.add_to_block(today, day=day, per_meter=per_meter, meters=meters, new_distinct=new_distinct)
-            else:
-                base = blocks[day] if day in blocks else self._stored_block(known, day)
-                blocks[day] = rows.add_to_block(
-                    base, day=day, per_meter=per_meter, meters=meters, new_distinct=new_distinct
-                )
-        for day, block in blocks.items():
-            key = day_row_key(day)
-            operations.append((_write(key, rows.day_row(block, now), known.rows[key]), "row"))
-        first = chunk[0]
-        base = state.data if state else rows.new_state(first.event.tenant_id, first.period)
-        data = rows.apply_to_state(
-            base, deltas=deltas, new_distinct=new_in_period, coverage=coverage, now=now, today=today
-        )
-        operations.append((_write(STATE_ROW, data, state), "row"))
-        return operations
-
-    @staticmethod
-    def _stored_block(known: _Known, day: str) -> dict[str, Any] | None:
-        row = known.rows[day_row_key(day)]
-        return row.data if row is not None else None
 
     # -- what the store holds ------------------------------------------------------------------------------
 
@@ -453,7 +359,7 @@ class Ledger:
         if known.uniques_loaded:
             return
         known.uniques_loaded = True
-        found = self.store.usage.range(partition, "u|", "u|~", limit=self._cached_markers + 1)
+        found = self.store.usage.range(partition, *UNIQUES, limit=self._cached_markers + 1)
         if len(found) <= self._cached_markers:
             known.uniques.update((row.key, row) for row in found)
             known.all_uniques = True
@@ -475,7 +381,7 @@ class Ledger:
         known.all_uniques = known.uniques_loaded = False
         markers = self.store.usage.read(partition, [p.marker for p in chunk])
         for row in markers.values():
-            known.markers[row.key] = row.data["h"]
+            known.markers[row.key] = Marker(row.data).payload
         chunk[:] = [p for p in chunk if not self._is_known_applied(p, known, result)]
 
     def _trim(self, known: _Known) -> None:
@@ -492,88 +398,7 @@ class Ledger:
         """Conflicts are written before the commit that leaves their event out, so none goes unreported."""
         for conflict in conflicts:
             event = conflict.event
-            key = f"{marker_key(event.tenant_id, conflict.dedupe_key)[2:]}|{payload_hash(event)}"
-            self.store.conflicts.upsert(
-                event.tenant_id,
-                key,
-                {
-                    "dedupe_key": conflict.dedupe_key,
-                    "first_payload": conflict.first_payload,
-                    "event": event.to_json_dict(),
-                    "detected": format_timestamp(self.clock()),
-                },
-            )
+            key = conflict_key(event.tenant_id, conflict.dedupe_key, payload_hash(event))
+            detected = format_timestamp(self.clock())
+            self.store.conflicts.upsert(event.tenant_id, key, rows.conflict_row(conflict, detected))
             result.conflicts.append(conflict)
-
-
-def _first_occurrences(
-    listed: Sequence[PlannedEvent], repeats: Sequence[PlannedEvent]
-) -> tuple[list[PlannedEvent], list[PlannedEvent]]:
-    seen: set[str] = set()
-    first: list[PlannedEvent] = []
-    later: list[PlannedEvent] = []
-    for planned in listed:
-        if planned.marker in seen:
-            later.append(planned)
-        else:
-            seen.add(planned.marker)
-            first.append(planned)
-    return first, [*later, *repeats] if later else list(repeats)
-
-
-def _held_back(
-    hub_ranges: Mapping[str, tuple[int, int]], repeats: Sequence[PlannedEvent]
-) -> dict[str, tuple[int, int]]:
-    """Hub ranges cut short before the first in-batch repeat: a repeat is judged after the commits, so no
-    commit may record it as applied (a redelivery must judge it again if this one stops before it)."""
-    ranges = dict(hub_ranges)
-    for planned in repeats:
-        position = planned.position
-        if position is not None and position.partition in ranges:
-            lo, hi = ranges[position.partition]
-            ranges[position.partition] = (lo, min(hi, position.sequence - 1))
-    return {partition: (lo, hi) for partition, (lo, hi) in ranges.items() if hi >= lo}
-
-
-def _moving_day(state: Row | None, deltas: ChunkDeltas) -> str | None:
-    """The day whose block leaves the state row for its day row in this chunk, if a later day arrives."""
-    today = state.data.get("today") if state else None
-    if today is not None and max(deltas.days) > today["day"]:
-        return str(today["day"])
-    return None
-
-
-def _row_keys(planned: PlannedEvent) -> set[str]:
-    return {day_row_key(planned.day)}
-
-
-def _write(key: str, data: dict[str, Any], old: Row | None) -> Operation:
-    return Replace(key, data, old.etag) if old is not None else Create(key, data)
-
-
-def _coverage(
-    events: Sequence[PlannedEvent],
-    later_chunks: Sequence[Sequence[PlannedEvent]],
-    hub_ranges: Mapping[str, tuple[int, int]],
-) -> dict[str, tuple[int, int]]:
-    """The hub ranges whose events for this partition are all applied once the current chunk commits."""
-    if not hub_ranges:
-        return {}
-    first_pending: dict[str, int] = {}
-    for chunk in later_chunks:
-        for planned in chunk:
-            position = planned.position
-            if position is not None and position.partition in hub_ranges:
-                seq = first_pending.get(position.partition)
-                if seq is None or position.sequence < seq:
-                    first_pending[position.partition] = position.sequence
-    present = {p.position.partition for p in events if p.position is not None}
-    coverage: dict[str, tuple[int, int]] = {}
-    for partition, (lo, hi) in hub_ranges.items():
-        if partition not in present:
-            continue
-        pending = first_pending.get(partition)
-        top = hi if pending is None else min(hi, pending - 1)
-        if top >= lo:
-            coverage[partition] = (lo, top)
-    return coverage

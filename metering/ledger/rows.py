@@ -1,10 +1,12 @@
-"""The rows of one store partition (tenant, billing period, shard) and how deltas change them.
+"""The rows of one store partition (tenant, billing period, shard): their shapes, typed views of them, and how
+deltas change them. The one place that reads or writes a usage row's fields; keys.py names the rows.
 
-    s                     period state: status, period totals per meter, applied hub positions, and the
-                          block of the latest day (its cells are written here, not in its day row)
-    d|<day>               one tenant-local day's block: per meter the day cell, UTC hour cells and groups
-    m|<digest>            dedupe marker of one event (created once, never updated)
-    u|<meter>|<digest>    a distinct value of a unique_count meter and the days of the period it was met on
+    s          period state: status, period totals per meter, carried adjustments, applied hub positions, and
+               the block of the latest day (its cells are written here, not in its day row)
+    d|<day>    one tenant-local day's block: per meter the day cell, UTC hour cells and groups
+    m|<...>    dedupe marker: the event's payload hash and its contribution (what a cancel subtracts)
+    u|<...>    a distinct value of a unique_count meter and the days of the period it was met on
+    c|<...>    a cancel (its result, so a repeat answers the same)
 
 Every transaction of the aggregator rewrites the state row under its ETag, so the period closer, flipping that
 row to closed, is ordered against all of them. Since it is written anyway, it also carries the latest day's
@@ -14,21 +16,28 @@ with the state's block when both name that day: each event, and each distinct va
 exactly one of the two, so combining them by the meter's aggregation is exact.
 
 Functions here are pure and never mutate their inputs: a cached row must stay as the store holds it until a
-commit succeeds.
+commit succeeds. Views (`StateRow`, `DayBlock`, `Marker`, `UniqueRow`) read a row's data without copying it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metering.core import decimals
+from metering.core.clock import format_timestamp
 from metering.core.hub import Position
 from metering.core.meters import DEFAULT_MAX_GROUP_VALUES, Aggregation, Meter
 from metering.core.periods import BillingPeriod
-from metering.ledger.batch import Cell, ChunkDeltas, DayDelta, merge, merge_json
+from metering.ledger.batch import ChunkDeltas, DayDelta
+from metering.ledger.cells import Cell, cell_of, merge_json
+
+if TYPE_CHECKING:
+    from metering.ledger.batch import Conflict, PlannedEvent
 
 ROW_VERSION = 1
 OPEN = "open"
@@ -49,6 +58,175 @@ MAX_INTERVALS = 8
 MAX_HUB_PARTITIONS = 32
 
 
+# -- views ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GroupCells:
+    """One dimension's values on one day, and its overflow cell (values past the meter's bounds)."""
+
+    data: Mapping[str, Any]
+
+    @property
+    def values(self) -> dict[str, Cell]:
+        return {value: Cell.from_json(cell) for value, cell in self.data["v"].items()}
+
+    @property
+    def overflow(self) -> Cell | None:
+        return cell_of(self.data["o"])
+
+    def has(self, value: str) -> bool:
+        """Whether `value` has a cell of its own (else its events were counted in the overflow)."""
+        return value in self.data["v"]
+
+
+@dataclass(frozen=True, slots=True)
+class MeterCells:
+    """One meter's cells in a day's block: the day, its UTC hours, its groups per dimension."""
+
+    data: Mapping[str, Any]
+
+    @property
+    def day(self) -> Cell | None:
+        return cell_of(self.data["d"])
+
+    def hours(self) -> Iterator[tuple[str, Cell]]:
+        for hour, cell in self.data["h"].items():
+            yield hour, Cell.from_json(cell)
+
+    def group(self, dimension: str) -> GroupCells | None:
+        stored = self.data.get("g", {}).get(dimension)
+        return None if stored is None else GroupCells(stored)
+
+
+@dataclass(frozen=True, slots=True)
+class DayBlock:
+    """A day's block: a day row's data, or the latest day's inside the state row."""
+
+    data: Mapping[str, Any]
+
+    @property
+    def day(self) -> str:
+        return str(self.data["day"])
+
+    def meter(self, name: str) -> MeterCells | None:
+        stored = self.data["m"].get(name)
+        return None if stored is None else MeterCells(stored)
+
+
+@dataclass(frozen=True, slots=True)
+class StateRow:
+    """A period state row's data."""
+
+    data: Mapping[str, Any]
+
+    @property
+    def status(self) -> str:
+        return str(self.data["status"])
+
+    @property
+    def is_closed(self) -> bool:
+        return self.data["status"] == CLOSED
+
+    @property
+    def tenant_id(self) -> str:
+        return str(self.data["tenant"])
+
+    @property
+    def metrics(self) -> list[str]:
+        return sorted(self.data["totals"])
+
+    def total(self, metric: str) -> Cell | None:
+        return cell_of(self.data["totals"].get(metric))
+
+    def totals(self) -> dict[str, Cell]:
+        return {metric: Cell.from_json(cell) for metric, cell in self.data["totals"].items()}
+
+    def adjustment(self, metric: str) -> Cell | None:
+        """The part of the metric's total carried in from closed periods (late-event policy `adjust`)."""
+        return cell_of(self.data.get("adj", {}).get(metric))
+
+    @property
+    def today(self) -> DayBlock | None:
+        block = self.data.get("today")
+        return None if block is None else DayBlock(block)
+
+    @property
+    def updated(self) -> datetime | None:
+        text = self.data["updated"]
+        return None if not text else datetime.fromisoformat(text)
+
+    @property
+    def closed_at(self) -> datetime | None:
+        text = self.data.get("closed_at")
+        return None if text is None else datetime.fromisoformat(text)
+
+    @property
+    def catalog_version(self) -> str | None:
+        """The meter catalog the period was closed with."""
+        return self.data.get("catalog")
+
+    def covers(self, position: Position) -> bool:
+        """Whether a hub position is inside an interval this partition recorded as fully applied."""
+        return any(lo <= position.sequence <= hi for lo, hi in self.data["wm"].get(position.partition, ()))
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """A dedupe marker's data: the event's identity and payload hash, and what it contributed."""
+
+    data: Mapping[str, Any]
+
+    @property
+    def dedupe_key(self) -> str:
+        return str(self.data["k"])
+
+    @property
+    def payload(self) -> str:
+        return str(self.data["h"])
+
+    @property
+    def event_id(self) -> str | None:
+        return self.data.get("e")
+
+    @property
+    def metric(self) -> str:
+        return str(self.data["m"])
+
+    @property
+    def quantity(self) -> Decimal:
+        return Decimal(self.data["q"])
+
+    @property
+    def day(self) -> str:
+        return str(self.data["d"])
+
+    @property
+    def hour(self) -> str:
+        """The UTC hour it was counted in: its timestamp's, or, carried from a closed period, the carry's."""
+        return str(self.data.get("hr") or self.data["t"][:13])
+
+    @property
+    def groups(self) -> dict[str, str]:
+        return dict(self.data.get("g", {}))
+
+    @property
+    def adjustment(self) -> bool:
+        return bool(self.data.get("adj"))
+
+
+@dataclass(frozen=True, slots=True)
+class UniqueRow:
+    data: Mapping[str, Any]
+
+    @property
+    def days(self) -> set[str]:
+        return set(self.data["days"])
+
+
+# -- shapes ---------------------------------------------------------------------------------------------------
+
+
 def new_state(tenant_id: str, period: BillingPeriod) -> dict[str, Any]:
     return {
         "v": ROW_VERSION,
@@ -59,11 +237,6 @@ def new_state(tenant_id: str, period: BillingPeriod) -> dict[str, Any]:
         "wm": {},
         "updated": None,
     }
-
-
-def is_covered(state: Mapping[str, Any], position: Position) -> bool:
-    """Whether a hub position is inside an interval this partition recorded as fully applied."""
-    return any(lo <= position.sequence <= hi for lo, hi in state["wm"].get(position.partition, ()))
 
 
 def merge_interval(intervals: list[list[int]], lo: int, hi: int) -> list[list[int]]:
@@ -169,15 +342,15 @@ def day_row(block: Mapping[str, Any], now: str) -> dict[str, Any]:
     return {"v": ROW_VERSION, **block, "updated": now}
 
 
-def combine_blocks(blocks: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+def combine_blocks(blocks: Sequence[DayBlock]) -> DayBlock | None:
     """The blocks of one day (its row's and the state's) as one, for readers."""
     result: dict[str, Any] | None = None
     for block in blocks:
         if result is None:
-            result = dict(block)
+            result = dict(block.data)
         else:
-            result = add_to_block(result, day=block["day"], per_meter=block_deltas(block), meters={}, bounded=False)
-    return result
+            result = add_to_block(result, day=block.day, per_meter=block_deltas(block.data), meters={}, bounded=False)
+    return None if result is None else DayBlock(result)
 
 
 def _merge_groups(
@@ -215,14 +388,47 @@ def group_value_size(value: str, cell: list[Any]) -> int:
     return len(json.dumps(value)) + len(json.dumps(cell, separators=(",", ":"))) + _CELL_ROOM
 
 
-def cell_of(data: Any) -> Cell | None:
-    return None if data is None else Cell.from_json(data)
+def marker_row(planned: PlannedEvent, applied_at: str) -> dict[str, Any]:
+    """A marker keeps the event's contribution (what a cancel subtracts) and its payload hash."""
+    event = planned.event
+    data: dict[str, Any] = {
+        "k": event.dedupe_key,
+        "h": planned.payload,
+        "e": event.event_id,
+        "m": event.metric,
+        "q": decimals.to_str(event.quantity),
+        "t": planned.timestamp,
+        "d": planned.day,
+        "a": applied_at,
+    }
+    if planned.groups:
+        data["g"] = planned.groups
+    if planned.position is not None:
+        data["p"] = [planned.position.partition, planned.position.sequence]
+    if planned.adjustment:
+        # Counted on the day and hour it was carried, not those of its timestamp: a cancel needs them.
+        data["adj"] = True
+        data["hr"] = planned.hour
+    return data
 
 
-def combine(kind: Aggregation, cells: list[Cell | None]) -> Cell | None:
-    """Combine cells of one meter across shards or buckets of the same span."""
-    result: Cell | None = None
-    for cell in cells:
-        if cell is not None:
-            result = merge(kind, result, cell)
-    return result
+def unique_row(metric: str, value: str, days: set[str], now: str) -> dict[str, Any]:
+    return {"m": metric, "x": value, "days": sorted(days), "a": now}
+
+
+def closed_state(
+    state: Mapping[str, Any] | None, tenant_id: str, period: BillingPeriod, closed_at: datetime, catalog_version: str
+) -> dict[str, Any]:
+    """The state row as the closer leaves it: closed, with when and by which catalog (a period without a state
+    row gets one, closed)."""
+    base = state if state is not None else new_state(tenant_id, period)
+    return {**base, "status": CLOSED, "closed_at": format_timestamp(closed_at), "catalog": catalog_version}
+
+
+def conflict_row(conflict: Conflict, detected: str) -> dict[str, Any]:
+    return {
+        "dedupe_key": conflict.dedupe_key,
+        "first_payload": conflict.first_payload,
+        "event": conflict.event.to_json_dict(),
+        "detected": detected,
+    }

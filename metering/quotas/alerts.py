@@ -11,14 +11,21 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from metering.core import decimals
 from metering.core.clock import format_timestamp
 from metering.core.limits import Limits
 from metering.core.periods import BillingPeriod
-from metering.ledger.batch import Cell
+from metering.ledger.cells import Cell
 from metering.notifications.outbox import Outbox
+
+
+def crossed(usage: Decimal, hard: Decimal, thresholds: Sequence[Decimal]) -> list[Decimal]:
+    """The thresholds (percentages of the hard limit) that `usage` has reached. Usage of zero or less reaches
+    none, even against a limit of zero: an alert says a tenant is using up its limit, not that it has one."""
+    if usage <= 0:
+        return []
+    return [threshold for threshold in thresholds if usage >= decimals.percent_of(hard, threshold)]
 
 
 def alert_id(tenant_id: str, metric: str, period: BillingPeriod, threshold: Decimal) -> str:
@@ -39,18 +46,15 @@ class AlertWatch:
         self.clock = clock
         self._raised: set[str] = set()
 
-    def check(self, tenant_id: str, period: BillingPeriod, totals: Mapping[str, Any]) -> int:
+    def check(self, tenant_id: str, period: BillingPeriod, totals: Mapping[str, Cell]) -> int:
         """Record the alerts `totals` call for; returns how many were new."""
         new = 0
-        for metric, stored in totals.items():
+        for metric, total in totals.items():
             hard = self.limits_for(tenant_id, metric).hard
             if hard is None:
                 continue
-            usage = Cell.from_json(stored).value
-            for threshold in self.thresholds:
-                level = decimals.percent_of(hard, threshold)
-                if usage <= 0 or usage < level:
-                    continue
+            usage = total.value
+            for threshold in crossed(usage, hard, self.thresholds):
                 message_id = alert_id(tenant_id, metric, period, threshold)
                 if message_id in self._raised:
                     continue

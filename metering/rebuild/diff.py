@@ -6,15 +6,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
-from metering.billing.closing import SHARDS
 from metering.core import decimals
-from metering.core.meters import MeterCatalog
+from metering.core.meters import Aggregation, MeterCatalog
 from metering.core.periods import BillingPeriod
-from metering.ledger import control, rows
-from metering.ledger.batch import STATE_ROW, Cell, partition_key
-from metering.ledger.rows import combine
+from metering.ledger import control
+from metering.ledger.cells import Cell, combine
+from metering.ledger.keys import SHARDS, STATE_ROW, partition_key
+from metering.ledger.rows import StateRow
 from metering.stores import Store
 
 
@@ -76,7 +75,7 @@ def compare(
         ours = _states(live, tenant, period)
         rebuilt = _states(scratch, tenant, period)
         whole = start <= period.start - max_future and all(_settled_by(state, end) for state in ours)
-        metrics = {metric for state in (*ours, *rebuilt) for metric in state["totals"]}
+        metrics = {metric for state in (*ours, *rebuilt) for metric in state.metrics}
         for metric in sorted(metrics):
             meter = catalog.get(metric)
             totals.append(
@@ -92,27 +91,25 @@ def compare(
     return totals
 
 
-def _states(store: Store, tenant: str, period: BillingPeriod) -> list[dict[str, Any]]:
+def _states(store: Store, tenant: str, period: BillingPeriod) -> list[StateRow]:
     states = []
     for shard in SHARDS:
         row = store.usage.read(partition_key(tenant, period, shard), [STATE_ROW]).get(STATE_ROW)
         if row is not None:
-            states.append(row.data)
+            states.append(StateRow(row.data))
     return states
 
 
-def _total(states: list[dict[str, Any]], metric: str, kind: Any) -> Cell | None:
-    cells = [Cell.from_json(state["totals"][metric]) for state in states if metric in state["totals"]]
+def _total(states: list[StateRow], metric: str, kind: Aggregation | None) -> Cell | None:
+    cells = [cell for state in states if (cell := state.total(metric)) is not None]
     if not cells:
         return None
     if kind is None or len(cells) == 1:
         return cells[0]
-    return combine(kind, list(cells))
+    return combine(kind, cells)
 
 
-def _settled_by(state: dict[str, Any], end: datetime) -> bool:
+def _settled_by(state: StateRow, end: datetime) -> bool:
     """Whether every change the live period took was made before `end` (so its events were enqueued before)."""
-    if state["status"] == rows.CLOSED:
-        return datetime.fromisoformat(state["closed_at"]) <= end
-    updated = state.get("updated")
-    return updated is None or datetime.fromisoformat(updated) <= end
+    changed = state.closed_at if state.is_closed else state.updated
+    return changed is None or changed <= end

@@ -25,7 +25,7 @@ from datetime import date, datetime, timedelta
 
 from metering.archive.capture import ArchivedMessage
 from metering.billing.cancels import Cancels, NotCancellable, NotCounted, PeriodClosed
-from metering.billing.closing import PeriodCloser
+from metering.billing.closing import PeriodCloser, Statement
 from metering.billing.journal import CHANGES_TOTALS, Journal, JournalEntry, JournalKind
 from metering.billing.late import LateEvents
 from metering.core.events import parse_event
@@ -35,10 +35,12 @@ from metering.core.meters import MeterCatalog
 from metering.core.periods import BillingPeriod, PeriodSchedule
 from metering.ingest.consumer import AfterApply, BatchReport, HubMessage, consume
 from metering.ingest.deadletters import DeadLetters
-from metering.ledger import control, rows
-from metering.ledger.batch import STATE_ROW, BatchPlan, SourcedEvent, partition_key, plan_adjustment
+from metering.ledger import control
+from metering.ledger.batch import BatchPlan, SourcedEvent, plan_adjustment
 from metering.ledger.control import HubProgress
+from metering.ledger.keys import STATE_ROW, partition_key
 from metering.ledger.ledger import Ledger
+from metering.ledger.rows import StateRow
 from metering.notifications.outbox import Outbox
 from metering.quotas.alerts import AlertWatch
 from metering.rebuild.scratch import Scratch
@@ -241,11 +243,11 @@ class Replay:
     def _live_closed_at(self, tenant: str, period: BillingPeriod) -> datetime | None:
         statement = self.live.statements.read(tenant, [period.key]).get(period.key)
         if statement is not None:
-            return datetime.fromisoformat(statement.data["closed_at"])
-        state = self.live.usage.read(partition_key(tenant, period), [STATE_ROW]).get(STATE_ROW)
-        if state is not None:
-            closed = state.data["status"] == rows.CLOSED
-            return datetime.fromisoformat(state.data["closed_at"]) if closed else None
+            return Statement.model_validate(statement.data).closed_at
+        row = self.live.usage.read(partition_key(tenant, period), [STATE_ROW]).get(STATE_ROW)
+        if row is not None:
+            state = StateRow(row.data)
+            return state.closed_at if state.is_closed else None
         if not self._closed_through_read:
             self._closed_through = control.closed_through(self.live.control)
             self._closed_through_read = True

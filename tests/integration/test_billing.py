@@ -20,12 +20,14 @@ from azure.storage.queue import QueueClient
 from metering.billing.cancels import Cancels, NotCancellable, NotCounted, PeriodClosed
 from metering.billing.closing import LineKind, PeriodCloser, Statement
 from metering.billing.late import LateEvents
+from metering.core import decimals
 from metering.core.events import UsageEvent
 from metering.core.hub import Applied, Position
 from metering.core.limits import Limits
 from metering.core.periods import TenantSchedule
-from metering.ledger.batch import STATE_ROW, SourcedEvent, marker_key, partition_key
+from metering.ledger.batch import SourcedEvent
 from metering.ledger.control import OPEN, HubProgress
+from metering.ledger.keys import STATE_ROW, marker_key, partition_key
 from metering.ledger.ledger import Ledger
 from metering.ledger.reader import UsageReader
 from metering.notifications.outbox import Outbox, QueueSink
@@ -64,8 +66,8 @@ class Pipeline:
         result = self.ledger.apply(items)
         self.late.handle(result.late)
         for first, state in result.states.values():
-            if state is not None and state["status"] == "open":
-                self.alerts.check(first.event.tenant_id, first.period, state["totals"])
+            if state is not None and state.status == "open":
+                self.alerts.check(first.event.tenant_id, first.period, state.totals())
         self.outbox.dispatch()
         return result
 
@@ -78,8 +80,8 @@ class Pipeline:
 
     def total(self, tenant: str, metric: str, at: datetime = OCT) -> tuple[str, int, str]:
         period = self.ledger.schedule.period_at(tenant, at)
-        aggregate = self.reader.for_period(tenant, metric, period).model_dump(mode="json")
-        return aggregate["total"], aggregate["event_count"], aggregate["status"]
+        aggregate = self.reader.for_period(tenant, metric, period)
+        return decimals.to_str(aggregate.total), aggregate.event_count, str(aggregate.status)
 
 
 def build(store: Store, azurite: Any, catalog: Any, policy: LateEventPolicy = LateEventPolicy.REVIEW) -> Pipeline:

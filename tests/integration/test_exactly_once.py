@@ -40,7 +40,8 @@ from metering.core.events import UsageEvent
 from metering.core.hub import Position
 from metering.core.meters import Aggregation, load_catalog
 from metering.core.periods import CalendarMonthUtc, Granularity
-from metering.ledger.batch import SourcedEvent, marker_key, payload_hash
+from metering.ledger.batch import SourcedEvent, payload_hash
+from metering.ledger.keys import conflict_payload, marker_key
 from metering.ledger.ledger import Ledger
 from metering.ledger.reader import UsageReader
 from metering.notifications.outbox import Outbox, QueueSink
@@ -262,7 +263,7 @@ def check(store: Any, unique: list[UsageEvent], conflicts: set[tuple[str, str, s
                 inside = [e for e in events if bucket.start <= e.timestamp < bucket.end]
                 assert (decimals.to_str(bucket.total), bucket.event_count) == expected_cell(metric, inside)
     recorded = {
-        (tenant, row.data["dedupe_key"], row.key.split("|")[1])
+        (tenant, row.data["dedupe_key"], conflict_payload(row.key))
         for tenant in TENANTS
         for row in store.conflicts.partition(tenant)
     }

@@ -26,8 +26,10 @@ from metering.core.meters import Aggregation, parse_catalog
 from metering.ingest.consumer import AfterApply, HubMessage, consume
 from metering.ingest.deadletters import DeadLetters
 from metering.ledger import rows
-from metering.ledger.batch import STATE_ROW, Cell, DayDelta, SourcedEvent, marker_key, partition_key
+from metering.ledger.batch import DayDelta, SourcedEvent
+from metering.ledger.cells import Cell
 from metering.ledger.control import HubProgress
+from metering.ledger.keys import STATE_ROW, marker_key, partition_key
 from metering.ledger.ledger import Ledger, SystematicRejection, poison_allowance
 from metering.ledger.reader import UsageReader
 from metering.settings import LateEventPolicy

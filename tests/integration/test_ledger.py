@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 
+from metering.core import decimals
 from metering.core.events import UsageEvent
 from metering.core.hub import Position
 from metering.core.meters import parse_catalog
 from metering.core.periods import Granularity
-from metering.ledger.batch import STATE_ROW, SourcedEvent, partition_key
+from metering.ledger.batch import SourcedEvent
+from metering.ledger.keys import STATE_ROW, partition_key
 from metering.ledger.ledger import Ledger
 from metering.ledger.reader import RangeError, UsageReader
 from metering.stores import Replace
@@ -51,7 +53,7 @@ def reader(store, catalog, schedule, clock):
 
 def total(reader: UsageReader, metric: str, tenant: str = "acme") -> tuple[str, int]:
     aggregate = reader.current(tenant, metric)
-    return aggregate.model_dump(mode="json")["total"], aggregate.event_count
+    return decimals.to_str(aggregate.total), aggregate.event_count
 
 
 def test_sum_is_exact_to_the_last_digit(ledger, reader):

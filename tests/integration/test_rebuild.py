@@ -28,7 +28,7 @@ from metering.cli import app
 from metering.core.hub import hub_partition
 from metering.devhost.feed import HubFeed
 from metering.ingest.consumer import HubMessage, consume
-from metering.ledger.batch import STATE_ROW, partition_key
+from metering.ledger.keys import STATE_ROW, partition_key
 from metering.rebuild import RebuildReport, rebuild
 from metering.settings import Settings
 from metering.stores import Replace
