@@ -1,4 +1,5 @@
-"""Operator routes under /api/manage/ (admin key): tenant settings, closing periods on demand, health."""
+"""Operator routes under /api/manage/ (admin key): tenant settings, closing periods on demand (health has its
+own module)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pydantic import BaseModel, ValidationError
 from metering.api.http import Response, bad_tenant, json_object, ok, problem
 from metering.billing.closing import PeriodCloser
 from metering.core.events import FieldError
-from metering.ingest.health import HealthCheck
 from metering.tenants.directory import TenantDirectory, TenantError, TenantUpdate
 
 
@@ -27,20 +27,10 @@ class CloseResponse(BaseModel):
 
 
 class Manage:
-    def __init__(
-        self,
-        directory: TenantDirectory,
-        closer: PeriodCloser,
-        clock: Callable[[], datetime],
-        health: HealthCheck,
-    ) -> None:
+    def __init__(self, directory: TenantDirectory, closer: PeriodCloser, clock: Callable[[], datetime]) -> None:
         self.directory = directory
         self.closer = closer
         self.clock = clock
-        self._health = health
-
-    def health(self) -> Response:
-        return ok(self._health.report())
 
     def get_tenant(self, tenant_id: str) -> Response:
         if (refused := bad_tenant(tenant_id)) is not None:

@@ -1,7 +1,7 @@
 """Messages to billing integrations (`period.closed`, `quota.threshold_crossed`) through an outbox.
 
-A message is first written as an outbox row, then sent to a Storage queue and its row deleted: so it is sent
-at least once, whatever fails between. Every message carries a stable `id`; consumers dedupe on it. An alert
+A message is first written as an outbox row, then handed to the sink (a Storage queue) and its row deleted: so
+it is sent at least once, whatever fails between. Every message carries a stable `id`; consumers dedupe on it. An alert
 is recorded once: its record row and its outbox row are created in one transaction, and a second attempt
 meets the record and creates nothing.
 
@@ -11,13 +11,9 @@ meets the record and creates nothing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from typing import Any, Protocol
-
-from azure.core.exceptions import ResourceExistsError
-from azure.storage.queue import QueueClient
 
 from metering.stores import CommitConflict, Create, RowTable
 
@@ -27,22 +23,17 @@ OUTBOX = "outbox"
 
 
 class Sink(Protocol):
+    """Where messages go once they leave the outbox: a Storage queue (notifications/queue.py); the webhooks of
+    a later issue are another sink. A send that raises leaves the message queued for the next dispatch."""
+
     def send(self, message_id: str, text: str) -> None: ...
 
 
-class QueueSink:
-    """A Storage queue. Messages are Base64 encoded, as the Functions queue trigger expects by default."""
-
-    def __init__(self, client: QueueClient) -> None:
-        self.client = client
-        self._ready = False
+class DiscardSink:
+    """Delivers nowhere: for a rebuild, whose notifications were sent when they happened live."""
 
     def send(self, message_id: str, text: str) -> None:
-        if not self._ready:
-            with contextlib.suppress(ResourceExistsError):
-                self.client.create_queue()
-            self._ready = True
-        self.client.send_message(text.encode())
+        pass
 
 
 class Outbox:

@@ -21,32 +21,25 @@ import heapq
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from metering.archive.capture import ArchivedMessage
-from metering.billing.cancels import Cancels, NotCancellable, NotCounted, PeriodClosed
-from metering.billing.closing import PeriodCloser, Statement
+from metering.billing.cancels import NotCancellable, NotCounted, PeriodClosed
+from metering.billing.closing import Statement
 from metering.billing.journal import CHANGES_TOTALS, Journal, JournalEntry, JournalKind
-from metering.billing.late import LateEvents
+from metering.bootstrap import Services
 from metering.core.events import parse_event
 from metering.core.hub import NOTHING_APPLIED
-from metering.core.limits import Limits
-from metering.core.meters import MeterCatalog
-from metering.core.periods import BillingPeriod, PeriodSchedule
-from metering.ingest.consumer import AfterApply, BatchReport, HubMessage, consume
-from metering.ingest.deadletters import DeadLetters
+from metering.core.periods import BillingPeriod
+from metering.ingest.consumer import BatchReport, HubMessage, consume
 from metering.ledger import control
 from metering.ledger.batch import BatchPlan, SourcedEvent, plan_adjustment
-from metering.ledger.control import HubProgress
 from metering.ledger.keys import STATE_ROW, partition_key
-from metering.ledger.ledger import Ledger
 from metering.ledger.rows import StateRow
-from metering.notifications.outbox import Outbox
-from metering.quotas.alerts import AlertWatch
+from metering.notifications.outbox import DiscardSink
 from metering.rebuild.scratch import Scratch
 from metering.settings import LateEventPolicy
-from metering.stores import Store
-from metering.transport import decode_message
+from metering.transport import EmptyBacklog, decode_message
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +55,6 @@ class ReplayClock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-class _Discard:
-    """Notifications of a replay go nowhere: the live ones were sent."""
-
-    def send(self, message_id: str, text: str) -> None:
-        pass
-
-
-class _NothingWaiting:
-    def applied_through(self, applied: object, now: datetime) -> datetime:
-        return now
 
 
 @dataclass
@@ -110,41 +91,39 @@ class Replay:
     def __init__(
         self,
         *,
-        live: Store,
+        live: Services,
         scratch: Scratch,
-        catalog: MeterCatalog,
-        schedule: PeriodSchedule,
-        grace: timedelta,
-        retention: timedelta,
-        max_future: timedelta,
         start: datetime,
         end: datetime,
         tenants: Iterable[str] | None = None,
     ) -> None:
-        self.live = live
+        self.live = live.store
         self.scratch = scratch
-        self.schedule = schedule
+        self.schedule = live.schedule
         self.start = start
         self.end = end
         self.only = frozenset(tenants) if tenants else None
         self.clock = ReplayClock(start)
-        store = scratch.store
-        self.ledger = Ledger(store, catalog, schedule, clock=self.clock)
-        self.dead_letters = DeadLetters(store.dead_letters, lambda: scratch.container, self.clock)
-        outbox = Outbox(store.control, _Discard())
+        # The scratch store's services, wired as live ones, with the live catalog and every tenant's live terms.
         # Policy review: a late event is recorded, never carried by the replay itself; the journal carries it.
-        self.after = AfterApply(
-            late=LateEvents(store.late_events, self.ledger, schedule, LateEventPolicy.REVIEW, self.clock),
-            alerts=AlertWatch(lambda _tenant, _metric: Limits(), (), outbox, self.clock),
-            outbox=outbox,
-            progress=HubProgress(store.control),
+        # Notifications go nowhere (the live ones were sent), and no hub holds anything back.
+        replayed = Services(
+            live.settings.model_copy(update={"late_event_policy": LateEventPolicy.REVIEW}),
+            clock=self.clock,
+            store=scratch.store,
+            sink=DiscardSink(),
+            backlog=EmptyBacklog(),
+            dead_letter_container=lambda: scratch.container,
+            catalog=live.catalog,
+            schedule=live.schedule,
         )
-        self.cancels = Cancels(store, catalog, schedule, clock=self.clock, max_future=max_future)
-        self.closer = PeriodCloser(
-            store, catalog, outbox, _NothingWaiting(), grace=grace, retention=retention, clock=self.clock
-        )
+        self.ledger = replayed.ledger
+        self.dead_letters = replayed.dead_letters
+        self.after = replayed.after_apply
+        self.cancels = replayed.cancels
+        self.closer = replayed.closer
         self.stats = ReplayStats()
-        self._journal = Journal(live.journal)
+        self._journal = Journal(self.live.journal)
         self._tenants: set[str] = set()
         self._entries: list[tuple[datetime, int, JournalEntry]] = []
         self._closes: list[tuple[datetime, int, LiveClose]] = []

@@ -48,6 +48,16 @@ class Backlog(Protocol):
         ...
 
 
+class EmptyBacklog:
+    """A hub with nothing waiting: everything enqueued is applied (a rebuild replays the archive, not a hub)."""
+
+    def applied_through(self, applied: Mapping[str, Applied], now: datetime) -> datetime:
+        return now
+
+    def lag(self, applied: Mapping[str, Applied], now: datetime) -> dict[str, float]:
+        return {}
+
+
 class Publisher(Protocol):
     def publish(self, messages: Sequence[Message]) -> None:
         """Return only once every message is durably accepted; raise PublishError otherwise."""

@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 import azure.functions as func
 from azure.functions.meta import Datum
 
-from metering.ledger.control import HubProgress
 from metering.triggers import hub_messages
 from tests.integration.test_consumer import NOW, event, pipeline  # noqa: F401 (the fixture)
+from tests.support import wired
 
 
 def hub_batch(
@@ -46,7 +46,7 @@ def test_the_same_sequence_numbers_of_another_namespace_are_new_events(pipeline)
     assert run(hub_messages(primary)).applied == 0
     assert run(hub_messages(secondary)).applied == 0
     assert str(reader.current("acme", "api.requests").total) == "17"
-    positions = HubProgress(store.control).positions()
+    positions = wired(store).progress.positions()
     assert set(positions) == {"ns-west|usage|0", "ns-east|usage|0"}
     assert {p.sequence for p in positions.values()} == {1}
 
