@@ -11,7 +11,8 @@ from pydantic import BaseModel, ValidationError
 from metering.api.http import Response, bad_tenant, json_object, ok, problem
 from metering.billing.closing import PeriodCloser
 from metering.core.events import FieldError
-from metering.tenants.directory import TenantDirectory, TenantError, TenantUpdate
+from metering.tenants.directory import TenantDirectory
+from metering.tenants.records import TenantError, TenantUpdate
 
 
 class ClosedView(BaseModel):

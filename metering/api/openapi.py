@@ -16,7 +16,7 @@ from metering.billing.cancels import CancelResult
 from metering.billing.closing import Statement
 from metering.core.events import UsageEvent
 from metering.ingest.health import Health
-from metering.tenants.directory import TenantSettings, TenantUpdate
+from metering.tenants.records import TenantSettings, TenantUpdate
 
 VERSION = "0.1.0"
 

@@ -35,7 +35,8 @@ from metering.notifications.queue import QueueSink
 from metering.quotas.alerts import AlertWatch
 from metering.settings import LateEventPolicy
 from metering.stores import Store
-from metering.tenants.directory import LimitPair, TenantDirectory, TenantUpdate
+from metering.tenants.directory import TenantDirectory
+from metering.tenants.records import LimitPair, TenantUpdate
 from metering.transport.queue import QueueBacklog, queue_client
 from tests.support import FixedClock, Probe, ProbedStore, make_settings, wired
 
