@@ -10,8 +10,6 @@ import logging
 import azure.functions as func
 
 from metering import configuration
-from metering.api.http import ok
-from metering.api.openapi import document
 from metering.bootstrap import services
 from metering.ingest import consumer
 from metering.triggers import http_function, http_response, hub_messages
@@ -105,7 +103,7 @@ def quota(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="openapi.json", methods=["GET"])
 @http_function
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
-    return http_response(ok(document()))
+    return http_response(services().http.openapi())
 
 
 # The host checkpoints when this returns, failed or not, and holds the checkpoint only while the retry policy

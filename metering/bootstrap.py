@@ -20,6 +20,7 @@ from metering.api.billing import Billing
 from metering.api.health import HealthRoute
 from metering.api.ingest import Ingest
 from metering.api.manage import Manage
+from metering.api.openapi import OpenApiRoute
 from metering.api.reads import Reads
 from metering.billing.cancels import Cancels
 from metering.billing.closing import PeriodCloser
@@ -238,6 +239,10 @@ class HttpHandlers:
     @cached_property
     def health(self) -> HealthRoute:
         return HealthRoute(self._services.health)
+
+    @cached_property
+    def openapi(self) -> OpenApiRoute:
+        return OpenApiRoute(self._services.catalog)
 
 
 @cache

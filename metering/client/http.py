@@ -1,4 +1,4 @@
-"""`MeteringClient` and `AsyncMeteringClient`: the HTTP contract (API.md) as typed Python calls.
+"""`MeteringClient` and `AsyncMeteringClient`: the HTTP contract (docs/api.md) as typed Python calls.
 
 Both clients share one description of each call (`_Call`: method, path, parameters, body, how to read the answer),
 so the synchronous and the asynchronous client cannot drift apart. Results are the service's own pydantic models;

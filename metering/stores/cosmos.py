@@ -66,7 +66,7 @@ MARKER_PREFIX = "m|"
 # (412) or is gone (404). Any other status is a fault the caller retries.
 _CONFLICT_STATUSES = {409, 412, 404}
 # Statuses that refuse a request for its content (too large, or a body it cannot take): the same request fails
-# the same way every time (DESIGN.md 5.1). Every other status, 429 and 5xx included, is transient.
+# the same way every time (docs/api.md, "Failure classes"). Any other status, 429 and 5xx included, is transient.
 _REJECTED_STATUSES = {400, 413}
 # A transactional batch holds at most 2 MB and an item at most 2 MB (its JSON, UTF-8); with a margin for the
 # batch's own framing beyond what is counted here.

@@ -1,4 +1,4 @@
-"""The field rules of POST /api/events (API.md), checked through the same path ingest uses: JSON bytes decoded by
+"""The field rules of POST /api/events (docs/api.md), checked through the same path ingest uses: JSON bytes decoded by
 `decode_json`, then `validate_events` against the default catalog with a fixed clock."""
 
 from __future__ import annotations
