@@ -16,6 +16,8 @@ from metering.core.limits import Decision
 from metering.core.meters import Aggregation
 from metering.core.periods import PeriodStatus
 
+# Where the dev host serves the routes (`metering dev`, port 7071): the client's and the command line's default.
+DEV_HOST_URL = "http://127.0.0.1:7071/api"
 # A request of events: at most this many bytes and events.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_EVENTS = 1000

@@ -21,6 +21,7 @@ import httpx
 from pydantic import BaseModel
 
 from metering.api.contract import (
+    DEV_HOST_URL,
     MAX_BODY_BYTES,
     MAX_EVENTS,
     Accepted,
@@ -36,7 +37,7 @@ from metering.core.decimals import to_str
 from metering.core.events import UsageEvent
 from metering.core.periods import Granularity
 
-DEFAULT_URL = "http://127.0.0.1:7071/api"
+DEFAULT_URL = DEV_HOST_URL
 DEFAULT_SOURCE = "metering-client"
 KEY_HEADER = "x-functions-key"
 USER_AGENT = "metering-client/0.1"
