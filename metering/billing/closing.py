@@ -92,7 +92,7 @@ def build_statement(tenant_id: str, period: BillingPeriod, state: StateRow, cata
         unit = meter.unit if meter else ""
         kind = meter.aggregation.value if meter else "unknown"
         carried = state.adjustment(metric)
-        # Only additive meters carry late events (late.py), so subtracting their part is exact.
+        # Only additive meters carry late events (billing/late.py), so subtracting their part is exact.
         usage = (
             total
             if carried is None

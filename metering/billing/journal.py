@@ -26,8 +26,8 @@ from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, Create, RowTabl
 
 
 class JournalKind(StrEnum):
-    CANCEL = "cancel"  # a counted event subtracted (cancel.py)
-    LATE_CARRY = "late.carry"  # a late event counted in a later period under policy `adjust` (late.py)
+    CANCEL = "cancel"  # a counted event subtracted (billing/cancels.py)
+    LATE_CARRY = "late.carry"  # a late event counted in a later period under policy `adjust` (billing/late.py)
     # Operator actions from the console: each with its actor and the totals before and after.
     LATE_APPLY = "late.apply"
     LATE_DISCARD = "late.discard"

@@ -20,7 +20,7 @@ METER_NAME_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"
 DIMENSION_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 # Group breakdowns live in the tenant's day row; a bound on their values per dimension and day (and a size
-# budget, see rows.py) keeps that row small. Values past it are still counted, in the overflow bucket.
+# budget, see ledger/rows.py) keeps that row small. Values past it are still counted, in the overflow bucket.
 DEFAULT_MAX_GROUP_VALUES = 100
 MAX_GROUP_VALUES_LIMIT = 500
 

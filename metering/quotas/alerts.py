@@ -2,7 +2,7 @@
 
 Checked after every batch against the totals it leaves (also for a batch of duplicates only), so an alert a
 crash prevented is raised by the next batch of that tenant. Each (tenant, metric, period, threshold) is
-recorded once in the outbox (notifications.py): redeliveries, usage that drops and crosses again, and racing
+recorded once in the outbox (notifications/outbox.py): redeliveries, usage that drops and crosses again, and racing
 instances meet the record and send nothing new.
 """
 

@@ -3,7 +3,7 @@
 Archive messages go through the consumer (`consume`) with a ledger on the scratch store, so they are decoded,
 given ids, deduplicated, dead-lettered and filed as late exactly as the aggregator does. Journal entries are
 replayed at their time through the same code: a cancel through `Cancels`, a carry through the ledger as
-`late.py` applies it. The clock every part reads is the replay's: the instant of what is being replayed.
+`billing/late.py` applies it. The clock every part reads is the replay's: the instant of what is being replayed.
 
 Periods close in the scratch store when they closed live: at the `closed_at` of their live statement (or state
 row), through the same closer. So an archived event of a period counts there only if it was enqueued before that
@@ -260,7 +260,7 @@ class Replay:
             self._problem(entry, "this version cannot replay it")
 
     def _carry(self, entry: JournalEntry) -> None:
-        """Count a carried late event in the period it was carried to, as late.py does."""
+        """Count a carried late event in the period it was carried to, as billing/late.py does."""
         details = entry.details
         event, errors = parse_event(details["event"])
         target = self.schedule.period_starting(entry.tenant_id, date.fromisoformat(details["carried_to"]))

@@ -146,7 +146,7 @@ class Store(Protocol):
     tenants: RowTable
     statements: RowTable
     late_events: RowTable
-    # Changes that do not travel through the hub (cancels, late-event carries, operator actions): journal.py.
+    # Changes that do not travel through the hub (cancels, late-event carries, operator actions): billing/journal.py.
     journal: RowTable
     # The open-period index, the hub's applied positions, alert records and the outbox.
     control: RowTable

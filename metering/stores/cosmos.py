@@ -35,6 +35,7 @@ from azure.cosmos.exceptions import (
     CosmosResourceNotFoundError,
 )
 
+from metering.ledger.keys import MARKERS
 from metering.stores import (
     MAX_TRANSACTION_OPS,
     CommitConflict,
@@ -61,7 +62,6 @@ CONTAINERS = {
     "journal": "journal",
 }
 PARTITION_KEY_PATH = "/pk"
-MARKER_PREFIX = "m|"
 # A failed precondition inside a batch or a single request: the row to create exists (409), the row changed
 # (412) or is gone (404). Any other status is a fault the caller retries.
 _CONFLICT_STATUSES = {409, 412, 404}
@@ -113,7 +113,7 @@ class CosmosRows:
 
     def _document(self, partition: str, key: str, data: dict[str, Any]) -> dict[str, Any]:
         document: dict[str, Any] = {"id": key, "pk": partition, "d": data}
-        if self._marker_ttl is not None and key.startswith(MARKER_PREFIX):
+        if self._marker_ttl is not None and MARKERS.holds(key):
             document["ttl"] = self._marker_ttl
         return document
 
