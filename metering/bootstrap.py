@@ -174,6 +174,7 @@ class Services:
             self.catalog,
             self.outbox,
             self.backlog,
+            self.progress,
             grace=self.settings.grace,
             retention=self.settings.dedupe_retention,
             clock=self.clock,
@@ -192,7 +193,7 @@ class Services:
 
     @cached_property
     def health(self) -> HealthCheck:
-        return HealthCheck(self.store, self.backlog, self.clock)
+        return HealthCheck(self.store, self.backlog, self.progress, self.clock)
 
     @cached_property
     def ingest(self) -> IngestService:

@@ -65,14 +65,14 @@ class Cancels:
         *,
         clock: Callable[[], datetime],
         max_future: timedelta,
-        journal: Journal | None = None,
+        journal: Journal,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.schedule = schedule
         self.clock = clock
         self.max_future = max_future
-        self.journal = journal if journal is not None else Journal(store.journal)
+        self.journal = journal
 
     def cancel(self, tenant_id: str, dedupe_key: str) -> CancelResult:
         now = self.clock()

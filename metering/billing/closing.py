@@ -139,6 +139,7 @@ class PeriodCloser:
         catalog: MeterCatalog,
         outbox: Outbox,
         backlog: Backlog,
+        progress: HubProgress,
         *,
         grace: timedelta,
         retention: timedelta,
@@ -152,7 +153,7 @@ class PeriodCloser:
         self.catalog = catalog
         self.outbox = outbox
         self.backlog = backlog
-        self.progress = HubProgress(store.control)
+        self.progress = progress
         self.grace = grace
         self.retention = retention
         self.clock = clock

@@ -69,14 +69,14 @@ class LateEvents:
         policy: LateEventPolicy,
         clock: Callable[[], datetime],
         *,
-        journal: Journal | None = None,
+        journal: Journal,
     ) -> None:
         self.table = table
         self.ledger = ledger
         self.schedule = schedule
         self.policy = policy
         self.clock = clock
-        self.journal = journal if journal is not None else Journal(ledger.store.journal)
+        self.journal = journal
 
     def handle(self, late: Sequence[PlannedEvent]) -> LateReport:
         report = LateReport()

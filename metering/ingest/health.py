@@ -36,10 +36,10 @@ class Health(BaseModel):
 
 
 class HealthCheck:
-    def __init__(self, store: Store, backlog: Backlog, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: Store, backlog: Backlog, progress: HubProgress, clock: Callable[[], datetime]) -> None:
         self.store = store
         self.backlog = backlog
-        self.progress = HubProgress(store.control)
+        self.progress = progress
         self.clock = clock
 
     def report(self) -> Health:

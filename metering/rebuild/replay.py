@@ -26,7 +26,7 @@ from datetime import date, datetime
 from metering.archive.capture import ArchivedMessage
 from metering.billing.cancels import NotCancellable, NotCounted, PeriodClosed
 from metering.billing.closing import Statement
-from metering.billing.journal import CHANGES_TOTALS, Journal, JournalEntry, JournalKind
+from metering.billing.journal import CHANGES_TOTALS, JournalEntry, JournalKind
 from metering.bootstrap import Services
 from metering.core.events import parse_event
 from metering.core.hub import NOTHING_APPLIED
@@ -123,7 +123,7 @@ class Replay:
         self.cancels = replayed.cancels
         self.closer = replayed.closer
         self.stats = ReplayStats()
-        self._journal = Journal(self.live.journal)
+        self._journal = live.journal
         self._tenants: set[str] = set()
         self._entries: list[tuple[datetime, int, JournalEntry]] = []
         self._closes: list[tuple[datetime, int, LiveClose]] = []
