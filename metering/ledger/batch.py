@@ -130,6 +130,9 @@ def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: P
     plan = BatchPlan()
     seen: set[str] = set()
     meters = catalog.meters
+    # A batch holds runs of one tenant's events of one period (a message is one tenant's): the schedule returns
+    # the same period object for them, and its partition key is built once per run.
+    last: tuple[str, BillingPeriod | None, str] = ("", None, "")
     for item in items:
         event = item.event
         # Checked again: an event that waited in the hub was checked (if at all) against the catalog of then.
@@ -146,7 +149,11 @@ def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: P
         tenant = event.tenant_id
         instant = event.timestamp
         period = schedule.period_at(tenant, instant)
-        pkey = partition_key(tenant, period)
+        if period is last[1] and tenant == last[0]:
+            pkey = last[2]
+        else:
+            pkey = partition_key(tenant, period)
+            last = (tenant, period, pkey)
         mkey = marker_key(tenant, dedupe)
         hour = hour_key(instant)
         day = schedule.day_of(tenant, instant).isoformat()
