@@ -9,10 +9,9 @@ import logging
 
 import azure.functions as func
 
-from metering import configuration, consumer
-from metering.api.http import ok
-from metering.api.openapi import document
+from metering import configuration
 from metering.bootstrap import services
+from metering.ingest import consumer
 from metering.triggers import http_function, http_response, hub_messages
 
 configuration.verify()
@@ -24,21 +23,21 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 @app.route(route="events", methods=["POST"])
 @http_function
 def ingest(req: func.HttpRequest) -> func.HttpResponse:
-    return http_response(services().ingest(req.get_body(), req.headers.get("content-type")))
+    return http_response(services().http.ingest(req.get_body(), req.headers.get("content-type")))
 
 
 @app.function_name("cancel_event")
 @app.route(route="events/{tenant_id}/cancel", methods=["POST"])
 @http_function
 def cancel_event(req: func.HttpRequest) -> func.HttpResponse:
-    return http_response(services().billing.cancel(req.route_params["tenant_id"], req.get_body()))
+    return http_response(services().http.billing.cancel(req.route_params["tenant_id"], req.get_body()))
 
 
 @app.function_name("statements")
 @app.route(route="statements/{tenant_id}", methods=["GET"])
 @http_function
 def statements(req: func.HttpRequest) -> func.HttpResponse:
-    billing = services().billing
+    billing = services().http.billing
     return http_response(billing.statement(req.route_params["tenant_id"], req.params, req.headers.get("accept")))
 
 
@@ -46,7 +45,7 @@ def statements(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="late-events/{tenant_id}", methods=["GET"])
 @http_function
 def late_events(req: func.HttpRequest) -> func.HttpResponse:
-    return http_response(services().billing.late_events(req.route_params["tenant_id"]))
+    return http_response(services().http.billing.late_events(req.route_params["tenant_id"]))
 
 
 # Operator routes: the master key in Azure, METERING_ADMIN_KEY under the dev host. (The host reserves routes
@@ -55,7 +54,7 @@ def late_events(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="manage/tenants/{tenant_id}", methods=["GET", "PUT"], auth_level=func.AuthLevel.ADMIN)
 @http_function
 def manage_tenant(req: func.HttpRequest) -> func.HttpResponse:
-    manage = services().manage
+    manage = services().http.manage
     tenant_id = req.route_params["tenant_id"]
     if req.method == "PUT":
         return http_response(manage.put_tenant(tenant_id, req.get_body()))
@@ -66,14 +65,14 @@ def manage_tenant(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="manage/periods/close", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 @http_function
 def manage_close_periods(req: func.HttpRequest) -> func.HttpResponse:
-    return http_response(services().manage.close_periods())
+    return http_response(services().http.manage.close_periods())
 
 
 @app.function_name("manage_health")
 @app.route(route="manage/health", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
 @http_function
 def manage_health(req: func.HttpRequest) -> func.HttpResponse:
-    return http_response(services().manage.health())
+    return http_response(services().http.health.report())
 
 
 @app.function_name("usage")
@@ -81,7 +80,7 @@ def manage_health(req: func.HttpRequest) -> func.HttpResponse:
 @http_function
 def usage(req: func.HttpRequest) -> func.HttpResponse:
     params = req.route_params
-    return http_response(services().reads.usage(params["tenant_id"], params["metric"], req.params))
+    return http_response(services().http.reads.usage(params["tenant_id"], params["metric"], req.params))
 
 
 @app.function_name("usage_history")
@@ -89,7 +88,7 @@ def usage(req: func.HttpRequest) -> func.HttpResponse:
 @http_function
 def usage_history(req: func.HttpRequest) -> func.HttpResponse:
     params = req.route_params
-    return http_response(services().reads.history(params["tenant_id"], params["metric"], req.params))
+    return http_response(services().http.reads.history(params["tenant_id"], params["metric"], req.params))
 
 
 @app.function_name("quota")
@@ -97,14 +96,14 @@ def usage_history(req: func.HttpRequest) -> func.HttpResponse:
 @http_function
 def quota(req: func.HttpRequest) -> func.HttpResponse:
     params = req.route_params
-    return http_response(services().reads.quota(params["tenant_id"], params["metric"], req.params))
+    return http_response(services().http.reads.quota(params["tenant_id"], params["metric"], req.params))
 
 
 @app.function_name("openapi")
 @app.route(route="openapi.json", methods=["GET"])
 @http_function
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
-    return http_response(ok(document()))
+    return http_response(services().http.openapi())
 
 
 # The host checkpoints when this returns, failed or not, and holds the checkpoint only while the retry policy

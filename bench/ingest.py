@@ -17,17 +17,18 @@ import sys
 import timeit
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pydantic import TypeAdapter
 
-from metering.api.ingest import Ingest
-from metering.events import UsageEvent
-from metering.meters import load_catalog
-from metering.ratelimit import RateLimit
+from metering.bootstrap import Services
+from metering.core.events import UsageEvent
+from metering.core.meters import load_catalog
+from metering.quotas.plans import parse_plans
+from metering.settings import Settings
+from metering.stores.memory import MemoryStore
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, Message
 
 
@@ -79,17 +80,25 @@ def main() -> None:
     payloads = bodies(args.requests, args.events, now)
     total = args.requests * args.events
     sink = CountingSink()
-    ingest = Ingest(
-        load_catalog(),
-        sink,
-        max_message_bytes=EVENT_HUB_MESSAGE_BYTES,
-        max_age=timedelta(days=35),
-        max_future=timedelta(minutes=5),
-        clock=lambda: now,
-        # Every tenant on a plan with an ingest rate, so the token buckets are part of the path measured; the
-        # rate is high enough that no request of the run is refused.
-        rate_of=lambda _tenant: RateLimit(events_per_second=Decimal(10**9), burst=10**6),
+    catalog = load_catalog()
+    # Every tenant on a plan with an ingest rate, so the token buckets are part of the path measured; the rate is
+    # high enough that no request of the run is refused. Tenant settings come from a memory store, as the app
+    # reads them (cached) from its own.
+    plans = parse_plans(
+        {
+            "version": "bench",
+            "default_plan": "bench",
+            "plans": {"bench": {"rate": {"events_per_second": 10**9, "burst": 10**6}}},
+        },
+        catalog,
     )
+    # The hub's settings: messages packed for Event Hubs, not for the local queue.
+    settings = Settings.model_validate(
+        {"storage_connection": "UseDevelopmentStorage=true", "event_hub_connection": "Endpoint=sb://bench/"}
+    )
+    services = Services(settings, clock=lambda: now, store=MemoryStore(), publisher=sink, catalog=catalog, plans=plans)
+    ingest = services.http.ingest
+    assert services.ingest.max_message_bytes == EVENT_HUB_MESSAGE_BYTES
     adapter = TypeAdapter(list[UsageEvent])
 
     def run_ingest() -> None:

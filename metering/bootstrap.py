@@ -1,199 +1,151 @@
-"""The composition root: the one place where settings choose and wire the real adapters."""
+"""The composition root: every service built once, from parts a caller may inject.
+
+`Services(settings)` is what the function app and the dev host run on: each part the settings choose (the store,
+the hub's publisher and backlog, the notifications sink, the dead-letter container) is built from them by
+connections.py on first use. Tests, benchmarks and the rebuild give some parts themselves (a memory store, a
+fixed clock, a sink that discards, a hub with nothing waiting) and take everything else from here as the app
+wires it: no service is wired anywhere else.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from functools import cache, cached_property
 from typing import Any
 
-from azure.cosmos import CosmosClient
-from azure.data.tables import TableServiceClient
 from azure.storage.blob import ContainerClient
-from azure.storage.queue import QueueClient
 
-from metering.alerts import AlertWatch
+from metering import connections
 from metering.api.billing import Billing
+from metering.api.health import HealthRoute
 from metering.api.ingest import Ingest
 from metering.api.manage import Manage
+from metering.api.openapi import OpenApiRoute
 from metering.api.reads import Reads
-from metering.archive.publisher import ArchivingPublisher, CaptureWriter
-from metering.cancel import Cancels
-from metering.closing import Backlog, PeriodCloser
-from metering.consumer import AfterApply
-from metering.control import HubProgress
-from metering.deadletters import DeadLetters
-from metering.health import HealthCheck
-from metering.identity import credential
-from metering.journal import Journal
-from metering.late import LateEvents
-from metering.ledger import Clock, Ledger, utc_now
-from metering.meters import MeterCatalog, load_catalog
-from metering.notifications import Outbox, QueueSink
-from metering.periods import PeriodSchedule, TenantSchedule
-from metering.plans import PlanCatalog, load_plans
-from metering.settings import Settings, StoreKind, load_settings
-from metering.stores import Store, cosmos, table
-from metering.stores.cosmos import CosmosStore
-from metering.stores.table import TableStore
-from metering.tenants import TenantDirectory
-from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Publisher
-from metering.transport.eventhub import EventHubBacklog, EventHubPublisher
-from metering.transport.queue import (
-    QueueBacklog,
-    QueuePublisher,
-    queue_client,
-    queue_client_at,
-    storage_retry,
-    storage_timeouts,
-)
-from metering.usage import UsageReader
+from metering.billing.cancels import Cancels
+from metering.billing.closing import PeriodCloser
+from metering.billing.journal import Journal
+from metering.billing.late import LateEvents
+from metering.core.clock import Clock, utc_now
+from metering.core.meters import MeterCatalog, load_catalog
+from metering.core.periods import PeriodSchedule, TenantSchedule
+from metering.ingest.consumer import AfterApply
+from metering.ingest.deadletters import DeadLetters
+from metering.ingest.health import HealthCheck
+from metering.ingest.service import IngestService
+from metering.ledger.control import HubProgress
+from metering.ledger.ledger import Ledger
+from metering.ledger.reader import UsageReader
+from metering.notifications.outbox import Outbox, Sink
+from metering.notifications.queue import QueueSink
+from metering.quotas.alerts import AlertWatch
+from metering.quotas.plans import PlanCatalog, load_plans
+from metering.settings import Settings, load_settings
+from metering.stores import Store
+from metering.tenants.directory import TenantDirectory
+from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Backlog, Publisher
 
 
-def build_store(settings: Settings) -> Store:
-    if settings.store is StoreKind.COSMOS:
-        return build_cosmos_store(settings)
-    # The SDK's retry policy of the store (table.RETRY), with timeouts so that no call waits minutes.
-    options: dict[str, Any] = {**table.RETRY, **storage_timeouts()}
-    tables = {
-        "usage_table": settings.usage_table,
-        "conflicts_table": settings.conflicts_table,
-        "dead_letter_table": settings.dead_letter_table,
-        "tenants_table": settings.tenants_table,
-        "statements_table": settings.statements_table,
-        "late_events_table": settings.late_events_table,
-        "control_table": settings.control_table,
-        "journal_table": settings.journal_table,
-    }
-    if settings.storage_connection:
-        service = TableServiceClient.from_connection_string(settings.storage_connection, **options)
-    else:
-        assert settings.storage_table_uri is not None
-        identity = credential(settings.storage_credential, settings.storage_client_id)
-        service = TableServiceClient(settings.storage_table_uri, credential=identity, **options)
-    return TableStore(service, **tables)
-
-
-# Cosmos's own timeouts: its connection timeout is 5 s already, its read timeout 65 s; `timeout` bounds a whole
-# operation, retries included, so a request waiting on a frozen account is answered within about 20 s.
-COSMOS_TIMEOUTS = {"connection_timeout": 5, "read_timeout": 5, "timeout": 20}
-
-
-def build_cosmos_store(settings: Settings) -> CosmosStore:
-    endpoint, database = settings.cosmos_endpoint, settings.cosmos_database
-    assert endpoint is not None
-    options: dict[str, Any] = {**cosmos.RETRY, **COSMOS_TIMEOUTS}
-    if settings.cosmos_key:
-        # Refused before the client is built: building it contacts the endpoint.
-        if settings.cosmos_non_atomic_local and not cosmos.is_loopback(endpoint):
-            raise cosmos.CosmosStoreError(
-                f"COSMOS_NON_ATOMIC_LOCAL is set but the Cosmos endpoint {endpoint!r} is not on loopback: "
-                "commits without a transactional batch are only allowed against a local test server"
-            )
-        # The local server's certificate is self-signed: skip verification for loopback only.
-        client = CosmosClient(
-            endpoint, credential=settings.cosmos_key, connection_verify=not cosmos.is_loopback(endpoint), **options
-        )
-        return CosmosStore(
-            client, database, can_create=True, non_atomic_local=settings.cosmos_non_atomic_local, endpoint=endpoint
-        )
-    if settings.cosmos_non_atomic_local:
-        raise ValueError("COSMOS_NON_ATOMIC_LOCAL is for the local Cosmos server, reached with COSMOS_KEY")
-    identity = credential(settings.cosmos_credential, settings.cosmos_client_id)
-    # With Entra ID, data-plane roles cannot create databases or containers: the Bicep declares them.
-    client = CosmosClient(endpoint, credential=identity, **options)
-    return CosmosStore(client, database, can_create=False, endpoint=endpoint)
-
-
-def build_publisher(settings: Settings, clock: Clock = utc_now) -> Publisher:
-    hub = settings.event_hub_name
-    if settings.event_hub_connection:
-        return EventHubPublisher.from_connection_string(settings.event_hub_connection, hub)
-    if settings.event_hub_namespace:
-        identity = credential(settings.event_hub_credential, settings.event_hub_client_id)
-        return EventHubPublisher.from_namespace(settings.event_hub_namespace, hub, identity)
-    if not settings.storage_connection:
-        raise ValueError(
-            "no Event Hub configured (EventHubConnection) and no storage connection string for the local queue"
-        )
-    # Event Hubs Capture archives what the hub accepts; the local queue gets the same archive from the dev host.
-    queue = QueuePublisher(queue_client(settings.storage_connection, settings.local_queue))
-    archive = CaptureWriter(build_container(settings, settings.archive_container), hub=hub)
-    return ArchivingPublisher(queue, archive, clock)
-
-
-def build_queue(settings: Settings, name: str) -> QueueClient:
-    if settings.storage_connection:
-        return queue_client(settings.storage_connection, name)
-    if not settings.storage_queue_uri:
-        raise ValueError("set AzureWebJobsStorage__queueServiceUri for the notifications queue")
-    identity = credential(settings.storage_credential, settings.storage_client_id)
-    return queue_client_at(settings.storage_queue_uri, name, identity)
-
-
-def build_backlog(settings: Settings) -> Backlog:
-    hub, group = settings.event_hub_name, settings.event_hub_consumer_group
-    if settings.event_hub_connection:
-        return EventHubBacklog.from_connection_string(settings.event_hub_connection, hub, group)
-    if settings.event_hub_namespace:
-        identity = credential(settings.event_hub_credential, settings.event_hub_client_id)
-        return EventHubBacklog.from_namespace(settings.event_hub_namespace, hub, group, identity)
-    return QueueBacklog(build_queue(settings, settings.local_queue), settings.event_hub_name)
-
-
-def build_container(settings: Settings, name: str | None = None) -> ContainerClient:
-    """A blob container of the storage account: the dead-letter bodies' unless named."""
-    name = name or settings.dead_letter_container
-    options: dict[str, Any] = {"retry_policy": storage_retry(), **storage_timeouts()}
-    if settings.storage_connection:
-        return ContainerClient.from_connection_string(settings.storage_connection, name, **options)
-    if not settings.storage_blob_uri:
-        raise ValueError(f"set AzureWebJobsStorage__blobServiceUri for the blob container {name}")
-    identity = credential(settings.storage_credential, settings.storage_client_id)
-    return ContainerClient(settings.storage_blob_uri, name, credential=identity, **options)
-
-
-@dataclass
 class Services:
-    """Long-lived objects shared by every invocation in a worker process (clients and caches are reused)."""
+    """Long-lived objects shared by every invocation in a worker process (clients and caches are reused).
 
-    settings: Settings
-    clock: Clock = field(default=utc_now)
+    Every keyword is a part to use instead of the one the settings choose; leave it out for the real one."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock = utc_now,
+        store: Store | None = None,
+        publisher: Publisher | None = None,
+        sink: Sink | None = None,
+        backlog: Backlog | None = None,
+        dead_letter_container: Callable[[], ContainerClient] | None = None,
+        catalog: MeterCatalog | None = None,
+        plans: PlanCatalog | None = None,
+        schedule: PeriodSchedule | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._store = store
+        self._publisher = publisher
+        self._sink = sink
+        self._backlog = backlog
+        self._container = dead_letter_container
+        self._catalog = catalog
+        self._plans = plans
+        self._schedule = schedule
+
+    # -- parts: injected, or built from the settings -------------------------------------------------------
+
+    @cached_property
+    def store(self) -> Store:
+        if self._store is not None:
+            return self._store
+        store = connections.build_store(self.settings)
+        store.ensure_ready()
+        return store
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        return self._publisher or connections.build_publisher(self.settings, self.clock)
+
+    @cached_property
+    def sink(self) -> Sink:
+        if self._sink is not None:
+            return self._sink
+        return QueueSink(connections.build_queue(self.settings, self.settings.notifications_queue))
+
+    @cached_property
+    def backlog(self) -> Backlog:
+        return self._backlog or connections.build_backlog(self.settings)
 
     @cached_property
     def catalog(self) -> MeterCatalog:
-        return load_catalog(self.settings.meters_file)
+        return self._catalog or load_catalog(self.settings.meters_file)
 
     @cached_property
     def plans(self) -> PlanCatalog:
-        return load_plans(self.settings.plans_file, self.catalog)
+        return self._plans or load_plans(self.settings.plans_file, self.catalog)
+
+    @cached_property
+    def schedule(self) -> PeriodSchedule:
+        return self._schedule or TenantSchedule(self.directory.history)
+
+    # -- services ------------------------------------------------------------------------------------------
 
     @cached_property
     def directory(self) -> TenantDirectory:
         return TenantDirectory(self.store.tenants, self.plans, self.catalog, clock=self.clock)
 
     @cached_property
-    def schedule(self) -> PeriodSchedule:
-        return TenantSchedule(self.directory.history)
+    def ledger(self) -> Ledger:
+        return self.new_ledger()
+
+    def new_ledger(self, **options: Any) -> Ledger:
+        """Another ledger instance on the same store (a second aggregator, with a cache of its own);
+        `options` are Ledger's tuning keywords (max_ops, poison_share, ...)."""
+        return Ledger(self.store, self.catalog, self.schedule, clock=self.clock, **options)
+
+    @cached_property
+    def usage(self) -> UsageReader:
+        return UsageReader(self.store, self.catalog, self.schedule, clock=self.clock)
+
+    @cached_property
+    def journal(self) -> Journal:
+        return Journal(self.store.journal)
 
     @cached_property
     def outbox(self) -> Outbox:
-        return Outbox(self.store.control, QueueSink(build_queue(self.settings, self.settings.notifications_queue)))
+        return Outbox(self.store.control, self.sink)
 
     @cached_property
-    def backlog(self) -> Backlog:
-        return build_backlog(self.settings)
+    def alerts(self) -> AlertWatch:
+        return AlertWatch(self.directory.limits, self.settings.thresholds, self.outbox, self.clock)
 
     @cached_property
-    def closer(self) -> PeriodCloser:
-        return PeriodCloser(
-            self.store,
-            self.catalog,
-            self.outbox,
-            self.backlog,
-            grace=self.settings.grace,
-            retention=self.settings.dedupe_retention,
-            clock=self.clock,
-        )
+    def progress(self) -> HubProgress:
+        return HubProgress(self.store.control)
 
     @cached_property
     def late_events(self) -> LateEvents:
@@ -208,16 +160,29 @@ class Services:
 
     @cached_property
     def after_apply(self) -> AfterApply:
-        return AfterApply(
-            late=self.late_events,
-            alerts=AlertWatch(self.directory.limits, self.settings.thresholds, self.outbox, self.clock),
-            outbox=self.outbox,
-            progress=HubProgress(self.store.control),
+        return AfterApply(late=self.late_events, alerts=self.alerts, outbox=self.outbox, progress=self.progress)
+
+    @cached_property
+    def dead_letters(self) -> DeadLetters:
+        container = self._container or (lambda: connections.build_container(self.settings))
+        return DeadLetters(self.store.dead_letters, container, self.clock)
+
+    @cached_property
+    def closer(self) -> PeriodCloser:
+        return PeriodCloser(
+            self.store,
+            self.catalog,
+            self.outbox,
+            self.backlog,
+            self.progress,
+            grace=self.settings.grace,
+            retention=self.settings.dedupe_retention,
+            clock=self.clock,
         )
 
     @cached_property
-    def billing(self) -> Billing:
-        cancels = Cancels(
+    def cancels(self) -> Cancels:
+        return Cancels(
             self.store,
             self.catalog,
             self.schedule,
@@ -225,37 +190,14 @@ class Services:
             max_future=self.settings.max_future,
             journal=self.journal,
         )
-        return Billing(self.store.statements, self.late_events, cancels)
 
     @cached_property
-    def journal(self) -> Journal:
-        return Journal(self.store.journal)
+    def health(self) -> HealthCheck:
+        return HealthCheck(self.store, self.backlog, self.progress, self.clock)
 
     @cached_property
-    def manage(self) -> Manage:
-        return Manage(self.directory, self.closer, self.clock, HealthCheck(self.store, self.backlog, self.clock))
-
-    @cached_property
-    def store(self) -> Store:
-        store = build_store(self.settings)
-        store.ensure_ready()
-        return store
-
-    @cached_property
-    def ledger(self) -> Ledger:
-        return Ledger(self.store, self.catalog, self.schedule, clock=self.clock)
-
-    @cached_property
-    def usage(self) -> UsageReader:
-        return UsageReader(self.store, self.catalog, self.schedule, clock=self.clock)
-
-    @cached_property
-    def publisher(self) -> Publisher:
-        return build_publisher(self.settings, self.clock)
-
-    @cached_property
-    def ingest(self) -> Ingest:
-        return Ingest(
+    def ingest(self) -> IngestService:
+        return IngestService(
             self.catalog,
             self.publisher,
             max_message_bytes=EVENT_HUB_MESSAGE_BYTES if self.settings.uses_event_hub else QUEUE_MESSAGE_BYTES,
@@ -265,13 +207,43 @@ class Services:
             rate_of=self.directory.rate,
         )
 
-    @cached_property
-    def reads(self) -> Reads:
-        return Reads(self.usage, self.directory.limits)
+    # -- entry points --------------------------------------------------------------------------------------
 
     @cached_property
-    def dead_letters(self) -> DeadLetters:
-        return DeadLetters(self.store.dead_letters, lambda: build_container(self.settings), self.clock)
+    def http(self) -> HttpHandlers:
+        return HttpHandlers(self)
+
+
+class HttpHandlers:
+    """The HTTP handlers, one per area, as the function app's routes call them; each is built (with what it
+    needs, and nothing else) on its first request."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    @cached_property
+    def ingest(self) -> Ingest:
+        return Ingest(self._services.ingest)
+
+    @cached_property
+    def reads(self) -> Reads:
+        return Reads(self._services.usage, self._services.directory.limits)
+
+    @cached_property
+    def billing(self) -> Billing:
+        return Billing(self._services.store.statements, self._services.late_events, self._services.cancels)
+
+    @cached_property
+    def manage(self) -> Manage:
+        return Manage(self._services.directory, self._services.closer, self._services.clock)
+
+    @cached_property
+    def health(self) -> HealthRoute:
+        return HealthRoute(self._services.health)
+
+    @cached_property
+    def openapi(self) -> OpenApiRoute:
+        return OpenApiRoute(self._services.catalog)
 
 
 @cache

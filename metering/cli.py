@@ -1,6 +1,9 @@
 """The `metering` command line (`python -m metering ...`): the dev host, and every task an operator does over
 HTTP (send usage, read it back, check quotas, manage tenants and periods, check health), plus the meter catalog
 and the event schema. The service's URL and keys come from options or METERING_URL, METERING_KEY and METERING_ADMIN_KEY.
+
+Each command imports what it needs when it runs (the dev host, the client, the Azure SDKs), so a command that
+needs none of them starts at once.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -21,11 +24,10 @@ from metering.commands.manage import health, periods, tenants
 from metering.commands.reads import history, quota, usage
 from metering.commands.rebuild import rebuild_command
 from metering.commands.send import send
-from metering.devhost.azurite import PROJECT_ROOT, AzuriteError
-from metering.devhost.cosmos import CosmosServerError
-from metering.devhost.host import DevHost
-from metering.meters import CatalogError, MeterCatalog, load_catalog
-from metering.schema import schema_text
+from metering.devhost.node import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from metering.core.meters import MeterCatalog
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Exactly-once usage metering on Azure.")
 console = Console()
@@ -38,6 +40,10 @@ def dev(
     app_module: Annotated[str, typer.Option("--app", help="Module holding the function app")] = "function_app",
 ) -> None:
     """Run the function app locally: HTTP functions, timers and the Event Hub trigger, on Azurite."""
+    from metering.devhost.azurite import AzuriteError  # noqa: PLC0415 (the dev host: only for this command)
+    from metering.devhost.cosmos import CosmosServerError  # noqa: PLC0415
+    from metering.devhost.host import DevHost  # noqa: PLC0415
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
     host = DevHost(app_module=app_module, port=port, data=data)
@@ -100,6 +106,8 @@ def validate_meters(
     path: Annotated[Path | None, typer.Argument(help="Catalog file; the default if omitted")] = None,
 ) -> None:
     """Check a meter catalog and list its meters."""
+    from metering.core.meters import CatalogError, load_catalog  # noqa: PLC0415
+
     try:
         catalog = load_catalog(path)
     except CatalogError as error:
@@ -121,6 +129,8 @@ def list_meters(
     output: Format = OutputFormat.TABLE,
 ) -> None:
     """List the meters of a catalog: what each counts, in which unit, grouped by what."""
+    from metering.core.meters import CatalogError, load_catalog  # noqa: PLC0415
+
     try:
         catalog = load_catalog(path)
     except CatalogError as error:
@@ -144,6 +154,8 @@ def _meters_table(catalog: MeterCatalog) -> Table:
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of a usage event (the one committed as schemas/usage-event.schema.json)."""
+    from metering.core.schema import schema_text  # noqa: PLC0415
+
     sys.stdout.write(schema_text())
 
 

@@ -14,8 +14,8 @@ import threading
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from metering.meters import CatalogError, load_catalog
-from metering.plans import PlanCatalogError, load_plans
+from metering.core.meters import CatalogError, load_catalog
+from metering.quotas.plans import PlanCatalogError, load_plans
 from metering.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ import azure.functions as func
 
 from metering import configuration
 from metering.api.http import OUTAGES, Response, unavailable
-from metering.consumer import HubMessage
-from metering.control import hub_partition
+from metering.core.hub import hub_partition
+from metering.ingest.consumer import HubMessage
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
 """Fixtures shared by every test: a real Azurite (and local Cosmos server) per test worker, fresh tables per test.
 
-`store` runs a test on every store: the Table store on Azurite and the Cosmos store on the local Cosmos server,
-whose commits are not atomic. `atomic_store` is for tests that need atomic commits (crash injection, concurrent
-writers): the Table store, and the Cosmos store only against a real Cosmos DB or its emulator, given by
-COSMOS_TEST_ENDPOINT and COSMOS_TEST_KEY; without them that case is reported as skipped, with the reason.
+`store` runs a test on every store: the Table store on Azurite, the Cosmos store on the local Cosmos server,
+whose commits are not atomic, and the memory store. `atomic_store` is for tests that need atomic commits (crash
+injection, concurrent writers): the Table store, the memory store, and the Cosmos store only against a real
+Cosmos DB or its emulator, given by COSMOS_TEST_ENDPOINT and COSMOS_TEST_KEY; without them that case is
+reported as skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from pathlib import Path
 import pytest
 from hypothesis import Phase, settings
 
+from metering.core.meters import MeterCatalog, load_catalog
+from metering.core.periods import CalendarMonthUtc
 from metering.devhost.azurite import Azurite
 from metering.devhost.cosmos import CosmosServer
-from metering.meters import MeterCatalog, load_catalog
-from metering.periods import CalendarMonthUtc
 from metering.stores import Store
+from metering.stores.memory import MemoryStore
 from metering.stores.table import TableStore
 from tests.support import NEEDS_REAL_COSMOS, REAL_COSMOS, FixedClock, fresh_cosmos_store, fresh_table_store
 
@@ -50,6 +52,8 @@ def _store_of(kind: str, request: pytest.FixtureRequest) -> Iterator[Store]:
     elif kind == "cosmos":
         server: CosmosServer = request.getfixturevalue("cosmos_server")
         store = fresh_cosmos_store(server.endpoint, server.key, non_atomic_local=True)
+    elif kind == "memory":
+        store = MemoryStore()
     else:
         store = fresh_cosmos_store(*REAL_COSMOS, non_atomic_local=False)
     yield store
@@ -59,12 +63,12 @@ def _store_of(kind: str, request: pytest.FixtureRequest) -> Iterator[Store]:
     store.close()
 
 
-@pytest.fixture(params=["table", "cosmos"])
+@pytest.fixture(params=["table", "cosmos", "memory"])
 def store(request: pytest.FixtureRequest) -> Iterator[Store]:
     yield from _store_of(request.param, request)
 
 
-@pytest.fixture(params=["table", pytest.param("cosmos_atomic", marks=NEEDS_REAL_COSMOS)])
+@pytest.fixture(params=["table", "memory", pytest.param("cosmos_atomic", marks=NEEDS_REAL_COSMOS)])
 def atomic_store(request: pytest.FixtureRequest) -> Iterator[Store]:
     yield from _store_of(request.param, request)
 

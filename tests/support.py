@@ -1,4 +1,5 @@
-"""Test doubles at the storage boundary only: they wrap a real store (Azurite) and delegate every call.
+"""Test doubles at the storage boundary only (they wrap a real store and delegate every call), and the app's
+services wired on a test's store.
 
 `Probe` counts round trips, injects a crash around a commit, either before it reaches the store or after the
 store applied it (the response is lost, as when a process dies mid-call), and makes the store refuse commits
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import pytest
 
+from metering.bootstrap import Services
 from metering.devhost.azurite import Azurite
+from metering.settings import Settings
 from metering.stores import Operation, Row, RowTable, Store, StoreRejected
 from metering.stores.cosmos import CosmosStore
 from metering.stores.table import TableStore
@@ -37,6 +40,8 @@ class Probe:
     crash_applies: bool = False
     refuse: set[str] = field(default_factory=set)
     refused: int = 0
+    # Called on every read, before it reaches the store: lets a test start another thread's work at that point.
+    on_read: Callable[[], None] | None = None
 
 
 class ProbedRows:
@@ -48,6 +53,8 @@ class ProbedRows:
 
     def read(self, partition: str, keys: Collection[str]) -> dict[str, Row]:
         self.probe.reads += 1
+        if self.probe.on_read is not None:
+            self.probe.on_read()
         return self.inner.read(partition, keys)
 
     def range(self, partition: str, start: str, stop: str, limit: int | None = None) -> list[Row]:
@@ -128,6 +135,18 @@ NEEDS_REAL_COSMOS = pytest.mark.skipif(
     not all(REAL_COSMOS),
     reason="needs a real Cosmos DB (COSMOS_TEST_ENDPOINT/COSMOS_TEST_KEY): the local server's batch is not atomic",
 )
+
+
+def make_settings(**values: Any) -> Settings:
+    """Settings as the app reads them, from `values` (by field name) and the defaults only: never from the
+    environment, which another test (the dev host's) may have changed for the whole worker."""
+    return Settings.model_validate({"storage_connection": "UseDevelopmentStorage=true", **values})
+
+
+def wired(store: Store, *, settings: Settings | None = None, **parts: Any) -> Services:
+    """The app's services on `store`, as the composition root wires them; `parts` are Services' other keywords
+    (clock, schedule, sink, backlog, ...)."""
+    return Services(settings or make_settings(), store=store, **parts)
 
 
 class FixedClock:

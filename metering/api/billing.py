@@ -9,11 +9,11 @@ from datetime import date
 
 from pydantic import BaseModel
 
-from metering import decimals
 from metering.api.http import Response, bad_request, bad_tenant, json_object, ok, problem
-from metering.cancel import Cancels, NotCancellable, NotCounted, PeriodClosed
-from metering.closing import Statement
-from metering.late import LateEvent, LateEvents
+from metering.billing.cancels import Cancels, NotCancellable, NotCounted, PeriodClosed
+from metering.billing.closing import Statement
+from metering.billing.late import LateEvent, LateEvents
+from metering.core import decimals
 from metering.stores import RowTable
 
 _KEY_LIMIT = 128

@@ -12,7 +12,7 @@ from azure.core.exceptions import AzureError
 from azure.eventhub.exceptions import EventHubError
 from pydantic import BaseModel
 
-from metering.events import TENANT_PATTERN, BodyError, FieldError, decode_json
+from metering.core.events import TENANT_PATTERN, BodyError, FieldError, decode_json
 from metering.stores import ContentionError
 
 PROBLEM = "application/problem+json"

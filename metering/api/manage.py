@@ -1,4 +1,5 @@
-"""Operator routes under /api/manage/ (admin key): tenant settings, closing periods on demand, health."""
+"""Operator routes under /api/manage/ (admin key): tenant settings, closing periods on demand (health has its
+own module)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from datetime import datetime
 from pydantic import BaseModel, ValidationError
 
 from metering.api.http import Response, bad_tenant, json_object, ok, problem
-from metering.closing import PeriodCloser
-from metering.events import FieldError
-from metering.health import HealthCheck
-from metering.tenants import TenantDirectory, TenantError, TenantUpdate
+from metering.billing.closing import PeriodCloser
+from metering.core.events import FieldError
+from metering.tenants.directory import TenantDirectory
+from metering.tenants.records import TenantError, TenantUpdate
 
 
 class ClosedView(BaseModel):
@@ -27,20 +28,10 @@ class CloseResponse(BaseModel):
 
 
 class Manage:
-    def __init__(
-        self,
-        directory: TenantDirectory,
-        closer: PeriodCloser,
-        clock: Callable[[], datetime],
-        health: HealthCheck,
-    ) -> None:
+    def __init__(self, directory: TenantDirectory, closer: PeriodCloser, clock: Callable[[], datetime]) -> None:
         self.directory = directory
         self.closer = closer
         self.clock = clock
-        self._health = health
-
-    def health(self) -> Response:
-        return ok(self._health.report())
 
     def get_tenant(self, tenant_id: str) -> Response:
         if (refused := bad_tenant(tenant_id)) is not None:

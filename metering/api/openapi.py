@@ -1,24 +1,26 @@
 """GET /api/openapi.json: the OpenAPI 3.1 description of the HTTP contract, generated from the same pydantic
-models that validate requests and shape responses."""
+models that validate requests and shape responses, and from the deployment's meter catalog. It is the reference;
+docs/api.md explains it."""
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from metering.api.billing import LateEventList, StatementList
-from metering.api.ingest import MAX_EVENTS, Accepted
+from metering.api.contract import MAX_EVENTS, Accepted, HistoryResponse, QuotaDecision, UsageResponse
+from metering.api.http import Response, ok
 from metering.api.manage import CloseResponse
-from metering.api.reads import HistoryResponse, UsageResponse
-from metering.cancel import CancelResult
-from metering.closing import Statement
-from metering.events import UsageEvent
-from metering.health import Health
-from metering.quotas import QuotaDecision
-from metering.tenants import TenantSettings, TenantUpdate
+from metering.billing.cancels import CancelResult
+from metering.billing.closing import Statement
+from metering.core.events import TENANT_PATTERN, UsageEvent
+from metering.core.meters import MeterCatalog
+from metering.ingest.health import Health
+from metering.tenants.records import TenantSettings, TenantUpdate
 
 VERSION = "0.1.0"
 
@@ -96,15 +98,19 @@ def _ref(model: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model}"}
 
 
-def _path_parameters() -> list[dict[str, Any]]:
+def _tenant_parameter() -> dict[str, Any]:
+    return {
+        "name": "tenant_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": TENANT_PATTERN},
+    }
+
+
+def _path_parameters(metrics: Sequence[str]) -> list[dict[str, Any]]:
     return [
-        {
-            "name": "tenant_id",
-            "in": "path",
-            "required": True,
-            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
-        },
-        {"name": "metric", "in": "path", "required": True, "schema": {"type": "string"}},
+        _tenant_parameter(),
+        {"name": "metric", "in": "path", "required": True, "schema": {"type": "string", "enum": list(metrics)}},
     ]
 
 
@@ -118,8 +124,10 @@ def _query(name: str, description: str, required: bool = False, **schema: Any) -
     }
 
 
-@cache
-def document() -> dict[str, Any]:
+def document(catalog: MeterCatalog) -> dict[str, Any]:
+    """The document for this deployment: a meter's name is one of its catalog's, wherever a request names one
+    (a path's `metric`, an event's `metric`, a CloudEvent's `type`), so a client generated from the document, or
+    a fuzzer driven by it, sends meters the service knows."""
     models: list[tuple[type[BaseModel], Any]] = [
         (UsageEvent, "validation"),
         (UsageCloudEvent, "validation"),
@@ -139,6 +147,9 @@ def document() -> dict[str, Any]:
         (Health, "serialization"),
     ]
     _, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    components = schemas["$defs"]
+    components["UsageEvent"]["properties"]["metric"]["enum"] = list(catalog.names)
+    components["UsageCloudEvent"]["properties"]["type"]["enum"] = list(catalog.names)
     events_body = {
         "oneOf": [
             _ref("UsageEvent"),
@@ -147,11 +158,16 @@ def document() -> dict[str, Any]:
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Usage metering", "version": VERSION, "description": "Exactly-once usage metering."},
+        "info": {
+            "title": "Usage metering",
+            "version": VERSION,
+            "description": "Exactly-once usage metering (docs/api.md explains the routes); meter catalog "
+            f"{catalog.version}.",
+        },
         "servers": [{"url": "/api"}],
         "security": [{"functionKey": []}, {"functionKeyQuery": []}],
         "components": {
-            "schemas": schemas["$defs"],
+            "schemas": components,
             "securitySchemes": {
                 "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
                 "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
@@ -183,7 +199,7 @@ def document() -> dict[str, Any]:
                     "summary": "Usage of a meter in the current (or a given) billing period",
                     "operationId": "getUsage",
                     "parameters": [
-                        *_path_parameters(),
+                        *_path_parameters(catalog.names),
                         _query("period", "Start date of another period", format="date", type="string"),
                         _query("group_by", "A group_by dimension of the meter"),
                     ],
@@ -195,7 +211,7 @@ def document() -> dict[str, Any]:
                     "summary": "Usage in hour, day or period buckets, empty buckets included",
                     "operationId": "getUsageHistory",
                     "parameters": [
-                        *_path_parameters(),
+                        *_path_parameters(catalog.names),
                         _query("start", "First day (tenant's time zone)", True, type="string", format="date"),
                         _query("end", "Last day, inclusive", True, type="string", format="date"),
                         _query(
@@ -209,7 +225,10 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "May the tenant use `requested` more in its current period?",
                     "operationId": "checkQuota",
-                    "parameters": [*_path_parameters(), _query("requested", "Amount to add (decimal)", type="string")],
+                    "parameters": [
+                        *_path_parameters(catalog.names),
+                        _query("requested", "Amount to add (decimal)", type="string"),
+                    ],
                     "responses": {**_ok("QuotaDecision", "The decision"), **_problem_responses(400, 401, 404, 503)},
                 }
             },
@@ -217,7 +236,7 @@ def document() -> dict[str, Any]:
                 "post": {
                     "summary": "Cancel a counted event of a sum or count meter in its open period (idempotent)",
                     "operationId": "cancelEvent",
-                    "parameters": [_path_parameters()[0]],
+                    "parameters": [_tenant_parameter()],
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": _ref("CancelRequest")}},
@@ -233,7 +252,7 @@ def document() -> dict[str, Any]:
                     "summary": "The statement of a closed period (or all of them); CSV with Accept: text/csv",
                     "operationId": "getStatements",
                     "parameters": [
-                        _path_parameters()[0],
+                        _tenant_parameter(),
                         _query("period", "Start date of the closed period", type="string", format="date"),
                     ],
                     "responses": {
@@ -252,7 +271,7 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "Events that arrived for an already closed period",
                     "operationId": "getLateEvents",
-                    "parameters": [_path_parameters()[0]],
+                    "parameters": [_tenant_parameter()],
                     "responses": {**_ok("LateEventList", "Oldest first"), **_problem_responses(400, 401, 503)},
                 }
             },
@@ -260,13 +279,13 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "A tenant's settings (admin key)",
                     "operationId": "getTenant",
-                    "parameters": [_path_parameters()[0]],
+                    "parameters": [_tenant_parameter()],
                     "responses": {**_ok("TenantSettings", "The settings"), **_problem_responses(400, 401, 503)},
                 },
                 "put": {
                     "summary": "Change a tenant's plan, limit overrides, billing anchor day or time zone (admin key)",
                     "operationId": "setTenant",
-                    "parameters": [_path_parameters()[0]],
+                    "parameters": [_tenant_parameter()],
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": _ref("TenantUpdate")}},
@@ -298,3 +317,15 @@ def document() -> dict[str, Any]:
             },
         },
     }
+
+
+class OpenApiRoute:
+    def __init__(self, catalog: MeterCatalog) -> None:
+        self.catalog = catalog
+
+    @cached_property
+    def _document(self) -> dict[str, Any]:
+        return document(self.catalog)
+
+    def __call__(self) -> Response:
+        return ok(self._document)

@@ -6,21 +6,20 @@ from collections.abc import Callable, Mapping
 from datetime import date
 from decimal import Decimal
 
-from pydantic import BaseModel
-
-from metering import decimals
+from metering.api.contract import (
+    GroupTotal,
+    HistoryResponse,
+    QuotaDecision,
+    UsageAggregate,
+    UsageBucket,
+    UsageResponse,
+)
 from metering.api.http import Response, bad_request, bad_tenant, ok, problem
-from metering.quotas import Limits, decide
-from metering.usage import Granularity, GroupTotal, RangeError, UnknownMeter, UsageAggregate, UsageBucket, UsageReader
-
-
-class UsageResponse(UsageAggregate):
-    groups: list[GroupTotal] | None = None
-
-
-class HistoryResponse(BaseModel):
-    items: list[UsageBucket]
-
+from metering.core import decimals
+from metering.core.limits import Limits
+from metering.core.periods import Granularity
+from metering.ledger.reader import RangeError, UnknownMeter, UsageReader
+from metering.quotas.decisions import decide
 
 LimitsFor = Callable[[str, str], Limits]
 
@@ -48,16 +47,17 @@ class Reads:
             if found is None:
                 return bad_request("period", f"{start} is not the first day of a billing period of {tenant_id}")
             period = found
-        aggregate = self.reader.for_period(tenant_id, metric, period)
-        groups = None
-        if "group_by" in params:
-            try:
-                groups = self.reader.groups(tenant_id, metric, params["group_by"], period)
-            except RangeError as error:
-                return bad_request("group_by", str(error))
-        if groups is None:
-            return ok(aggregate)
-        return ok(UsageResponse(**aggregate.model_dump(), groups=groups))
+        usage = self.reader.for_period(tenant_id, metric, period)
+        if "group_by" not in params:
+            return ok(UsageAggregate.model_validate(usage))
+        try:
+            groups = self.reader.groups(tenant_id, metric, params["group_by"], period)
+        except RangeError as error:
+            return bad_request("group_by", str(error))
+        body = UsageResponse.model_validate(usage).model_copy(
+            update={"groups": [GroupTotal.model_validate(group) for group in groups]}
+        )
+        return ok(body)
 
     def history(self, tenant_id: str, metric: str, params: Mapping[str, str]) -> Response:
         checked = self._check(tenant_id, metric)
@@ -77,7 +77,7 @@ class Reads:
             items = self.reader.history(tenant_id, metric, bounds["start"], bounds["end"], granularity)
         except RangeError as error:
             return bad_request("start", str(error))
-        return ok(HistoryResponse(items=items))
+        return ok(HistoryResponse(items=[UsageBucket.model_validate(bucket) for bucket in items]))
 
     def quota(self, tenant_id: str, metric: str, params: Mapping[str, str]) -> Response:
         checked = self._check(tenant_id, metric)
@@ -91,10 +91,21 @@ class Reads:
                 return bad_request("requested", str(error))
             if requested < 0:
                 return bad_request("requested", "must not be negative")
-        aggregate = self.reader.current(tenant_id, metric)
-        meter = self.reader.meter(metric)
-        decision = decide(meter, aggregate.total, requested, self.limits_for(tenant_id, metric), aggregate.period_end)
-        return ok(decision)
+        usage = self.reader.current(tenant_id, metric)
+        limits = self.limits_for(tenant_id, metric)
+        verdict = decide(usage.meter, usage.total, requested, limits)
+        return ok(
+            QuotaDecision(
+                decision=verdict.decision,
+                current=usage.total,
+                requested=requested,
+                projected=verdict.projected,
+                soft_limit=limits.soft,
+                hard_limit=limits.hard,
+                remaining=verdict.remaining,
+                period_end=usage.period_end,
+            )
+        )
 
     def _check(self, tenant_id: str, metric: str) -> Response | None:
         if (refused := bad_tenant(tenant_id)) is not None:

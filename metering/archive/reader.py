@@ -16,7 +16,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobPrefix, ContainerClient
 
 from metering.archive.capture import ArchivedMessage, BlobPath, decode, parse_blob_name
-from metering.control import hub_partition
+from metering.core.hub import hub_partition
 
 # Capture's longest window (intervalInSeconds is at most 900): a file named this long before the start of the
 # range may still hold messages of it.

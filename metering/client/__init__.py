@@ -6,8 +6,15 @@ with BufferedUsageWriter(MeteringClient("http://127.0.0.1:7071/api", key)) as us
     usage.record("acme", "api.requests", 1, dimensions={"region": "eu"})
 """
 
-from metering.api.ingest import Accepted
-from metering.api.reads import HistoryResponse, UsageResponse
+from metering.api.contract import (
+    Accepted,
+    GroupTotal,
+    HistoryResponse,
+    QuotaDecision,
+    UsageAggregate,
+    UsageBucket,
+    UsageResponse,
+)
 from metering.client.buffer import Backoff, CloseReport, RejectedEvent, WriterStats
 from metering.client.errors import (
     BadRequest,
@@ -36,9 +43,9 @@ from metering.client.manage import (
 )
 from metering.client.recording import new_event
 from metering.client.writer import AsyncBufferedUsageWriter, BufferedUsageWriter, BufferFull, WriterClosed
-from metering.events import FieldError, UsageEvent
-from metering.quotas import Decision, QuotaDecision
-from metering.usage import Granularity, GroupTotal, UsageAggregate, UsageBucket
+from metering.core.events import FieldError, UsageEvent
+from metering.core.limits import Decision
+from metering.core.periods import Granularity
 
 __all__ = [
     "DEFAULT_URL",

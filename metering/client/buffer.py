@@ -13,9 +13,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
-from metering.api.ingest import MAX_BODY_BYTES, MAX_EVENTS
+from metering.api.contract import MAX_BODY_BYTES, MAX_EVENTS
 from metering.client.errors import Forbidden, MeteringError, NotFound, ProblemError, Unauthorized, ValidationFailed
-from metering.events import UsageEvent
+from metering.core.events import UsageEvent
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from metering.events import FieldError
+from metering.core.events import FieldError
 
 
 class MeteringError(Exception):

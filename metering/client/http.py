@@ -1,4 +1,4 @@
-"""`MeteringClient` and `AsyncMeteringClient`: the HTTP contract (API.md) as typed Python calls.
+"""`MeteringClient` and `AsyncMeteringClient`: the HTTP contract (docs/api.md) as typed Python calls.
 
 Both clients share one description of each call (`_Call`: method, path, parameters, body, how to read the answer),
 so the synchronous and the asynchronous client cannot drift apart. Results are the service's own pydantic models;
@@ -20,17 +20,24 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
-from metering.api.ingest import MAX_BODY_BYTES, MAX_EVENTS, Accepted
-from metering.api.reads import HistoryResponse, UsageResponse
+from metering.api.contract import (
+    DEV_HOST_URL,
+    MAX_BODY_BYTES,
+    MAX_EVENTS,
+    Accepted,
+    HistoryResponse,
+    QuotaDecision,
+    UsageBucket,
+    UsageResponse,
+)
 from metering.client.errors import ConnectionFailed, problem_from_response
 from metering.client.manage import ClosedPeriods, HealthReport, MetricLimits, TenantSettings, tenant_update
 from metering.client.recording import QuantityLike, encode, recorded, to_events
-from metering.decimals import to_str
-from metering.events import UsageEvent
-from metering.quotas import QuotaDecision
-from metering.usage import Granularity, UsageBucket
+from metering.core.decimals import to_str
+from metering.core.events import UsageEvent
+from metering.core.periods import Granularity
 
-DEFAULT_URL = "http://127.0.0.1:7071/api"
+DEFAULT_URL = DEV_HOST_URL
 DEFAULT_SOURCE = "metering-client"
 KEY_HEADER = "x-functions-key"
 USER_AGENT = "metering-client/0.1"

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from metering.usage import DecimalText
+from metering.core.decimals import DecimalText
 
 
 class MetricLimits(BaseModel):

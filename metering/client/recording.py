@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from metering.client.errors import InvalidEvent
-from metering.events import FieldError, UsageEvent, parse_event
+from metering.core.events import FieldError, UsageEvent, parse_event
 
 QuantityLike = Decimal | int | float | str
 

@@ -24,7 +24,7 @@ from metering.client.buffer import Backoff, Buffer, CloseReport, Entry, Outcome,
 from metering.client.errors import MeteringError
 from metering.client.http import AsyncMeteringClient, MeteringClient
 from metering.client.recording import QuantityLike, encode, recorded, to_event
-from metering.events import UsageEvent
+from metering.core.events import UsageEvent
 
 log = logging.getLogger("metering.client")
 

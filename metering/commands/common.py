@@ -1,5 +1,9 @@
 """What every command against the service shares: where it is and with which key, output formats, and
-problem details printed as messages with exit status 1 instead of tracebacks."""
+problem details printed as messages with exit status 1 instead of tracebacks.
+
+The command line starts at once because nothing heavy is imported before a command runs: the client (httpx),
+the dev host and the Azure SDKs are imported inside the commands that use them. Keep it so (a test holds it):
+a module of this package imports at its top only typer, rich and the light parts of the project."""
 
 from __future__ import annotations
 
@@ -7,15 +11,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from metering.client import ConnectionFailed, InvalidEvent, MeteringClient, ProblemError
-from metering.events import FieldError
+from metering.api.contract import DEV_HOST_URL
+
+if TYPE_CHECKING:
+    from metering.client import MeteringClient
+    from metering.core.events import FieldError
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # messages stay one line each, for grep
@@ -33,7 +40,12 @@ AdminKey = Annotated[str | None, typer.Option("--admin-key", envvar="METERING_AD
 Format = Annotated[OutputFormat, typer.Option("--format", help="table or json")]
 
 
+DEFAULT_URL = DEV_HOST_URL
+
+
 def connect(url: str, key: str | None, *, admin: bool = False, **options: Any) -> MeteringClient:
+    from metering.client import MeteringClient  # noqa: PLC0415 (httpx: only for commands that call the service)
+
     if not key:
         variable, option = ("METERING_ADMIN_KEY", "--admin-key") if admin else ("METERING_KEY", "--key")
         err.print(f"[red]no key: pass {option} or set {variable} (metering dev prints the keys)[/red]")
@@ -44,6 +56,8 @@ def connect(url: str, key: str | None, *, admin: bool = False, **options: Any) -
 @contextmanager
 def service_errors(url: str) -> Iterator[None]:
     """The service's problem details as a message and exit status 1, instead of a traceback."""
+    from metering.client import ConnectionFailed, InvalidEvent, ProblemError  # noqa: PLC0415
+
     try:
         yield
     except ConnectionFailed:

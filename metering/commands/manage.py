@@ -4,13 +4,13 @@ admin key."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from metering.client import DEFAULT_URL, MetricLimits, TenantSettings
 from metering.commands.common import (
+    DEFAULT_URL,
     AdminKey,
     Format,
     OutputFormat,
@@ -22,10 +22,15 @@ from metering.commands.common import (
     service_errors,
 )
 
+if TYPE_CHECKING:
+    from metering.client import MetricLimits, TenantSettings
+
 tenants = typer.Typer(help="Tenant settings: plan, limits, billing schedule (admin key).", no_args_is_help=True)
 
 
 def _limits(items: list[str]) -> dict[str, MetricLimits]:
+    from metering.client import MetricLimits  # noqa: PLC0415
+
     limits: dict[str, MetricLimits] = {}
     for item in items:
         metric, sep, values = item.partition("=")

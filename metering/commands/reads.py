@@ -10,9 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from metering.api.reads import HistoryResponse
-from metering.client import DEFAULT_URL
 from metering.commands.common import (
+    DEFAULT_URL,
     Format,
     Key,
     OutputFormat,
@@ -24,7 +23,7 @@ from metering.commands.common import (
     out,
     service_errors,
 )
-from metering.usage import Granularity
+from metering.core.periods import Granularity
 
 
 def usage(
@@ -68,6 +67,8 @@ def history(
     with connect(url, key) as client, service_errors(url):
         buckets = client.usage_history(tenant, metric, first, last, granularity)
     if output is OutputFormat.JSON:
+        from metering.api.contract import HistoryResponse  # noqa: PLC0415
+
         echo_json(HistoryResponse(items=buckets))
     elif output is OutputFormat.CSV:
         text = io.StringIO()

@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from azure.core.exceptions import AzureError
-from pydantic import ValidationError
 from rich.table import Table
 
-from metering import decimals
-from metering.archive.reader import ArchiveNotFound
 from metering.commands.common import err, out
-from metering.devhost.host import LOCAL_STORAGE, load_app_settings
-from metering.rebuild import RebuildReport, rebuild
-from metering.rebuild.scratch import ScratchError
-from metering.settings import Settings, StoreKind
-from metering.stores.cosmos import CosmosStoreError
+from metering.core import decimals
+
+if TYPE_CHECKING:
+    from metering.rebuild import RebuildReport
+    from metering.settings import Settings
 
 
 def _instant(value: str, option: str) -> datetime:
@@ -40,6 +36,11 @@ def _instant(value: str, option: str) -> datetime:
 
 def app_settings() -> Settings:
     """The app's settings: the environment, then the project's app settings file, as the dev host reads them."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from metering.devhost.host import LOCAL_STORAGE, load_app_settings  # noqa: PLC0415
+    from metering.settings import Settings  # noqa: PLC0415
+
     # The file's local storage default must not shadow an identity-based connection given for a deployed stack.
     identity_based = "AzureWebJobsStorage" not in os.environ and "AzureWebJobsStorage__tableServiceUri" in os.environ
     load_app_settings()
@@ -67,17 +68,37 @@ def rebuild_command(
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON, for machines")] = False,
     differences_only: Annotated[bool, typer.Option("--differences-only", help="List only totals that differ")] = False,
     scratch_store: Annotated[
-        StoreKind | None,
-        typer.Option("--scratch-store", help="Where to rebuild: the live store's kind by default"),
+        str | None,
+        # Checked against StoreKind when the command runs: the settings' imports are not the command line's.
+        typer.Option("--scratch-store", help="Where to rebuild, table or cosmos: the live store's kind by default"),
     ] = None,
 ) -> None:
     """Rebuild totals from the raw archive and the journal in scratch tables, and diff them with ours."""
+    # The stores, the archive and the Azure SDKs: imported when a rebuild runs, not when the command line starts.
+    from azure.core.exceptions import AzureError  # noqa: PLC0415
+
+    from metering.archive.reader import ArchiveNotFound  # noqa: PLC0415
+    from metering.rebuild import rebuild  # noqa: PLC0415
+    from metering.rebuild.scratch import ScratchError  # noqa: PLC0415
+    from metering.settings import StoreKind  # noqa: PLC0415
+    from metering.stores.cosmos import CosmosStoreError  # noqa: PLC0415
+
     begin, finish = _instant(start, "--from"), _instant(end, "--to")
+    kinds = {kind.value: kind for kind in StoreKind}
+    if scratch_store is not None and scratch_store not in kinds:
+        raise typer.BadParameter(f"must be one of {', '.join(kinds)}", param_hint="--scratch-store")
     if finish <= begin:
         raise typer.BadParameter("must be after --from", param_hint="--to")
     settings = app_settings()
     try:
-        report = rebuild(settings, begin, finish, tenants=tenant, keep=keep, scratch_kind=scratch_store)
+        report = rebuild(
+            settings,
+            begin,
+            finish,
+            tenants=tenant,
+            keep=keep,
+            scratch_kind=StoreKind(scratch_store) if scratch_store else None,
+        )
     except (ArchiveNotFound, CosmosStoreError, ScratchError) as error:
         err.print(f"[red]{error}[/red]", highlight=False)
         raise typer.Exit(2) from None

@@ -7,21 +7,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from metering.client import (
-    DEFAULT_URL,
-    BufferedUsageWriter,
-    BufferFull,
-    InvalidEvent,
-    MeteringClient,
-    RejectedEvent,
-)
-from metering.commands.common import Key, Url, connect, err, out, service_errors
-from metering.events import BodyError, FieldError, decode_json
+from metering.commands.common import DEFAULT_URL, Key, Url, connect, err, out, service_errors
+
+if TYPE_CHECKING:
+    from metering.client import MeteringClient, RejectedEvent
 
 
 def send(
@@ -79,6 +72,11 @@ def send(
 
 def _send_file(client: MeteringClient, file: str, batch_size: int, timeout: float) -> None:
     """Stream the events to a buffered writer: a bad line is reported and skipped, the rest is sent."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    from metering.client import BufferedUsageWriter, BufferFull, InvalidEvent  # noqa: PLC0415
+    from metering.core.events import BodyError, FieldError, decode_json  # noqa: PLC0415
+
     total = None if file == "-" else _count_lines(Path(file))
     refused: list[RejectedEvent] = []
     invalid = 0

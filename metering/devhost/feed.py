@@ -29,7 +29,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.functions.meta import Datum
 from azure.storage.queue import QueueClient, QueueMessage
 
-from metering.control import hub_partition
+from metering.core.hub import hub_partition
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,13 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from metering.archive.reader import ArchiveReader
-from metering.bootstrap import Services, build_container
+from metering.bootstrap import Services
+from metering.connections import build_container
+from metering.core.decimals import DecimalText
 from metering.rebuild.diff import PeriodTotal, compare, periods_to_compare
 from metering.rebuild.replay import Replay
 from metering.rebuild.scratch import create_scratch
 from metering.settings import Settings, StoreKind
-from metering.usage import DecimalText
 
 
 class TotalLine(BaseModel):
@@ -86,18 +87,7 @@ def rebuild(
     only = frozenset(tenants) if tenants else None
     scratch = create_scratch(settings, scratch_kind)
     try:
-        replay = Replay(
-            live=live.store,
-            scratch=scratch,
-            catalog=live.catalog,
-            schedule=live.schedule,
-            grace=settings.grace,
-            retention=settings.dedupe_retention,
-            max_future=settings.max_future,
-            start=start,
-            end=end,
-            tenants=only,
-        )
+        replay = Replay(live=live, scratch=scratch, start=start, end=end, tenants=only)
         archive = ArchiveReader(build_container(settings, settings.archive_container), hub=settings.event_hub_name)
         stats = replay.run(archive.messages(start, end), tenants or ())
         periods = periods_to_compare(live.store, scratch.store, start=start, end=end, tenants=only)

@@ -6,15 +6,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
-from metering import control, decimals, rows
-from metering.aggregation import STATE_ROW, Cell, partition_key
-from metering.closing import SHARDS
-from metering.control import IndexedPeriod
-from metering.meters import MeterCatalog
-from metering.periods import BillingPeriod
-from metering.rows import combine
+from metering.core import decimals
+from metering.core.meters import Aggregation, MeterCatalog
+from metering.core.periods import BillingPeriod
+from metering.ledger import control
+from metering.ledger.cells import Cell, combine
+from metering.ledger.keys import SHARDS, STATE_ROW, partition_key
+from metering.ledger.rows import StateRow
 from metering.stores import Store
 
 
@@ -41,13 +40,6 @@ class PeriodTotal:
         return ours != rebuilt
 
 
-def indexed_periods(store: Store) -> list[IndexedPeriod]:
-    """Every period the store's control table names: open ones, and closed ones until their markers' purge."""
-    found = store.control.range(control.OPEN, "", "~")
-    found += store.control.partition(control.CLOSED)
-    return [IndexedPeriod.from_row(row) for row in found]
-
-
 def periods_to_compare(
     live: Store,
     scratch: Store,
@@ -59,9 +51,9 @@ def periods_to_compare(
     """The periods the rebuild wrote, and the live periods lying inside the window (a live period the rebuild
     never wrote is then a difference too)."""
     chosen: dict[tuple[str, str], tuple[str, BillingPeriod]] = {}
-    for entry in indexed_periods(scratch):
+    for entry in control.indexed(scratch.control):
         chosen[(entry.tenant_id, entry.period.key)] = (entry.tenant_id, entry.period)
-    for entry in indexed_periods(live):
+    for entry in control.indexed(live.control):
         if start <= entry.period.start and entry.period.end <= end:
             chosen.setdefault((entry.tenant_id, entry.period.key), (entry.tenant_id, entry.period))
     picked = [item for item in chosen.values() if tenants is None or item[0] in tenants]
@@ -83,7 +75,7 @@ def compare(
         ours = _states(live, tenant, period)
         rebuilt = _states(scratch, tenant, period)
         whole = start <= period.start - max_future and all(_settled_by(state, end) for state in ours)
-        metrics = {metric for state in (*ours, *rebuilt) for metric in state["totals"]}
+        metrics = {metric for state in (*ours, *rebuilt) for metric in state.metrics}
         for metric in sorted(metrics):
             meter = catalog.get(metric)
             totals.append(
@@ -99,27 +91,25 @@ def compare(
     return totals
 
 
-def _states(store: Store, tenant: str, period: BillingPeriod) -> list[dict[str, Any]]:
+def _states(store: Store, tenant: str, period: BillingPeriod) -> list[StateRow]:
     states = []
     for shard in SHARDS:
         row = store.usage.read(partition_key(tenant, period, shard), [STATE_ROW]).get(STATE_ROW)
         if row is not None:
-            states.append(row.data)
+            states.append(StateRow(row.data))
     return states
 
 
-def _total(states: list[dict[str, Any]], metric: str, kind: Any) -> Cell | None:
-    cells = [Cell.from_json(state["totals"][metric]) for state in states if metric in state["totals"]]
+def _total(states: list[StateRow], metric: str, kind: Aggregation | None) -> Cell | None:
+    cells = [cell for state in states if (cell := state.total(metric)) is not None]
     if not cells:
         return None
     if kind is None or len(cells) == 1:
         return cells[0]
-    return combine(kind, list(cells))
+    return combine(kind, cells)
 
 
-def _settled_by(state: dict[str, Any], end: datetime) -> bool:
+def _settled_by(state: StateRow, end: datetime) -> bool:
     """Whether every change the live period took was made before `end` (so its events were enqueued before)."""
-    if state["status"] == rows.CLOSED:
-        return datetime.fromisoformat(state["closed_at"]) <= end
-    updated = state.get("updated")
-    return updated is None or datetime.fromisoformat(updated) <= end
+    changed = state.closed_at if state.is_closed else state.updated
+    return changed is None or changed <= end

@@ -3,7 +3,7 @@
 Archive messages go through the consumer (`consume`) with a ledger on the scratch store, so they are decoded,
 given ids, deduplicated, dead-lettered and filed as late exactly as the aggregator does. Journal entries are
 replayed at their time through the same code: a cancel through `Cancels`, a carry through the ledger as
-`late.py` applies it. The clock every part reads is the replay's: the instant of what is being replayed.
+`billing/late.py` applies it. The clock every part reads is the replay's: the instant of what is being replayed.
 
 Periods close in the scratch store when they closed live: at the `closed_at` of their live statement (or state
 row), through the same closer. So an archived event of a period counts there only if it was enqueued before that
@@ -21,29 +21,25 @@ import heapq
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
-from metering import control, rows
-from metering.aggregation import STATE_ROW, BatchPlan, SourcedEvent, partition_key, plan_adjustment
-from metering.alerts import AlertWatch
 from metering.archive.capture import ArchivedMessage
-from metering.cancel import Cancels, NotCancellable, NotCounted, PeriodClosed
-from metering.closing import PeriodCloser
-from metering.consumer import AfterApply, BatchReport, HubMessage, consume
-from metering.control import NOTHING_APPLIED, HubProgress, IndexedPeriod
-from metering.deadletters import DeadLetters
-from metering.events import parse_event
-from metering.journal import CHANGES_TOTALS, Journal, JournalEntry, JournalKind
-from metering.late import LateEvents
-from metering.ledger import Ledger
-from metering.meters import MeterCatalog
-from metering.notifications import Outbox
-from metering.periods import BillingPeriod, PeriodSchedule
-from metering.quotas import Limits
+from metering.billing.cancels import NotCancellable, NotCounted, PeriodClosed
+from metering.billing.closing import Statement
+from metering.billing.journal import CHANGES_TOTALS, JournalEntry, JournalKind
+from metering.bootstrap import Services
+from metering.core.events import parse_event
+from metering.core.hub import NOTHING_APPLIED
+from metering.core.periods import BillingPeriod
+from metering.ingest.consumer import BatchReport, HubMessage, consume
+from metering.ledger import control
+from metering.ledger.batch import BatchPlan, SourcedEvent, plan_adjustment
+from metering.ledger.keys import STATE_ROW, partition_key
+from metering.ledger.rows import StateRow
+from metering.notifications.outbox import DiscardSink
 from metering.rebuild.scratch import Scratch
 from metering.settings import LateEventPolicy
-from metering.stores import Store
-from metering.transport import decode_message
+from metering.transport import EmptyBacklog, decode_message
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +55,6 @@ class ReplayClock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-class _Discard:
-    """Notifications of a replay go nowhere: the live ones were sent."""
-
-    def send(self, message_id: str, text: str) -> None:
-        pass
-
-
-class _NothingWaiting:
-    def applied_through(self, applied: object, now: datetime) -> datetime:
-        return now
 
 
 @dataclass
@@ -107,41 +91,39 @@ class Replay:
     def __init__(
         self,
         *,
-        live: Store,
+        live: Services,
         scratch: Scratch,
-        catalog: MeterCatalog,
-        schedule: PeriodSchedule,
-        grace: timedelta,
-        retention: timedelta,
-        max_future: timedelta,
         start: datetime,
         end: datetime,
         tenants: Iterable[str] | None = None,
     ) -> None:
-        self.live = live
+        self.live = live.store
         self.scratch = scratch
-        self.schedule = schedule
+        self.schedule = live.schedule
         self.start = start
         self.end = end
         self.only = frozenset(tenants) if tenants else None
         self.clock = ReplayClock(start)
-        store = scratch.store
-        self.ledger = Ledger(store, catalog, schedule, clock=self.clock)
-        self.dead_letters = DeadLetters(store.dead_letters, lambda: scratch.container, self.clock)
-        outbox = Outbox(store.control, _Discard())
+        # The scratch store's services, wired as live ones, with the live catalog and every tenant's live terms.
         # Policy review: a late event is recorded, never carried by the replay itself; the journal carries it.
-        self.after = AfterApply(
-            late=LateEvents(store.late_events, self.ledger, schedule, LateEventPolicy.REVIEW, self.clock),
-            alerts=AlertWatch(lambda _tenant, _metric: Limits(), (), outbox, self.clock),
-            outbox=outbox,
-            progress=HubProgress(store.control),
+        # Notifications go nowhere (the live ones were sent), and no hub holds anything back.
+        replayed = Services(
+            live.settings.model_copy(update={"late_event_policy": LateEventPolicy.REVIEW}),
+            clock=self.clock,
+            store=scratch.store,
+            sink=DiscardSink(),
+            backlog=EmptyBacklog(),
+            dead_letter_container=lambda: scratch.container,
+            catalog=live.catalog,
+            schedule=live.schedule,
         )
-        self.cancels = Cancels(store, catalog, schedule, clock=self.clock, max_future=max_future)
-        self.closer = PeriodCloser(
-            store, catalog, outbox, _NothingWaiting(), grace=grace, retention=retention, clock=self.clock
-        )
+        self.ledger = replayed.ledger
+        self.dead_letters = replayed.dead_letters
+        self.after = replayed.after_apply
+        self.cancels = replayed.cancels
+        self.closer = replayed.closer
         self.stats = ReplayStats()
-        self._journal = Journal(live.journal)
+        self._journal = live.journal
         self._tenants: set[str] = set()
         self._entries: list[tuple[datetime, int, JournalEntry]] = []
         self._closes: list[tuple[datetime, int, LiveClose]] = []
@@ -240,11 +222,11 @@ class Replay:
     def _live_closed_at(self, tenant: str, period: BillingPeriod) -> datetime | None:
         statement = self.live.statements.read(tenant, [period.key]).get(period.key)
         if statement is not None:
-            return datetime.fromisoformat(statement.data["closed_at"])
-        state = self.live.usage.read(partition_key(tenant, period), [STATE_ROW]).get(STATE_ROW)
-        if state is not None:
-            closed = state.data["status"] == rows.CLOSED
-            return datetime.fromisoformat(state.data["closed_at"]) if closed else None
+            return Statement.model_validate(statement.data).closed_at
+        row = self.live.usage.read(partition_key(tenant, period), [STATE_ROW]).get(STATE_ROW)
+        if row is not None:
+            state = StateRow(row.data)
+            return state.closed_at if state.is_closed else None
         if not self._closed_through_read:
             self._closed_through = control.closed_through(self.live.control)
             self._closed_through_read = True
@@ -259,8 +241,7 @@ class Replay:
         self._closed.add(key)
         at = max(close.closed_at, close.period.end)
         self.clock.now = at
-        index_key = f"{control.instant_key(close.period.end)}|{close.tenant_id}|{close.period.key}"
-        self.closer.close(IndexedPeriod(close.tenant_id, close.period, index_key), at)
+        self.closer.close(control.open_entry(close.tenant_id, close.period), at)
         self.stats.closed_periods += 1
 
     # -- journal entries -----------------------------------------------------------------------------------
@@ -279,7 +260,7 @@ class Replay:
             self._problem(entry, "this version cannot replay it")
 
     def _carry(self, entry: JournalEntry) -> None:
-        """Count a carried late event in the period it was carried to, as late.py does."""
+        """Count a carried late event in the period it was carried to, as billing/late.py does."""
         details = entry.details
         event, errors = parse_event(details["event"])
         target = self.schedule.period_starting(entry.tenant_id, date.fromisoformat(details["carried_to"]))

@@ -12,15 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableServiceClient
 from azure.storage.blob import ContainerClient
 
-from metering.bootstrap import build_container
-from metering.identity import credential
+from metering.connections import build_container, table_service
 from metering.settings import Settings, StoreKind
 from metering.stores import Store
 from metering.stores.cosmos import CosmosStore
-from metering.stores.table import RETRY, TableStore
+from metering.stores.table import TableStore
 
 # Every table of the store port, by TableStore's keyword and the suffix its scratch table gets.
 _TABLES = {
@@ -64,12 +62,7 @@ def create_scratch(settings: Settings, kind: StoreKind | None = None) -> Scratch
 
 def _tables(settings: Settings, prefix: str, container: ContainerClient) -> Scratch:
     names = {keyword: prefix + suffix for keyword, suffix in _TABLES.items()}
-    if settings.storage_connection:
-        service = TableServiceClient.from_connection_string(settings.storage_connection, **RETRY)
-    else:
-        assert settings.storage_table_uri is not None
-        identity = credential(settings.storage_credential, settings.storage_client_id)
-        service = TableServiceClient(settings.storage_table_uri, credential=identity, **RETRY)
+    service = table_service(settings)
     store = TableStore(service, **names)
 
     def drop() -> None:

@@ -4,7 +4,7 @@ A store holds tables of JSON rows grouped in partitions. Within one partition it
 atomically (an entity group transaction in Table storage, a transactional batch in Cosmos DB): either every
 create and every ETag-guarded replace happens, or none does and `CommitConflict` says which one failed.
 
-Every other failure is one of two classes, decided here at the boundary (DESIGN.md 5.1):
+Every other failure is one of two classes, decided here at the boundary (docs/api.md, "Failure classes"):
 - `StoreRejected`: the store refused the request for what it holds (an entity or a request too large, a row twice
   in one transaction, a value it cannot take). The same request fails the same way every time, so it is never
   retried as is: the ledger isolates the events that cause it. Only errors on a short allowlist are this class.
@@ -146,7 +146,7 @@ class Store(Protocol):
     tenants: RowTable
     statements: RowTable
     late_events: RowTable
-    # Changes that do not travel through the hub (cancels, late-event carries, operator actions): journal.py.
+    # Changes that do not travel through the hub (cancels, late-event carries, operator actions): billing/journal.py.
     journal: RowTable
     # The open-period index, the hub's applied positions, alert records and the outbox.
     control: RowTable

@@ -35,6 +35,7 @@ from azure.cosmos.exceptions import (
     CosmosResourceNotFoundError,
 )
 
+from metering.ledger.keys import MARKERS
 from metering.stores import (
     MAX_TRANSACTION_OPS,
     CommitConflict,
@@ -61,12 +62,11 @@ CONTAINERS = {
     "journal": "journal",
 }
 PARTITION_KEY_PATH = "/pk"
-MARKER_PREFIX = "m|"
 # A failed precondition inside a batch or a single request: the row to create exists (409), the row changed
 # (412) or is gone (404). Any other status is a fault the caller retries.
 _CONFLICT_STATUSES = {409, 412, 404}
 # Statuses that refuse a request for its content (too large, or a body it cannot take): the same request fails
-# the same way every time (DESIGN.md 5.1). Every other status, 429 and 5xx included, is transient.
+# the same way every time (docs/api.md, "Failure classes"). Any other status, 429 and 5xx included, is transient.
 _REJECTED_STATUSES = {400, 413}
 # A transactional batch holds at most 2 MB and an item at most 2 MB (its JSON, UTF-8); with a margin for the
 # batch's own framing beyond what is counted here.
@@ -113,7 +113,7 @@ class CosmosRows:
 
     def _document(self, partition: str, key: str, data: dict[str, Any]) -> dict[str, Any]:
         document: dict[str, Any] = {"id": key, "pk": partition, "d": data}
-        if self._marker_ttl is not None and key.startswith(MARKER_PREFIX):
+        if self._marker_ttl is not None and MARKERS.holds(key):
             document["ttl"] = self._marker_ttl
         return document
 

@@ -33,8 +33,9 @@ _CHUNK = 32_000
 _DATA_PROPERTIES = tuple(f"d{i}" for i in range(30))
 # Error codes of a failed precondition, as opposed to a request the service refuses outright.
 _CONFLICT_CODES = {"EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound"}
-# Errors caused by what was sent: the same request fails the same way every time (DESIGN.md 5.1). Anything else
-# (throttling, 5xx, timeouts, 401/403 while roles propagate, TableNotFound) is transient and propagates as is.
+# Errors caused by what was sent: the same request fails the same way every time (docs/api.md, "Failure
+# classes"). Anything else (throttling, 5xx, timeouts, 401/403 while roles propagate, TableNotFound) is transient
+# and propagates as is.
 # A wrong entry here dead-letters events during an outage, so the list is short.
 DETERMINISTIC_CODES = frozenset(
     {

@@ -1,4 +1,6 @@
-"""Publishing validated events to the hub the aggregator reads.
+"""The hub's port: publishing validated events to the hub the aggregator reads (`Publisher`), and how far the
+aggregator has applied them (`Backlog`). The adapters are eventhub.py (Azure Event Hubs) and queue.py (the local
+Storage queue the dev host feeds the trigger from).
 
 Events are packed per tenant into JSON arrays, as few messages as fit a size limit: Event Hubs bills ingress in
 64 KB units, and a Storage queue message holds 64 KiB after Base64. A message's partition key is its tenant,
@@ -7,11 +9,13 @@ so a tenant's events stay in one hub partition and reach one aggregator in order
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
-from metering.events import UsageEvent, decode_json
+from metering.core.events import UsageEvent, decode_json
+from metering.core.hub import Applied
 
 # Event Hubs meters ingress in 64 KB units: a message just under one unit carries the most events per unit.
 EVENT_HUB_MESSAGE_BYTES = 64_000
@@ -28,6 +32,30 @@ class Message:
 
 class PublishError(RuntimeError):
     """The transport did not durably accept every message; some may have been sent."""
+
+
+class Backlog(Protocol):
+    """How far the hub's events are applied, as the hub itself knows it (the closer waits for it; health shows
+    it). Positions are looked up by the names the trigger gives partitions (core.hub.hub_partition)."""
+
+    def applied_through(self, applied: Mapping[str, Applied], now: datetime) -> datetime:
+        """The instant before which every event enqueued in the hub is applied."""
+        ...
+
+    def lag(self, applied: Mapping[str, Applied], now: datetime) -> dict[str, float]:
+        """Per hub partition it reads (by the names positions are kept under), the age in seconds of the oldest
+        event not applied yet; 0 when none waits."""
+        ...
+
+
+class EmptyBacklog:
+    """A hub with nothing waiting: everything enqueued is applied (a rebuild replays the archive, not a hub)."""
+
+    def applied_through(self, applied: Mapping[str, Applied], now: datetime) -> datetime:
+        return now
+
+    def lag(self, applied: Mapping[str, Applied], now: datetime) -> dict[str, float]:
+        return {}
 
 
 class Publisher(Protocol):

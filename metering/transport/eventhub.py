@@ -15,7 +15,7 @@ from typing import Any
 from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient, parse_connection_string
 from azure.eventhub.exceptions import EventHubError
 
-from metering.control import NOTHING_APPLIED, Applied, hub_partition
+from metering.core.hub import NOTHING_APPLIED, Applied, hub_partition
 from metering.transport import Message, PublishError
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, LinearRetry, QueueClient
 
-from metering.control import NOTHING_APPLIED, Applied, hub_partition
+from metering.core.hub import NOTHING_APPLIED, Applied, hub_partition
 from metering.transport import Message, PublishError
 
 

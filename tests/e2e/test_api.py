@@ -1,4 +1,4 @@
-"""The HTTP contract (API.md) end to end: real HTTP, the dev host, the local transport, real Azurite."""
+"""The HTTP contract (docs/api.md) end to end: real HTTP, the dev host, the local transport, real Azurite."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from metering.core.meters import load_catalog
 from metering.devhost.host import discover
 from tests.e2e.conftest import ADMIN_KEY, eventually
 
@@ -226,3 +227,12 @@ def test_openapi_describes_every_route(api):
     schemas = document["components"]["schemas"]
     assert {"UsageEvent", "Problem", "UsageResponse", "QuotaDecision"} <= set(schemas)
     assert "tenant_id" in schemas["UsageEvent"]["required"]
+
+
+def test_openapi_names_the_meters_of_the_running_catalog(api):
+    document = api.get("/openapi.json").json()
+    meters = list(load_catalog().names)
+    parameters = document["paths"]["/usage/{tenant_id}/{metric}"]["get"]["parameters"]
+    [metric] = [p for p in parameters if p["name"] == "metric"]
+    assert metric["schema"]["enum"] == meters
+    assert document["components"]["schemas"]["UsageEvent"]["properties"]["metric"]["enum"] == meters

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from azure.core.exceptions import ResourceExistsError
 
-from metering.meters import load_catalog
+from metering.core.meters import load_catalog
 from metering.transport.queue import queue_client
 from tests.e2e.conftest import ADMIN_KEY, FUNCTION_KEY, eventually
 from tests.e2e.test_api import problem_of

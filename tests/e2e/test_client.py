@@ -29,8 +29,8 @@ from metering.client import (
     ValidationFailed,
     new_event,
 )
-from metering.meters import Aggregation
-from metering.usage import PeriodStatus
+from metering.core.meters import Aggregation
+from metering.core.periods import PeriodStatus
 from tests.e2e.conftest import FUNCTION_KEY, eventually
 
 

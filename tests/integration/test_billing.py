@@ -17,24 +17,28 @@ from typing import Any
 import pytest
 from azure.storage.queue import QueueClient
 
-from metering.aggregation import STATE_ROW, Position, SourcedEvent, marker_key, partition_key
-from metering.alerts import AlertWatch
-from metering.cancel import Cancels, NotCancellable, NotCounted, PeriodClosed
-from metering.closing import LineKind, PeriodCloser, Statement
-from metering.control import OPEN, Applied, HubProgress
-from metering.events import UsageEvent
-from metering.late import LateEvents
-from metering.ledger import Ledger
-from metering.notifications import Outbox, QueueSink
-from metering.periods import TenantSchedule
-from metering.plans import load_plans
-from metering.quotas import Limits
+from metering.billing.cancels import Cancels, NotCancellable, NotCounted, PeriodClosed
+from metering.billing.closing import LineKind, PeriodCloser, Statement
+from metering.billing.late import LateEvents
+from metering.bootstrap import Services
+from metering.core import decimals
+from metering.core.events import UsageEvent
+from metering.core.hub import Applied, Position
+from metering.core.limits import Limits
+from metering.ledger.batch import SourcedEvent
+from metering.ledger.control import OPEN
+from metering.ledger.keys import STATE_ROW, marker_key, partition_key
+from metering.ledger.ledger import Ledger
+from metering.ledger.reader import UsageReader
+from metering.notifications.outbox import Outbox
+from metering.notifications.queue import QueueSink
+from metering.quotas.alerts import AlertWatch
 from metering.settings import LateEventPolicy
 from metering.stores import Store
-from metering.tenants import LimitPair, TenantDirectory, TenantUpdate
+from metering.tenants.directory import TenantDirectory
+from metering.tenants.records import LimitPair, TenantUpdate
 from metering.transport.queue import QueueBacklog, queue_client
-from metering.usage import UsageReader
-from tests.support import FixedClock
+from tests.support import FixedClock, Probe, ProbedStore, make_settings, wired
 
 pytestmark = pytest.mark.store
 
@@ -48,6 +52,7 @@ RETENTION = timedelta(days=35)
 class Pipeline:
     store: Store
     clock: FixedClock
+    services: Services
     directory: TenantDirectory
     ledger: Ledger
     reader: UsageReader
@@ -63,8 +68,8 @@ class Pipeline:
         result = self.ledger.apply(items)
         self.late.handle(result.late)
         for first, state in result.states.values():
-            if state is not None and state["status"] == "open":
-                self.alerts.check(first.event.tenant_id, first.period, state["totals"])
+            if state is not None and state.status == "open":
+                self.alerts.check(first.event.tenant_id, first.period, state.totals())
         self.outbox.dispatch()
         return result
 
@@ -77,38 +82,44 @@ class Pipeline:
 
     def total(self, tenant: str, metric: str, at: datetime = OCT) -> tuple[str, int, str]:
         period = self.ledger.schedule.period_at(tenant, at)
-        aggregate = self.reader.for_period(tenant, metric, period).model_dump(mode="json")
-        return aggregate["total"], aggregate["event_count"], aggregate["status"]
+        aggregate = self.reader.for_period(tenant, metric, period)
+        return decimals.to_str(aggregate.total), aggregate.event_count, str(aggregate.status)
 
 
-def build(store: Store, azurite: Any, catalog: Any, policy: LateEventPolicy = LateEventPolicy.REVIEW) -> Pipeline:
+def build(store: Store, azurite: Any, policy: LateEventPolicy = LateEventPolicy.REVIEW, **parts: Any) -> Pipeline:
     clock = FixedClock(NOW)
-    directory = TenantDirectory(store.tenants, load_plans(None, catalog), catalog, clock=clock)
-    schedule = TenantSchedule(directory.history)
-    ledger = Ledger(store, catalog, schedule, clock=clock)
     suffix = uuid.uuid4().hex[:16]
     notifications = queue_client(azurite.connection_string, f"n{suffix}")
     hub = queue_client(azurite.connection_string, f"h{suffix}")
-    outbox = Outbox(store.control, QueueSink(notifications))
-    closer = PeriodCloser(store, catalog, outbox, QueueBacklog(hub), grace=GRACE, retention=RETENTION, clock=clock)
+    settings = make_settings(
+        grace_hours=GRACE // timedelta(hours=1),
+        dedupe_retention_days=RETENTION.days,
+        late_event_policy=policy,
+        alert_thresholds="80,100",
+        max_future_minutes=0,
+    )
+    services = wired(
+        store, settings=settings, clock=clock, sink=QueueSink(notifications), backlog=QueueBacklog(hub), **parts
+    )
     return Pipeline(
         store=store,
         clock=clock,
-        directory=directory,
-        ledger=ledger,
-        reader=UsageReader(store, catalog, schedule, clock=clock),
-        late=LateEvents(store.late_events, ledger, schedule, policy, clock),
-        alerts=AlertWatch(directory.limits, (Decimal(80), Decimal(100)), outbox, clock),
-        outbox=outbox,
-        closer=closer,
+        services=services,
+        directory=services.directory,
+        ledger=services.ledger,
+        reader=services.usage,
+        late=services.late_events,
+        alerts=services.alerts,
+        outbox=services.outbox,
+        closer=services.closer,
         notifications=notifications,
         hub=hub,
     )
 
 
 @pytest.fixture
-def pipe(store, azurite, catalog) -> Pipeline:
-    return build(store, azurite, catalog)
+def pipe(store, azurite) -> Pipeline:
+    return build(store, azurite)
 
 
 def event(i: int | str, tenant: str = "acme", at: datetime = OCT, metric: str = "api.requests", **fields) -> UsageEvent:
@@ -162,11 +173,11 @@ def test_closing_twice_changes_nothing_and_sends_period_closed_once(pipe):
     assert pipe.store.control.partition(OPEN) == []
 
 
-def test_concurrent_closers_write_exactly_one_statement_per_tenant(atomic_store, azurite, catalog):
-    pipe = build(atomic_store, azurite, catalog)
+def test_concurrent_closers_write_exactly_one_statement_per_tenant(atomic_store, azurite):
+    pipe = build(atomic_store, azurite)
     tenants = [f"t{i}" for i in range(12)]
     pipe.apply([event(i, tenant=t) for t in tenants for i in range(3)])
-    other = build(atomic_store, azurite, catalog)
+    other = build(atomic_store, azurite)
     errors: list[BaseException] = []
 
     def run(closer: PeriodCloser) -> None:
@@ -233,14 +244,15 @@ def test_closing_waits_while_the_hub_holds_events_not_yet_applied(pipe):
     assert (report.closed, report.waiting) == ([], 1)
     assert pipe.total("acme", "api.requests")[2] == "grace"
     # The aggregator applies a message enqueued after that instant: what waits is newer than the period.
-    HubProgress(pipe.store.control).record([Applied("0", 7, datetime.now(UTC))], NOW)
+    wired(pipe.store).progress.record([Applied("0", 7, datetime.now(UTC))], NOW)
     assert len(pipe.closer.run().closed) == 1
 
 
-def test_an_aggregator_racing_the_closer_counts_each_event_in_the_statement_or_as_late(atomic_store, azurite, catalog):
-    pipe = build(atomic_store, azurite, catalog)
+def test_an_aggregator_racing_the_closer_counts_each_event_in_the_statement_or_as_late(atomic_store, azurite):
+    pipe = build(atomic_store, azurite)
     batches = [[event(f"{b}-{i}", quantity="1") for i in range(20)] for b in range(30)]
     halfway = threading.Event()
+    flipping = threading.Event()
     errors: list[BaseException] = []
 
     def aggregate() -> None:
@@ -249,12 +261,15 @@ def test_an_aggregator_racing_the_closer_counts_each_event_in_the_statement_or_a
                 pipe.apply(batch, start=number * 100)
                 if number == 10:
                     halfway.set()
+                    # A store as fast as memory would otherwise be done before the closer starts: go on once
+                    # the closer reads the state row it is about to flip, and race its commit from there.
+                    flipping.wait(timeout=60)
         except BaseException as error:
             errors.append(error)
         finally:
             halfway.set()
 
-    closer = build(atomic_store, azurite, catalog).closer
+    closer = build(ProbedStore(atomic_store, Probe(on_read=flipping.set)), azurite).closer
     worker = threading.Thread(target=aggregate)
     worker.start()
     assert halfway.wait(timeout=60)
@@ -310,8 +325,8 @@ def test_late_events_under_review_are_recorded_once_and_counted_nowhere(pipe):
     assert pipe.total("acme", "api.requests", NOW) == ("0", 0, "open")
 
 
-def test_late_events_under_adjust_count_once_in_the_current_period(store, azurite, catalog):
-    pipe = build(store, azurite, catalog, LateEventPolicy.ADJUST)
+def test_late_events_under_adjust_count_once_in_the_current_period(store, azurite):
+    pipe = build(store, azurite, LateEventPolicy.ADJUST)
     pipe.apply([event(1)])
     pipe.closer.run()
     pipe.apply([event("n1", at=NOW - timedelta(hours=2), quantity="10")], start=5)
@@ -340,13 +355,13 @@ def test_late_events_under_adjust_count_once_in_the_current_period(store, azurit
 
 @pytest.fixture
 def cancels(pipe) -> Cancels:
-    return Cancels(pipe.store, pipe.ledger.catalog, pipe.ledger.schedule, clock=pipe.clock, max_future=timedelta(0))
+    return pipe.services.cancels
 
 
-def test_cancel_subtracts_its_contribution_exactly_once(atomic_store, azurite, catalog):
+def test_cancel_subtracts_its_contribution_exactly_once(atomic_store, azurite):
     # Concurrent cancels of one event: needs atomic commits.
-    pipe = build(atomic_store, azurite, catalog)
-    cancels = Cancels(pipe.store, catalog, pipe.ledger.schedule, clock=pipe.clock, max_future=timedelta(0))
+    pipe = build(atomic_store, azurite)
+    cancels = pipe.services.cancels
     at = NOW - timedelta(hours=3)
     events = [
         event(1, at=at, quantity="2.25", dimensions={"region": "eu"}),
@@ -422,11 +437,11 @@ def test_threshold_alerts_are_sent_once_under_replays_and_recrossings(pipe, canc
     assert (messages[0]["usage"], messages[0]["hard_limit"], messages[0]["threshold_percent"]) == ("10", "10", "100")
 
 
-def test_a_second_instance_does_not_alert_again(store, azurite, catalog):
-    first = build(store, azurite, catalog)
+def test_a_second_instance_does_not_alert_again(store, azurite):
+    first = build(store, azurite)
     first.directory.update("acme", TenantUpdate(limits={"api.requests": LimitPair(hard=Decimal(2))}))
     first.apply([event(1, at=NOW - timedelta(hours=1), quantity="2")])
-    second = build(store, azurite, catalog)
+    second = build(store, azurite)
     second.notifications = first.notifications
     second.apply([event(2, at=NOW - timedelta(hours=1), quantity="1")], start=5)
     assert sorted(m["id"] for m in first.messages()) == [
@@ -485,9 +500,9 @@ def test_state_rows_of_closed_periods_say_when_and_by_which_catalog(pipe):
 
 
 def test_hub_progress_only_moves_forward(store):
-    progress = HubProgress(store.control)
+    progress = wired(store).progress
     progress.record([Applied("3", 10, NOW)], NOW)
     progress.record([Applied("3", 4, NOW - timedelta(hours=1))], NOW)  # an older redelivery does not go back
     # A new instance (a restart) learns the stored position before it writes.
-    HubProgress(store.control).record([Applied("3", 6, NOW - timedelta(minutes=30))], NOW)
+    wired(store).progress.record([Applied("3", 6, NOW - timedelta(minutes=30))], NOW)
     assert (progress.positions()["3"].sequence, progress.positions()["3"].enqueued) == (10, NOW)

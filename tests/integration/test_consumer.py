@@ -5,22 +5,15 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pytest
 from azure.storage.blob import ContainerClient
 
-from metering.alerts import AlertWatch
-from metering.consumer import AfterApply, HubMessage, consume
-from metering.control import HubProgress
-from metering.deadletters import INLINE_BODY_CHARS, DeadLetters
-from metering.late import LateEvents
-from metering.ledger import Ledger
-from metering.notifications import Outbox, QueueSink
-from metering.quotas import Limits
-from metering.settings import LateEventPolicy
+from metering.ingest.consumer import HubMessage, consume
+from metering.ingest.deadletters import INLINE_BODY_CHARS
+from metering.notifications.queue import QueueSink
 from metering.transport.queue import queue_client
-from metering.usage import UsageReader
+from tests.support import wired
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 
@@ -43,24 +36,21 @@ def event(event_id: str | None, quantity: str = "1", **fields) -> dict:
 
 
 @pytest.fixture
-def pipeline(table_store, catalog, schedule, azurite, clock):
+def pipeline(table_store, schedule, azurite, clock):
     container = ContainerClient.from_connection_string(azurite.connection_string, f"dl{table_store.usage.name[1:20]}")
-    letters = DeadLetters(table_store.dead_letters, lambda: container, clock)
-    ledger = Ledger(table_store, catalog, schedule, clock=clock)
-    reader = UsageReader(table_store, catalog, schedule, clock=clock)
     # What the function app runs after a batch: late events, alerts (no tenant here has limits), hub progress.
-    outbox = Outbox(table_store.control, QueueSink(queue_client(azurite.connection_string, f"n{uuid.uuid4().hex}")))
-    after = AfterApply(
-        late=LateEvents(table_store.late_events, ledger, schedule, LateEventPolicy.REVIEW, clock),
-        alerts=AlertWatch(lambda _tenant, _metric: Limits(), (Decimal(80), Decimal(100)), outbox, clock),
-        outbox=outbox,
-        progress=HubProgress(table_store.control),
+    services = wired(
+        table_store,
+        clock=clock,
+        schedule=schedule,
+        sink=QueueSink(queue_client(azurite.connection_string, f"n{uuid.uuid4().hex}")),
+        dead_letter_container=lambda: container,
     )
 
     def run(messages: list[HubMessage]):
-        return consume(messages, ledger, letters, clock, after)
+        return consume(messages, services.ledger, services.dead_letters, clock, services.after_apply)
 
-    return run, reader, table_store, container
+    return run, services.usage, table_store, container
 
 
 def test_objects_and_arrays_are_applied_and_events_without_ids_get_their_position(pipeline):

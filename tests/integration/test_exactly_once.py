@@ -32,18 +32,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metering import decimals
-from metering.aggregation import Position, SourcedEvent, marker_key, payload_hash
-from metering.closing import PeriodCloser, Statement
-from metering.events import UsageEvent, format_timestamp
-from metering.late import LateEvents
-from metering.ledger import Ledger
-from metering.meters import Aggregation, load_catalog
-from metering.notifications import Outbox, QueueSink
-from metering.periods import CalendarMonthUtc
+from metering.billing.closing import Statement
+from metering.core import decimals
+from metering.core.clock import format_timestamp
+from metering.core.events import UsageEvent
+from metering.core.hub import Position
+from metering.core.meters import Aggregation, load_catalog
+from metering.core.periods import CalendarMonthUtc, Granularity
+from metering.ledger.batch import SourcedEvent, payload_hash
+from metering.ledger.keys import conflict_payload, marker_key
+from metering.ledger.ledger import Ledger
+from metering.notifications.outbox import DiscardSink
+from metering.notifications.queue import QueueSink
 from metering.settings import LateEventPolicy
+from metering.stores.memory import MemoryStore
+from metering.transport import EmptyBacklog
 from metering.transport.queue import QueueBacklog, queue_client
-from metering.usage import Granularity, UsageReader
 from tests.support import (
     NEEDS_REAL_COSMOS,
     REAL_COSMOS,
@@ -52,6 +56,8 @@ from tests.support import (
     ProbedStore,
     fresh_cosmos_store,
     fresh_table_store,
+    make_settings,
+    wired,
 )
 
 CATALOG = load_catalog()
@@ -228,7 +234,7 @@ def expected_cell(metric: str, events: list[UsageEvent]) -> tuple[str, int]:
 
 def check(store: Any, unique: list[UsageEvent], conflicts: set[tuple[str, str, str]]) -> None:
     schedule = CalendarMonthUtc()
-    reader = UsageReader(store, CATALOG, schedule, clock=lambda: datetime(2026, 12, 5, tzinfo=UTC))
+    reader = wired(store, clock=lambda: datetime(2026, 12, 5, tzinfo=UTC), schedule=schedule).usage
     by: dict[tuple[str, str], list[UsageEvent]] = defaultdict(list)
     for event in unique:
         by[(event.tenant_id, event.metric)].append(event)
@@ -260,7 +266,7 @@ def check(store: Any, unique: list[UsageEvent], conflicts: set[tuple[str, str, s
                 inside = [e for e in events if bucket.start <= e.timestamp < bucket.end]
                 assert (decimals.to_str(bucket.total), bucket.event_count) == expected_cell(metric, inside)
     recorded = {
-        (tenant, row.data["dedupe_key"], row.key.split("|")[1])
+        (tenant, row.data["dedupe_key"], conflict_payload(row.key))
         for tenant in TENANTS
         for row in store.conflicts.partition(tenant)
     }
@@ -294,8 +300,9 @@ class Refused(set[tuple[str, str]]):
         self.update((r.item.event.tenant_id, r.item.event.dedupe_key) for r in result.rejected)
 
 
-def new_ledger(store: Any, scenario: Scenario, **options: Any) -> Ledger:
-    return Ledger(store, CATALOG, CalendarMonthUtc(), max_ops=scenario.max_ops, poison_share=1.0, **options)
+def new_ledger(store: Any, scenario: Scenario, **parts: Any) -> Ledger:
+    services = wired(store, schedule=CalendarMonthUtc(), catalog=CATALOG, **parts)
+    return services.new_ledger(max_ops=scenario.max_ops, poison_share=1.0)
 
 
 def deliver_phase1(store: ProbedStore, scenario: Scenario, refused: Refused, *, atomic: bool = True) -> None:
@@ -364,9 +371,17 @@ SETTINGS = {
 def test_every_event_counts_exactly_once(azurite, scenario: Scenario) -> None:
     store = fresh_table_store(azurite)
     try:
-        run(ProbedStore(store), scenario, azurite)
+        run(ProbedStore(store), scenario, azurite_parts(azurite))
     finally:
         store.close()
+
+
+@settings(max_examples=int(os.environ.get("EXACTLY_ONCE_MEMORY_EXAMPLES", "1000")), **SETTINGS)
+@given(scenario=scenarios())
+def test_every_event_counts_exactly_once_in_memory(scenario: Scenario) -> None:
+    """The same streams on the memory store, which keeps the port's promises (atomic commits, ETags) as the
+    conformance suite checks: milliseconds an example, so many more examples on every run."""
+    run(ProbedStore(MemoryStore()), scenario, {"backlog": EmptyBacklog(), "sink": DiscardSink()})
 
 
 @pytest.mark.store
@@ -378,7 +393,7 @@ def test_every_event_counts_exactly_once_on_the_local_cosmos_server(azurite, cos
     the other. Both run against a real Cosmos DB in the test below when one is configured."""
     store = fresh_cosmos_store(cosmos_server.endpoint, cosmos_server.key, non_atomic_local=True)
     try:
-        run(ProbedStore(store), scenario, azurite, atomic=False)
+        run(ProbedStore(store), scenario, azurite_parts(azurite), atomic=False)
     finally:
         store.drop()
         store.close()
@@ -391,13 +406,22 @@ def test_every_event_counts_exactly_once_on_the_local_cosmos_server(azurite, cos
 def test_every_event_counts_exactly_once_on_a_real_cosmos_db(azurite, scenario: Scenario) -> None:
     store = fresh_cosmos_store(*REAL_COSMOS, non_atomic_local=False)
     try:
-        run(ProbedStore(store), scenario, azurite)
+        run(ProbedStore(store), scenario, azurite_parts(azurite))
     finally:
         store.drop()
         store.close()
 
 
-def run(store: ProbedStore, scenario: Scenario, azurite: Any, *, atomic: bool = True) -> None:
+def azurite_parts(azurite: Any) -> dict[str, Any]:
+    """The closer's hub and the notifications sink as real Azurite queues. A hub queue that was never created
+    holds nothing: every hub position counts as applied."""
+    return {
+        "backlog": QueueBacklog(queue_client(azurite.connection_string, "hubneverused")),
+        "sink": QueueSink(queue_client(azurite.connection_string, "propnotifications")),
+    }
+
+
+def run(store: ProbedStore, scenario: Scenario, parts: dict[str, Any], *, atomic: bool = True) -> None:
     store.probe.refuse = {marker_key(tenant, key) for tenant, key in scenario.poisoned}
     refused = Refused()
     deliver_phase1(store, scenario, refused, atomic=atomic)
@@ -407,19 +431,15 @@ def run(store: ProbedStore, scenario: Scenario, azurite: Any, *, atomic: bool = 
     unique = list(winners(stream, scenario.poisoned).values())
     conflicts = expected_conflicts(stream, scenario.poisoned)
     check(store, unique, conflicts)
-    close_and_replay(store, scenario, azurite, unique)
+    close_and_replay(store, scenario, parts, unique)
 
 
-def close_and_replay(store: ProbedStore, scenario: Scenario, azurite: Any, unique: list[UsageEvent]) -> None:
+def close_and_replay(store: ProbedStore, scenario: Scenario, parts: dict[str, Any], unique: list[UsageEvent]) -> None:
     clock = FixedClock(datetime(2026, 12, 5, tzinfo=UTC))
     schedule = CalendarMonthUtc()
-    # A hub queue that was never created holds nothing: every hub position counts as applied.
-    backlog = QueueBacklog(queue_client(azurite.connection_string, "hubneverused"))
-    outbox = Outbox(store.control, QueueSink(queue_client(azurite.connection_string, "propnotifications")))
-    closer = PeriodCloser(
-        store, CATALOG, outbox, backlog, grace=timedelta(hours=24), retention=timedelta(days=35), clock=clock
-    )
-    closed = {(c.tenant_id, c.period.key) for c in closer.run().closed}
+    closing = make_settings(grace_hours=24, dedupe_retention_days=35, late_event_policy=LateEventPolicy.REVIEW)
+    services = wired(store, settings=closing, clock=clock, schedule=schedule, catalog=CATALOG, **parts)
+    closed = {(c.tenant_id, c.period.key) for c in services.closer.run().closed}
     touched = {(e.tenant_id, schedule.period_at(e.tenant_id, e.timestamp).key) for e in unique}
     assert touched <= closed
     expected: dict[tuple[str, str], dict[str, tuple[str, int]]] = {}
@@ -432,8 +452,8 @@ def close_and_replay(store: ProbedStore, scenario: Scenario, azurite: Any, uniqu
         expected[(tenant, key)] = {m: expected_cell(m, [e for e in inside if e.metric == m]) for m in metrics}
         got = {line.metric: (decimals.to_str(line.quantity), line.event_count) for line in lines}
         assert got == expected[(tenant, key)]
-    ledger = new_ledger(store, scenario, clock=clock)
-    late = LateEvents(store.late_events, ledger, schedule, LateEventPolicy.REVIEW, clock)
+    ledger = services.new_ledger(max_ops=scenario.max_ops, poison_share=1.0)
+    late = services.late_events
     stream = scenario.phase1 + scenario.phase2 + scenario.late
     for start in range(0, len(stream), 9):
         result = ledger.apply(sourced(stream, start, min(start + 9, len(stream)), offset=10_000))
@@ -443,7 +463,7 @@ def close_and_replay(store: ProbedStore, scenario: Scenario, azurite: Any, uniqu
     # Poisoned events were never counted, so after the close they are late like any event nobody counted.
     assert recorded == {(e.tenant_id, e.dedupe_key) for e in scenario.late} | scenario.poisoned
     # Closed is closed: the replay and the late events changed no total of a closed period.
-    reader = UsageReader(store, CATALOG, schedule, clock=clock)
+    reader = services.usage
     for (tenant, key), metrics in expected.items():
         period = schedule.period_starting(tenant, date.fromisoformat(key))
         assert period is not None

@@ -19,25 +19,27 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from azure.data.tables import TableServiceClient, TableTransactionError
 from azure.storage.blob import ContainerClient
 
-from metering import rows
-from metering.aggregation import STATE_ROW, Cell, DayDelta, Position, SourcedEvent, marker_key, partition_key
-from metering.cancel import Cancels
-from metering.consumer import AfterApply, HubMessage, consume
-from metering.control import HubProgress
-from metering.deadletters import DeadLetters
-from metering.events import UsageEvent
-from metering.ledger import Ledger, SystematicRejection, poison_allowance
-from metering.meters import Aggregation, parse_catalog
+from metering.core.events import UsageEvent
+from metering.core.hub import Position
+from metering.core.meters import Aggregation, parse_catalog
+from metering.ingest.consumer import AfterApply, HubMessage, consume
+from metering.ingest.deadletters import DeadLetters
+from metering.ledger import rows
+from metering.ledger.batch import DayDelta, SourcedEvent
+from metering.ledger.cells import Cell
+from metering.ledger.keys import STATE_ROW, marker_key, partition_key
+from metering.ledger.ledger import Ledger, SystematicRejection, poison_allowance
 from metering.settings import LateEventPolicy
 from metering.stores import Create, StoreRejected
 from metering.stores.table import TableStore, encode, rejected_code, request_bytes
-from metering.usage import UsageReader
 from tests.integration.test_billing import NOW, build, event
-from tests.support import FixedClock, ProbedStore
+from tests.support import ProbedStore, make_settings, wired
 
 pytestmark = pytest.mark.store
 
 DAY = datetime(2026, 11, 24, 9, tzinfo=UTC)
+# Cancels look for events in periods up to now, not ahead of it.
+NO_FUTURE = make_settings(max_future_minutes=0)
 
 
 def usage(i: int | str, metric: str = "api.requests", quantity: Any = "1", **fields: Any) -> UsageEvent:
@@ -64,8 +66,8 @@ def stored_groups(store: Any, schedule: Any, dimension: str = "d0") -> dict[str,
 # -- defect 1: the same late event twice in one batch under `adjust` --------------------------------------------
 
 
-def test_the_same_late_event_twice_in_one_batch_is_carried_once(store, azurite, catalog):
-    pipe = build(store, azurite, catalog, LateEventPolicy.ADJUST)
+def test_the_same_late_event_twice_in_one_batch_is_carried_once(store, azurite):
+    pipe = build(store, azurite, LateEventPolicy.ADJUST)
     pipe.apply([event(1)])
     pipe.closer.run()
     twice = [event("late", quantity="2"), event("late", quantity="2")]
@@ -80,19 +82,19 @@ def test_the_same_late_event_twice_in_one_batch_is_carried_once(store, azurite, 
 
 
 def test_a_cancel_leaves_the_group_budget_in_force(store, schedule, clock):
-    catalog = wide_catalog()
-    ledger = Ledger(store, catalog, schedule, clock=clock)
+    services = wired(store, settings=NO_FUTURE, clock=clock, schedule=schedule, catalog=wide_catalog())
+    ledger = services.ledger
     value = lambda i: f"{i:04d}" + "x" * 252  # noqa: E731 (the longest value a dimension takes)
     ledger.apply(sourced([usage(i, "calls", dimensions={"d0": value(i)}) for i in range(400)]))
     before = stored_groups(store, schedule)
     kept = len(before["v"])
     assert 0 < kept < 400  # the budget, not the per-dimension cap of 500, bounds them
-    Cancels(store, catalog, schedule, clock=clock, max_future=timedelta(0)).cancel("acme", "e:e0")
+    services.cancels.cancel("acme", "e:e0")
     ledger.apply(sourced([usage(i, "calls", dimensions={"d0": value(i)}) for i in range(400, 450)], start=400))
     after = stored_groups(store, schedule)
     # New values after the cancel still go to the overflow cell: the row does not grow past its budget.
     assert set(after["v"]) == set(before["v"])
-    reader = UsageReader(store, catalog, schedule, clock=clock)
+    reader = services.usage
     period = schedule.period_at("acme", DAY)
     parts = reader.groups("acme", "calls", "d0", period)
     assert sum(g.total for g in parts) == reader.current("acme", "calls").total == Decimal(449)
@@ -119,7 +121,7 @@ def test_a_batch_over_the_request_limit_is_split_not_stalled(store, schedule, cl
     # them are twice Cosmos DB's 2 MB batch and more than Table storage's 4 MiB transaction.
     catalog = wide_catalog(dimensions=16)
     probed = ProbedStore(store)
-    ledger = Ledger(probed, catalog, schedule, clock=clock)
+    ledger = wired(probed, clock=clock, schedule=schedule, catalog=catalog).ledger
     events = [
         usage(i, "calls", dimensions={f"d{d}": f"{i:03d}{d:02d}" + "\U0001f600" * 251 for d in range(16)})
         for i in range(99)
@@ -127,7 +129,8 @@ def test_a_batch_over_the_request_limit_is_split_not_stalled(store, schedule, cl
     result = ledger.apply(sourced(events))
     assert (result.applied, result.rejected) == (99, [])
     assert probed.probe.commits > 1
-    assert UsageReader(store, catalog, schedule, clock=clock).current("acme", "calls").total == Decimal(99)
+    reader = wired(store, clock=clock, schedule=schedule, catalog=catalog).usage
+    assert reader.current("acme", "calls").total == Decimal(99)
 
 
 def test_the_store_refuses_a_commit_over_its_limits_before_sending_it(store):
@@ -170,18 +173,18 @@ def test_the_table_store_measures_a_commit_at_least_as_the_sdk_sends_it(azurite)
 # -- defect 4: a cancel of a 30-digit quantity -----------------------------------------------------------------
 
 
-def test_a_cancel_of_a_thirty_digit_quantity_is_exact(store, catalog, schedule, clock):
-    ledger = Ledger(store, catalog, schedule, clock=clock)
-    ledger.apply(sourced([usage(1, quantity="123456789012345678.123456789012"), usage(2, quantity="1")]))
-    Cancels(store, catalog, schedule, clock=clock, max_future=timedelta(0)).cancel("acme", "e:e1")
-    assert UsageReader(store, catalog, schedule, clock=clock).current("acme", "api.requests").total == Decimal(1)
+def test_a_cancel_of_a_thirty_digit_quantity_is_exact(store, schedule, clock):
+    services = wired(store, settings=NO_FUTURE, clock=clock, schedule=schedule)
+    services.ledger.apply(sourced([usage(1, quantity="123456789012345678.123456789012"), usage(2, quantity="1")]))
+    services.cancels.cancel("acme", "e:e1")
+    assert services.usage.current("acme", "api.requests").total == Decimal(1)
 
 
 # -- defect 5: more due periods than one page -------------------------------------------------------------------
 
 
-def test_a_closer_run_records_as_closed_only_the_periods_it_closed(store, azurite, catalog):
-    pipe = build(store, azurite, catalog)
+def test_a_closer_run_records_as_closed_only_the_periods_it_closed(store, azurite):
+    pipe = build(store, azurite)
     tenants = [f"t{i}" for i in range(7)]
     for i, tenant in enumerate(tenants):
         pipe.apply([event(1, tenant=tenant)], start=i)
@@ -207,7 +210,7 @@ def test_a_closer_run_records_as_closed_only_the_periods_it_closed(store, azurit
 # -- failure classes at the store boundary ---------------------------------------------------------------
 
 
-def test_a_transient_failure_fails_the_batch_and_its_redelivery_counts_once(store, catalog, schedule, clock):
+def test_a_transient_failure_fails_the_batch_and_its_redelivery_counts_once(store, schedule, clock):
     class Flaky:
         def __init__(self, inner: Any) -> None:
             self.inner, self.failures, self.name, self.limits = inner, 2, inner.name, inner.limits
@@ -223,21 +226,21 @@ def test_a_transient_failure_fails_the_batch_and_its_redelivery_counts_once(stor
 
     probed = ProbedStore(store)
     probed.usage = Flaky(probed.usage)
-    ledger = Ledger(probed, catalog, schedule, clock=clock, max_ops=8)
+    ledger = wired(probed, clock=clock, schedule=schedule).new_ledger(max_ops=8)
     batch = sourced([usage(i) for i in range(20)])
     for _attempt in range(2):
         with pytest.raises(ServiceRequestError):
             ledger.apply(batch)
     result = ledger.apply(batch)
     assert result.rejected == []
-    assert UsageReader(store, catalog, schedule, clock=clock).current("acme", "api.requests").event_count == 20
+    assert wired(store, clock=clock, schedule=schedule).usage.current("acme", "api.requests").event_count == 20
 
 
-def test_a_missing_table_and_a_wrong_key_are_transient(azurite, catalog, schedule, clock):
+def test_a_missing_table_and_a_wrong_key_are_transient(azurite, schedule, clock):
     name = f"n{uuid.uuid4().hex}"
     missing = TableStore.from_connection_string(azurite.connection_string, usage_table=name, conflicts_table=name + "c")
     with pytest.raises(HttpResponseError) as not_found:
-        Ledger(missing, catalog, schedule, clock=clock).apply(sourced([usage(1)]))
+        wired(missing, clock=clock, schedule=schedule).ledger.apply(sourced([usage(1)]))
     assert rejected_code(not_found.value) is None
     wrong_key = azurite.connection_string.replace("AccountKey=", "AccountKey=AAAA")
     forbidden = TableStore.from_connection_string(wrong_key, usage_table=name, conflicts_table=name + "c")
@@ -247,12 +250,10 @@ def test_a_missing_table_and_a_wrong_key_are_transient(azurite, catalog, schedul
     assert rejected_code(denied.value) is None
 
 
-def pipeline(store: Any, azurite: Any, catalog: Any, clock: FixedClock) -> tuple[Ledger, DeadLetters, AfterApply]:
-    pipe = build(store, azurite, catalog)
+def pipeline(store: Any, azurite: Any) -> tuple[Ledger, DeadLetters, AfterApply]:
     container = ContainerClient.from_connection_string(azurite.connection_string, f"dl{uuid.uuid4().hex[:20]}")
-    dead = DeadLetters(store.dead_letters, lambda: container, clock)
-    after = AfterApply(late=pipe.late, alerts=pipe.alerts, outbox=pipe.outbox, progress=HubProgress(store.control))
-    return pipe.ledger, dead, after
+    services = build(store, azurite, dead_letter_container=lambda: container).services
+    return services.ledger, services.dead_letters, services.after_apply
 
 
 def messages(events: list[UsageEvent], start: int = 0) -> list[HubMessage]:
@@ -262,27 +263,26 @@ def messages(events: list[UsageEvent], start: int = 0) -> list[HubMessage]:
     ]
 
 
-def test_a_refused_event_is_dead_lettered_alone_and_the_partition_moves_on(store, azurite, catalog, clock):
+def test_a_refused_event_is_dead_lettered_alone_and_the_partition_moves_on(store, azurite, clock):
     probed = ProbedStore(store)
-    ledger, dead, after = pipeline(probed, azurite, catalog, clock)
+    ledger, dead, after = pipeline(probed, azurite)
     ledger.clock = clock
     events = [usage(i, quantity="1.5") for i in range(120)]
     probed.probe.refuse = {marker_key("acme", "e:e37")}
     for delivery in range(2):  # the batch, then its redelivery: the same end state
         report = consume(messages(events), ledger, dead, clock, after)
         assert (delivery, report.dead_lettered) == (delivery, 1)
-        assert UsageReader(store, catalog, ledger.schedule, clock=clock).current("acme", "api.requests").total == (
-            Decimal("178.5")
-        )
+        reader = wired(store, clock=clock, schedule=ledger.schedule).usage
+        assert reader.current("acme", "api.requests").total == Decimal("178.5")
     [letter] = store.dead_letters.partition("ns|usage|0")
     assert "EntityTooLarge" in letter.data["reason"]
     assert json.loads(letter.data["body"])["event_id"] == "e37"
-    assert HubProgress(store.control).positions()["ns|usage|0"].sequence == 119
+    assert wired(store).progress.positions()["ns|usage|0"].sequence == 119
 
 
-def test_refusals_beyond_the_allowance_fail_the_batch_as_systematic(store, azurite, catalog, clock):
+def test_refusals_beyond_the_allowance_fail_the_batch_as_systematic(store, azurite, clock):
     probed = ProbedStore(store)
-    ledger, dead, after = pipeline(probed, azurite, catalog, clock)
+    ledger, dead, after = pipeline(probed, azurite)
     ledger.clock = clock
     events = [usage(i) for i in range(300)]
     assert poison_allowance(300) == 3
@@ -292,5 +292,5 @@ def test_refusals_beyond_the_allowance_fail_the_batch_as_systematic(store, azuri
     assert store.dead_letters.partition("ns|usage|0") == []
     probed.probe.refuse = set()  # the fault is mended: the retried batch counts everything, once
     consume(messages(events), ledger, dead, clock, after)
-    aggregate = UsageReader(store, catalog, ledger.schedule, clock=clock).current("acme", "api.requests")
+    aggregate = wired(store, clock=clock, schedule=ledger.schedule).usage.current("acme", "api.requests")
     assert (aggregate.total, aggregate.event_count) == (Decimal(300), 300)

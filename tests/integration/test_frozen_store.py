@@ -77,15 +77,16 @@ def timed(call: Callable[[], Any]) -> tuple[Any, float]:
 
 def test_requests_on_a_frozen_store_are_answered_within_seconds_not_minutes(frozen):
     azurite, services = frozen
+    ingest = services.http.ingest
     known = f"known-{uuid.uuid4().hex[:8]}"
-    assert services.ingest(body(known, "warm-1"), "application/json").status == 202  # tables, queue, cache ready
+    assert ingest(body(known, "warm-1"), "application/json").status == 202  # tables, queue, cache ready
     assert azurite.process is not None
     os.kill(azurite.process.pid, signal.SIGSTOP)
     calls = {
         # A tenant not in the settings cache: its settings read waits on the store.
-        "new tenant": lambda: services.ingest(body(f"new-{uuid.uuid4().hex[:8]}", None, "n-2"), "application/json"),
+        "new tenant": lambda: ingest(body(f"new-{uuid.uuid4().hex[:8]}", None, "n-2"), "application/json"),
         # A cached tenant: publishing to the queue waits on the store.
-        "known tenant": lambda: services.ingest(body(known, "k-1"), "application/json"),
+        "known tenant": lambda: ingest(body(known, "k-1"), "application/json"),
         "usage read": lambda: services.usage.current(known, "api.requests"),
     }
     outcomes = run_at_once(calls)
@@ -100,12 +101,12 @@ def test_requests_on_a_frozen_store_are_answered_within_seconds_not_minutes(froz
 def test_requests_on_a_frozen_cosmos_account_are_answered_within_seconds(frozen_cosmos):
     server, services = frozen_cosmos
     known = f"known-{uuid.uuid4().hex[:8]}"
-    assert services.ingest(body(known, "warm-1"), "application/json").status == 202
+    assert services.http.ingest(body(known, "warm-1"), "application/json").status == 202
     assert server.process is not None
     os.kill(server.process.pid, signal.SIGSTOP)
     outcomes = run_at_once(
         {
-            "new tenant": lambda: services.ingest(body(f"new-{uuid.uuid4().hex[:8]}", "n-1"), "application/json"),
+            "new tenant": lambda: services.http.ingest(body(f"new-{uuid.uuid4().hex[:8]}", "n-1"), "application/json"),
             "usage read": lambda: services.usage.current(known, "api.requests"),
         }
     )

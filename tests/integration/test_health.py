@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from metering.control import Applied, HubProgress
-from metering.health import HealthCheck
+from metering.core.hub import Applied
 from metering.transport.queue import QueueBacklog, queue_client
+from tests.support import wired
 
 APPLIED_AT = datetime(2026, 11, 24, 12, tzinfo=UTC)
 
@@ -38,7 +38,7 @@ def test_the_lag_is_the_age_of_the_oldest_waiting_message_for_the_partition_read
 
 
 def test_health_reports_positions_lag_and_what_waits_for_an_operator(store, queue):
-    progress = HubProgress(store.control)
+    progress = wired(store).progress
     reading = Applied("devstoreaccount1|usage|local-a", 17, APPLIED_AT - timedelta(minutes=1))
     progress.record([reading], APPLIED_AT)
     for i in range(3):
@@ -50,7 +50,8 @@ def test_health_reports_positions_lag_and_what_waits_for_an_operator(store, queu
     queue.send_message(b"[]")
     [waiting] = queue.peek_messages()
     now = waiting.inserted_on + timedelta(seconds=12)
-    report = HealthCheck(store, QueueBacklog(queue, "usage"), lambda: now).report()
+    health = wired(store, clock=lambda: now, backlog=QueueBacklog(queue, "usage")).health
+    report = health.report()
     assert report.model_dump(mode="json") == {
         "partitions": [
             {"partition": reading.partition, "applied_sequence": 17, "applied_at": "2026-11-24T12:00:00Z",
@@ -63,5 +64,5 @@ def test_health_reports_positions_lag_and_what_waits_for_an_operator(store, queu
     }  # fmt: skip
     # Applied: nothing waits.
     queue.clear_messages()
-    [partition] = HealthCheck(store, QueueBacklog(queue, "usage"), lambda: now).report().partitions
+    [partition] = health.report().partitions
     assert partition.lag_seconds == 0

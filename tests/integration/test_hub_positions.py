@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 import azure.functions as func
 from azure.functions.meta import Datum
 
-from metering.control import HubProgress
 from metering.triggers import hub_messages
 from tests.integration.test_consumer import NOW, event, pipeline  # noqa: F401 (the fixture)
+from tests.support import wired
 
 
 def hub_batch(
@@ -46,7 +46,7 @@ def test_the_same_sequence_numbers_of_another_namespace_are_new_events(pipeline)
     assert run(hub_messages(primary)).applied == 0
     assert run(hub_messages(secondary)).applied == 0
     assert str(reader.current("acme", "api.requests").total) == "17"
-    positions = HubProgress(store.control).positions()
+    positions = wired(store).progress.positions()
     assert set(positions) == {"ns-west|usage|0", "ns-east|usage|0"}
     assert {p.sequence for p in positions.values()} == {1}
 
@@ -67,13 +67,13 @@ def test_sequence_numbers_that_start_again_in_one_partition_raise_an_alert(pipel
     run(hub_messages(first))
     later = NOW + timedelta(hours=1)
     recreated = hub_batch("ns.servicebus.windows.net", "usage", "2", [event("x")], first_enqueued=later)
-    with caplog.at_level(logging.ERROR, logger="metering.control"):
+    with caplog.at_level(logging.ERROR, logger="metering.ledger.control"):
         run(hub_messages(recreated))
-    [alert] = [r for r in caplog.records if r.name == "metering.control"]
+    [alert] = [r for r in caplog.records if r.name == "metering.ledger.control"]
     assert "ns|usage|2: sequence 0 was enqueued" in alert.getMessage()
     assert "started again" in alert.getMessage()
     # A plain redelivery of the first batch is no such thing.
     caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="metering.control"):
+    with caplog.at_level(logging.ERROR, logger="metering.ledger.control"):
         run(hub_messages(first))
-    assert not [r for r in caplog.records if r.name == "metering.control"]
+    assert not [r for r in caplog.records if r.name == "metering.ledger.control"]

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from azure.data.tables import TableServiceClient
 
 from metering.api.ingest import Ingest
-from metering.meters import load_catalog
-from metering.plans import load_plans
+from metering.stores import Store
+from metering.stores.memory import MemoryStore
 from metering.stores.table import TableStore
-from metering.tenants import TenantDirectory
-from metering.transport import QUEUE_MESSAGE_BYTES
 from metering.transport.queue import QueuePublisher, queue_client
+from tests.support import wired
 
 NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)
 NOWHERE = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
@@ -33,16 +32,9 @@ def event(event_id: str | None, tenant: str = "acme") -> dict:
     return fields if event_id is None else {"event_id": event_id, **fields}
 
 
-def ingest_with(publisher, directory: TenantDirectory | None = None) -> Ingest:
-    return Ingest(
-        load_catalog(),
-        publisher,
-        max_message_bytes=QUEUE_MESSAGE_BYTES,
-        max_age=timedelta(days=35),
-        max_future=timedelta(minutes=5),
-        clock=lambda: NOW,
-        rate_of=directory.rate if directory is not None else None,
-    )
+def ingest_with(publisher, store: Store | None = None) -> Ingest:
+    """POST /api/events as the app wires it; tenant settings come from `store` (by default one that holds none)."""
+    return wired(store or MemoryStore(), publisher=publisher, clock=lambda: NOW).http.ingest
 
 
 @pytest.fixture
@@ -53,12 +45,10 @@ def queue(azurite):
     client.delete_queue()
 
 
-def unreachable_tenants() -> TenantDirectory:
+def unreachable_tenants() -> TableStore:
     # The SDK's retries are switched off here only to keep the test short; the failure is the real one.
     service = TableServiceClient.from_connection_string(dead("Table"), retry_total=0)
-    store = TableStore(service, usage_table="meteringusage", conflicts_table="meteringconflicts")
-    catalog = load_catalog()
-    return TenantDirectory(store.tenants, load_plans(None, catalog), catalog, clock=lambda: NOW)
+    return TableStore(service, usage_table="meteringusage", conflicts_table="meteringconflicts")
 
 
 def test_a_tenant_settings_read_that_fails_is_a_503_with_the_ids_and_nothing_is_sent(queue):

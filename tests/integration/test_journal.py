@@ -7,32 +7,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from metering.aggregation import Position, SourcedEvent
-from metering.cancel import Cancels
-from metering.closing import PeriodCloser
-from metering.events import UsageEvent
-from metering.journal import Journal, JournalEntry, JournalKind
-from metering.late import LateEvents
-from metering.ledger import Ledger
-from metering.notifications import Outbox
+from metering.billing.journal import JournalEntry, JournalKind
+from metering.core.events import UsageEvent
+from metering.core.hub import Position
+from metering.ledger.batch import SourcedEvent
+from metering.notifications.outbox import DiscardSink
 from metering.settings import LateEventPolicy
-from metering.usage import UsageReader
-from tests.support import FixedClock, InjectedCrash, ProbedStore
+from metering.transport import EmptyBacklog
+from tests.support import FixedClock, InjectedCrash, ProbedStore, make_settings, wired
 
 pytestmark = pytest.mark.store
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 OCT = datetime(2026, 10, 20, 9, tzinfo=UTC)
-
-
-class _Nowhere:
-    def send(self, message_id: str, text: str) -> None:
-        pass
-
-
-class _Drained:
-    def applied_through(self, applied: object, now: datetime) -> datetime:
-        return now
 
 
 def event(event_id: str, at: datetime, quantity: str = "1") -> UsageEvent:
@@ -46,7 +33,7 @@ def entry(kind: str, at: datetime, subject: str, tenant: str = "acme") -> Journa
 
 
 def test_entries_are_kept_per_tenant_in_time_order_and_written_once(store):
-    journal = Journal(store.journal)
+    journal = wired(store).journal
     later, earlier = entry("cancel", NOW, "e:2"), entry("cancel", NOW - timedelta(microseconds=1), "e:1")
     assert journal.record(later)
     assert journal.record(earlier)
@@ -62,7 +49,7 @@ def test_entries_are_kept_per_tenant_in_time_order_and_written_once(store):
 
 
 def test_entries_in_bulk_take_a_transaction_per_hundred_and_keep_what_was_written(store):
-    journal = Journal(store.journal)
+    journal = wired(store).journal
     existing = entry("cancel", NOW, "e:kept")
     journal.record(existing)
     carries = [entry("late.carry", NOW + timedelta(microseconds=i), f"e:{i}") for i in range(150)]
@@ -79,12 +66,11 @@ def test_entries_in_bulk_take_a_transaction_per_hundred_and_keep_what_was_writte
     assert journal.record_all(bulk) == 0
 
 
-def test_a_cancel_is_journaled_and_a_repeat_heals_a_lost_entry(store, catalog, schedule):
+def test_a_cancel_is_journaled_and_a_repeat_heals_a_lost_entry(store, schedule):
     clock = FixedClock(NOW)
-    ledger = Ledger(store, catalog, schedule, clock=clock)
-    ledger.apply([SourcedEvent(event("e1", NOW - timedelta(hours=1), "2.5"))])
-    journal = Journal(store.journal)
-    cancels = Cancels(store, catalog, schedule, clock=clock, max_future=timedelta(0), journal=journal)
+    services = wired(store, settings=make_settings(max_future_minutes=0), clock=clock, schedule=schedule)
+    services.ledger.apply([SourcedEvent(event("e1", NOW - timedelta(hours=1), "2.5"))])
+    journal, cancels = services.journal, services.cancels
     result = cancels.cancel("acme", "e:e1")
     [written] = journal.list("acme")
     assert (written.kind, written.subject, written.time) == (JournalKind.CANCEL, "e:e1", result.cancelled_at)
@@ -99,21 +85,18 @@ def test_a_cancel_is_journaled_and_a_repeat_heals_a_lost_entry(store, catalog, s
     assert journal.list("acme") == [written]
 
 
-def test_a_carry_is_journaled_before_the_ledger_counts_it(atomic_store, catalog, schedule):
+def test_a_carry_is_journaled_before_the_ledger_counts_it(atomic_store, schedule):
     probed = ProbedStore(atomic_store)
     clock = FixedClock(NOW)
-    ledger = Ledger(probed, catalog, schedule, clock=clock)
-    journal = Journal(probed.journal)
-    late = LateEvents(probed.late_events, ledger, schedule, LateEventPolicy.ADJUST, clock, journal=journal)
-    closer = PeriodCloser(
+    services = wired(
         probed,
-        catalog,
-        Outbox(probed.control, _Nowhere()),
-        _Drained(),
-        grace=timedelta(hours=24),
-        retention=timedelta(days=35),
+        settings=make_settings(late_event_policy=LateEventPolicy.ADJUST, grace_hours=24, dedupe_retention_days=35),
         clock=clock,
+        schedule=schedule,
+        sink=DiscardSink(),
+        backlog=EmptyBacklog(),
     )
+    ledger, journal, late, closer = services.ledger, services.journal, services.late_events, services.closer
     ledger.apply([SourcedEvent(event("oct", OCT), Position("0", 1))])
     closer.run()
     result = ledger.apply([SourcedEvent(event("late", OCT, "7"), Position("0", 2))])
@@ -128,7 +111,7 @@ def test_a_carry_is_journaled_before_the_ledger_counts_it(atomic_store, catalog,
     assert carried.details["carried_to"] == "2026-11-01"
     assert carried.details["period_start"] == "2026-10-01"
     assert carried.details["event"]["quantity"] == "7"
-    reader = UsageReader(probed, catalog, schedule, clock=clock)
+    reader = services.usage
     november = schedule.period_at("acme", NOW)
     assert reader.for_period("acme", "api.requests", november).event_count == 0
 

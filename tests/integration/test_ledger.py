@@ -8,13 +8,16 @@ from typing import Any
 
 import pytest
 
-from metering.aggregation import STATE_ROW, Position, SourcedEvent, partition_key
-from metering.events import UsageEvent
-from metering.ledger import Ledger
-from metering.meters import parse_catalog
+from metering.core import decimals
+from metering.core.events import UsageEvent
+from metering.core.hub import Position
+from metering.core.meters import parse_catalog
+from metering.core.periods import Granularity
+from metering.ledger.batch import SourcedEvent
+from metering.ledger.keys import STATE_ROW, partition_key
+from metering.ledger.reader import RangeError, UsageReader
 from metering.stores import Replace
-from metering.usage import Granularity, RangeError, UsageReader
-from tests.support import InjectedCrash, ProbedStore
+from tests.support import InjectedCrash, ProbedStore, wired
 
 pytestmark = pytest.mark.store
 
@@ -38,18 +41,24 @@ def probed(store):
 
 
 @pytest.fixture
-def ledger(probed, catalog, schedule, clock):
-    return Ledger(probed, catalog, schedule, clock=clock)
+def services(probed, schedule, clock):
+    """The app's services on the probed store; `services.new_ledger()` is another aggregator instance."""
+    return wired(probed, clock=clock, schedule=schedule)
 
 
 @pytest.fixture
-def reader(store, catalog, schedule, clock):
-    return UsageReader(store, catalog, schedule, clock=clock)
+def ledger(services):
+    return services.ledger
+
+
+@pytest.fixture
+def reader(store, schedule, clock):
+    return wired(store, clock=clock, schedule=schedule).usage
 
 
 def total(reader: UsageReader, metric: str, tenant: str = "acme") -> tuple[str, int]:
     aggregate = reader.current(tenant, metric)
-    return aggregate.model_dump(mode="json")["total"], aggregate.event_count
+    return decimals.to_str(aggregate.total), aggregate.event_count
 
 
 def test_sum_is_exact_to_the_last_digit(ledger, reader):
@@ -119,20 +128,20 @@ def test_duplicates_inside_and_across_batches_count_once(ledger, reader, probed)
     assert probed.probe.failed_commits == 0
 
 
-def test_idempotency_key_dedupes_events_with_different_ids(ledger, reader):
+def test_idempotency_key_dedupes_events_with_different_ids(services, ledger, reader):
     # A retry without an event id gets a new id from the server; the idempotency key still identifies it.
     a = event("first", quantity="5", idempotency_key="order-1")
     b = event("second", quantity="5", idempotency_key="order-1")
     ledger.apply(sourced([a]))
-    result = Ledger(ledger.store, ledger.catalog, ledger.schedule).apply(sourced([b], start=1))
+    result = services.new_ledger().apply(sourced([b], start=1))
     assert (result.applied, result.duplicates, result.conflicts) == (0, 1, [])
     assert total(reader, "api.requests") == ("5", 1)
 
 
-def test_same_key_different_payload_first_wins_and_is_recorded(ledger, reader, store):
+def test_same_key_different_payload_first_wins_and_is_recorded(services, ledger, reader, store):
     ledger.apply(sourced([event(1, quantity="5")]))
     # A fresh aggregator (another instance) meets the conflict in the store, not in its memory.
-    other = Ledger(ledger.store, ledger.catalog, ledger.schedule)
+    other = services.new_ledger()
     result = other.apply(sourced([event(1, quantity="500")], start=1))
     assert result.applied == 0
     assert [c.event.quantity for c in result.conflicts] == [Decimal(500)]
@@ -143,21 +152,21 @@ def test_same_key_different_payload_first_wins_and_is_recorded(ledger, reader, s
     assert recorded[0].data["dedupe_key"] == "e:e1"
 
 
-def test_replay_of_applied_batch_costs_no_commit_and_one_read_per_partition(probed, catalog, schedule, reader):
+def test_replay_of_applied_batch_costs_no_commit_and_one_read_per_partition(services, probed, reader):
     batch = sourced([event(i, tenant_id=f"t{i % 4}") for i in range(200)])
-    Ledger(probed, catalog, schedule).apply(batch)
+    services.new_ledger().apply(batch)
     before = probed.probe.reads, probed.probe.commits
     # A new instance (after a restart) receives the same batch again.
-    result = Ledger(probed, catalog, schedule).apply(batch)
+    result = services.new_ledger().apply(batch)
     assert (result.applied, result.duplicates, result.retries) == (0, 200, 0)
     assert probed.probe.commits - before[1] == 0
     assert probed.probe.reads - before[0] == 4  # one per tenant partition, never one per event
 
 
-def test_replay_split_differently_still_costs_no_commit(probed, catalog, schedule):
+def test_replay_split_differently_still_costs_no_commit(services, probed):
     batch = sourced([event(i) for i in range(300)])
-    Ledger(probed, catalog, schedule).apply(batch)
-    replayer = Ledger(probed, catalog, schedule)
+    services.new_ledger().apply(batch)
+    replayer = services.new_ledger()
     commits = probed.probe.commits
     for part in (batch[:50], batch[50:120], batch[120:]):
         assert replayer.apply(part).applied == 0
@@ -187,13 +196,13 @@ def test_batch_larger_than_one_transaction(ledger, reader, probed):
     ]
 
 
-def test_crash_after_a_commit_whose_response_was_lost(atomic_store, catalog, schedule, clock):
+def test_crash_after_a_commit_whose_response_was_lost(atomic_store, schedule, clock):
     # Needs atomic commits: a crash there leaves a commit whole or absent, never half applied.
     probed = ProbedStore(atomic_store)
-    reader = UsageReader(atomic_store, catalog, schedule, clock=clock)
+    reader = wired(atomic_store, clock=clock, schedule=schedule).usage
     batch = sourced([event(i, tenant_id=f"t{i % 3}", quantity="1.25") for i in range(60)])
     probed.probe.crash_after, probed.probe.crash_applies = 1, True
-    crashing = Ledger(probed, catalog, schedule, max_ops=8)
+    crashing = wired(probed, clock=clock, schedule=schedule).new_ledger(max_ops=8)
     with pytest.raises(InjectedCrash):
         crashing.apply(batch)
     # The same instance retries (the trigger's retry policy): its cached ETags are stale now.
@@ -259,19 +268,19 @@ def test_group_values_past_the_bound_are_counted_in_overflow(store, schedule, cl
             "meters": {"calls": {"unit": "count", "aggregation": "sum", "group_by": ["route"], "max_group_values": 2}},
         }
     )
-    ledger = Ledger(store, catalog, schedule, clock=clock)
+    custom = wired(store, clock=clock, schedule=schedule, catalog=catalog)
     events = [event(i, "calls", "1", dimensions={"route": f"/r{i}"}) for i in range(5)]
-    ledger.apply(sourced(events))
-    reader = UsageReader(store, catalog, schedule, clock=clock)
+    custom.ledger.apply(sourced(events))
+    reader = custom.usage
     groups = reader.groups("acme", "calls", "route", schedule.period_at("acme", NOV))
     assert [(g.key, str(g.total)) for g in groups] == [("/r0", "1"), ("/r1", "1"), (None, "3")]
     assert total(reader, "calls") == ("5", 5)
 
 
-def test_a_repeat_in_a_batch_is_judged_against_the_stored_payload(ledger, store, reader):
+def test_a_repeat_in_a_batch_is_judged_against_the_stored_payload(services, ledger, store, reader):
     ledger.apply(sourced([event(1, quantity="5")]))
     # In this batch the conflicting payload comes first, then an exact retry of what was stored.
-    fresh = Ledger(ledger.store, ledger.catalog, ledger.schedule)
+    fresh = services.new_ledger()
     result = fresh.apply(sourced([event(1, quantity="7"), event(1, quantity="5")], start=1))
     assert (result.applied, result.duplicates) == (0, 1)
     assert [c.event.quantity for c in result.conflicts] == [Decimal(7)]
@@ -279,17 +288,17 @@ def test_a_repeat_in_a_batch_is_judged_against_the_stored_payload(ledger, store,
     assert total(reader, "api.requests") == ("5", 1)
 
 
-def test_applied_positions_stop_before_a_repeat_not_yet_judged(probed, catalog, schedule, store):
+def test_applied_positions_stop_before_a_repeat_not_yet_judged(services, schedule, store):
     # Enough events for several chunks; the repeat (position 3) is judged after all of them commit, so the
     # recorded applied range must end before it: a redelivery after a crash there must judge it again.
     events = [event(i) for i in range(3)] + [event(0, quantity="2")] + [event(i) for i in range(3, 20)]
-    Ledger(probed, catalog, schedule, max_ops=8).apply(sourced(events))
+    services.new_ledger(max_ops=8).apply(sourced(events))
     partition = partition_key("acme", schedule.period_at("acme", NOV))
     state = store.usage.read(partition, [STATE_ROW])[STATE_ROW]
     assert state.data["wm"] == {"0": [[0, 2]]}
 
 
-def test_a_replay_into_a_closed_period_is_a_duplicate_not_late(ledger, store, catalog, schedule):
+def test_a_replay_into_a_closed_period_is_a_duplicate_not_late(ledger, store, schedule):
     batch = sourced([event(1), event(2)])
     ledger.apply(batch)
     partition = partition_key("acme", schedule.period_at("acme", NOV))
@@ -298,12 +307,12 @@ def test_a_replay_into_a_closed_period_is_a_duplicate_not_late(ledger, store, ca
     # A new instance gets the batch again (as a client retry, so hub positions do not give it away) plus one
     # event nobody counted: only that one is late.
     retry = [SourcedEvent(e.event) for e in batch] + [SourcedEvent(event(3))]
-    result = Ledger(store, catalog, schedule).apply(retry)
+    result = wired(store, schedule=schedule).ledger.apply(retry)
     assert (result.applied, result.duplicates) == (0, 2)
     assert [p.event.event_id for p in result.late] == ["e3"]
 
 
-def test_days_move_out_of_the_state_row_and_late_days_still_count(ledger, reader, catalog, schedule, clock):
+def test_days_move_out_of_the_state_row_and_late_days_still_count(services, ledger, reader, schedule):
     day1, day2 = NOV, NOV + timedelta(days=1)
     groups = {"region": "eu"}
     ledger.apply(sourced([event(1, quantity="1", timestamp=day1, dimensions=groups)]))
@@ -311,9 +320,7 @@ def test_days_move_out_of_the_state_row_and_late_days_still_count(ledger, reader
     ledger.apply(sourced([event(2, quantity="2", timestamp=day2, dimensions=groups)], start=1))
     # An event of the earlier day after that, then one of day 2 through a fresh instance.
     ledger.apply(sourced([event(3, quantity="4", timestamp=day1, dimensions={"region": "us"})], start=2))
-    Ledger(ledger.store, catalog, schedule, clock=clock).apply(
-        sourced([event(4, quantity="8", timestamp=day2)], start=3)
-    )
+    services.new_ledger().apply(sourced([event(4, quantity="8", timestamp=day2)], start=3))
     days = reader.history("acme", "api.requests", day1.date(), day2.date(), Granularity.DAY)
     assert [(str(d.total), d.event_count) for d in days] == [("5", 2), ("10", 2)]
     hours = reader.history("acme", "api.requests", day1.date(), day2.date(), Granularity.HOUR)

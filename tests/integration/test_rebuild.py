@@ -21,14 +21,15 @@ import pytest
 from azure.core.exceptions import ResourceExistsError
 from typer.testing import CliRunner
 
-from metering.aggregation import STATE_ROW, partition_key
 from metering.archive.capture import SCHEMA, capture_time_text, window_prefix
-from metering.bootstrap import Services, build_container
+from metering.billing.journal import JournalKind
+from metering.bootstrap import Services
 from metering.cli import app
-from metering.consumer import HubMessage, consume
-from metering.control import hub_partition
+from metering.connections import build_container
+from metering.core.hub import hub_partition
 from metering.devhost.feed import HubFeed
-from metering.journal import JournalKind
+from metering.ingest.consumer import HubMessage, consume
+from metering.ledger.keys import STATE_ROW, partition_key
 from metering.rebuild import RebuildReport, rebuild
 from metering.settings import Settings
 from metering.stores import Replace
@@ -46,7 +47,7 @@ class Stack:
     tenant: str
 
     def send(self, *events: dict[str, Any]) -> None:
-        response = self.services.ingest(json.dumps(list(events)).encode(), "application/json")
+        response = self.services.http.ingest(json.dumps(list(events)).encode(), "application/json")
         assert response.status == 202, response.body
 
     def deliver(self) -> None:
@@ -54,7 +55,7 @@ class Stack:
             pass
 
     def cancel(self, event_id: str) -> None:
-        response = self.services.billing.cancel(self.tenant, json.dumps({"event_id": event_id}).encode())
+        response = self.services.http.billing.cancel(self.tenant, json.dumps({"event_id": event_id}).encode())
         assert response.status == 200, response.body
 
     def event(self, event_id: str, quantity: str, at: datetime, metric: str = "api.requests") -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """What every store must do for the ledger, the readers and the closer: run on each store the project ships.
 
-`store` is the Table store on Azurite and the Cosmos store on the local Cosmos server (non-atomic commits);
-`atomic_store` adds the Cosmos store on a real Cosmos DB when COSMOS_TEST_ENDPOINT and COSMOS_TEST_KEY are set.
+`store` is the Table store on Azurite, the Cosmos store on the local Cosmos server (non-atomic commits) and the
+memory store; `atomic_store` is the Table and the memory store, and the Cosmos store on a real Cosmos DB when
+COSMOS_TEST_ENDPOINT and COSMOS_TEST_KEY are set.
 Only cases that hold without atomic commits use `store`.
 """
 
@@ -12,7 +13,7 @@ import uuid
 
 import pytest
 
-from metering.bootstrap import build_store
+from metering.connections import build_store
 from metering.devhost.cosmos import LOCAL_KEY
 from metering.settings import Settings
 from metering.stores import CommitConflict, Create, Replace

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime
 
 import pytest
 from azure.eventhub.exceptions import EventHubError
 
-from metering.api.ingest import Ingest
-from metering.events import UsageEvent
-from metering.meters import load_catalog
-from metering.ratelimit import RateLimit, RateLimiter
+from metering.core.events import UsageEvent
+from metering.core.meters import load_catalog
+from metering.quotas.plans import parse_plans
+from metering.stores.memory import MemoryStore
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Message, PublishError, pack
 from metering.transport.eventhub import EventHubPublisher
 from metering.transport.queue import QueuePublisher, queue_client
+from tests.support import wired
 
 NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)
 
@@ -130,14 +130,7 @@ def test_ingest_answers_503_with_retry_after_when_the_transport_refuses():
         "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;",
         "nowhere",
     )
-    ingest = Ingest(
-        load_catalog(),
-        QueuePublisher(dead),
-        max_message_bytes=QUEUE_MESSAGE_BYTES,
-        max_age=timedelta(days=35),
-        max_future=timedelta(minutes=5),
-        clock=lambda: NOW,
-    )
+    ingest = wired(MemoryStore(), publisher=QueuePublisher(dead), clock=lambda: NOW).http.ingest
     body = json.dumps([e.to_json_dict() for e in events("a", 2)]).encode()
     response = ingest(body, "application/json")
     assert response.status == 503
@@ -152,19 +145,12 @@ def test_a_request_the_transport_refused_gives_its_rate_allowance_back():
         "nowhere",
     )
     # A burst of exactly one request's events: the retry after a 503 needs the allowance the 503 took.
-    tight = RateLimit(events_per_second=Decimal("0.001"), burst=2)
-    limiter = RateLimiter()
-    ingest = Ingest(
-        load_catalog(),
-        QueuePublisher(dead),
-        max_message_bytes=QUEUE_MESSAGE_BYTES,
-        max_age=timedelta(days=35),
-        max_future=timedelta(minutes=5),
-        clock=lambda: NOW,
-        rate_of=lambda _tenant: tight,
-        limiter=limiter,
-    )
+    tight = {"rate": {"events_per_second": "0.001", "burst": 2}}
+    plans = parse_plans({"version": "t", "default_plan": "tight", "plans": {"tight": tight}}, load_catalog())
+    services = wired(MemoryStore(), publisher=QueuePublisher(dead), clock=lambda: NOW, plans=plans)
+    rate = plans.default.rate
+    assert rate is not None
     body = json.dumps([e.to_json_dict() for e in events("a", 2)]).encode()
-    assert ingest(body, "application/json").status == 503
-    assert ingest(body, "application/json").status == 503  # not 429: the first one took nothing in the end
-    assert limiter.take("a", 2, tight) is None
+    assert services.http.ingest(body, "application/json").status == 503
+    assert services.http.ingest(body, "application/json").status == 503  # not 429: the first one took nothing
+    assert services.ingest.limiter.take("a", 2, rate) is None

@@ -31,7 +31,7 @@ from metering.client.buffer import Buffer, Outcome
 from metering.client.errors import problem_from_response, retry_after_seconds
 from metering.client.http import request_slices
 from metering.client.recording import encode
-from metering.events import FieldError
+from metering.core.events import FieldError
 
 
 def buffer_of(count: int, batch_size: int = 10, interval: float = 5.0) -> Buffer:

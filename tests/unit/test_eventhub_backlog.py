@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from metering.control import NOTHING_APPLIED, Applied
+from metering.core.hub import NOTHING_APPLIED, Applied
 from metering.transport.eventhub import EventHubBacklog
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""The field rules of POST /api/events (API.md), checked through the same path ingest uses: JSON bytes decoded by
+"""The field rules of POST /api/events (docs/api.md), checked through the same path ingest uses: JSON bytes decoded by
 `decode_json`, then `validate_events` against the default catalog with a fixed clock."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from metering.events import BodyError, FieldError, UsageEvent, decode_json, validate_events
-from metering.meters import MeterCatalog, load_catalog
+from metering.core.events import BodyError, FieldError, UsageEvent, decode_json, validate_events
+from metering.core.meters import MeterCatalog, load_catalog
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 MAX_AGE = timedelta(days=35)

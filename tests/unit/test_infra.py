@@ -14,8 +14,8 @@ import pytest
 import yaml
 from tree_sitter import Node
 
+from metering.core.meters import load_catalog
 from metering.devhost.host import discover
-from metering.meters import load_catalog
 from metering.settings import Settings
 from tests.bicep import BicepFile, Declared, NotLiteral, literal, named, prop, properties, text
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from metering import decimals
-from metering.meters import Aggregation, CatalogError, MeterCatalog, load_catalog
+from metering.core import decimals
+from metering.core.meters import Aggregation, CatalogError, MeterCatalog, load_catalog
 
 # A meter that loads; each bad case below breaks exactly one thing of a catalog like this one.
 VALID_CATALOG = """

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering.periods import (
+from metering.core.periods import (
     DEFAULT_HISTORY,
     BillingPeriod,
     History,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from metering.meters import parse_catalog
-from metering.plans import PlanCatalog, PlanCatalogError, load_plans, resolve_limits
-from metering.quotas import Limits
-from metering.ratelimit import RateLimit
+from metering.core.limits import Limits
+from metering.core.meters import parse_catalog
+from metering.quotas.plans import PlanCatalog, PlanCatalogError, load_plans, resolve_limits
+from metering.quotas.ratelimit import RateLimit
 
 # The meters the files below may limit: their own small catalog, so these tests do not follow the packaged one.
 TEST_METERS = parse_catalog(

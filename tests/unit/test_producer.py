@@ -10,8 +10,8 @@ import pytest
 from azure.eventhub.exceptions import EventHubError
 
 from metering.client import InvalidEvent, new_event
-from metering.events import parse_event
-from metering.producer import EventHubUsageProducer, SendFailed
+from metering.core.events import parse_event
+from metering.ingest.producer import EventHubUsageProducer, SendFailed
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, decode_message
 
 NOW = datetime.now(UTC)

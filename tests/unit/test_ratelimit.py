@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering.ratelimit import RateLimit, RateLimiter
+from metering.quotas.ratelimit import RateLimit, RateLimiter
 
 
 class FakeClock:

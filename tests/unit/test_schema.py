@@ -9,8 +9,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from metering.cli import app
-from metering.events import UsageEvent
-from metering.schema import SCHEMA_PATH, event_schema, schema_text
+from metering.core.events import UsageEvent
+from metering.core.schema import SCHEMA_PATH, event_schema, schema_text
 
 ROOT = Path(__file__).resolve().parents[2]
 

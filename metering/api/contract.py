@@ -1,0 +1,91 @@
+"""The models of the HTTP contract that clients share (docs/api.md explains the routes; `GET /api/openapi.json`,
+generated from these and the handlers' other models, is the reference).
+
+The client (`metering.client`) imports this module and `metering.core` only, so what is defined here may import
+nothing but the core.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from metering.core.decimals import DecimalText
+from metering.core.limits import Decision
+from metering.core.meters import Aggregation
+from metering.core.periods import PeriodStatus
+
+# Where the dev host serves the routes (`metering dev`, port 7071): the client's and the command line's default.
+DEV_HOST_URL = "http://127.0.0.1:7071/api"
+# A request of events: at most this many bytes and events.
+MAX_BODY_BYTES = 1024 * 1024
+MAX_EVENTS = 1000
+
+
+class Accepted(BaseModel):
+    """202 of POST /api/events: every event durably handed to the transport, with its id in request order."""
+
+    accepted: int
+    event_ids: list[str]
+
+
+class UsageAggregate(BaseModel):
+    """A tenant's usage of one meter over one billing period."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    tenant_id: str
+    metric: str
+    unit: str
+    aggregation: Aggregation
+    period_start: datetime
+    period_end: datetime
+    status: PeriodStatus
+    total: DecimalText
+    event_count: int
+    last_updated: datetime | None
+
+
+class GroupTotal(BaseModel):
+    """One value of a dimension; `key` is None for the overflow bucket past the meter's `max_group_values`."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    key: str | None
+    total: DecimalText
+    event_count: int
+
+
+class UsageResponse(UsageAggregate):
+    """GET /api/usage/{tenant_id}/{metric}: the aggregate, with `groups` when `group_by` was asked for."""
+
+    groups: list[GroupTotal] | None = None
+
+
+class UsageBucket(BaseModel):
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    start: datetime
+    end: datetime
+    total: DecimalText
+    event_count: int
+
+
+class HistoryResponse(BaseModel):
+    items: list[UsageBucket]
+
+
+class QuotaDecision(BaseModel):
+    """GET /api/quota/{tenant_id}/{metric}."""
+
+    model_config = ConfigDict(frozen=True)
+
+    decision: Decision
+    current: DecimalText
+    requested: DecimalText
+    projected: DecimalText
+    soft_limit: DecimalText | None
+    hard_limit: DecimalText | None
+    remaining: DecimalText | None
+    period_end: datetime

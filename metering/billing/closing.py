@@ -1,0 +1,242 @@
+"""Closing billing periods into statements; purging the dedupe markers of long-closed periods.
+
+A period is due when its end plus the grace window has passed and every hub partition has applied its events
+up to that instant (so events still waiting in the hub are not mistaken for late ones). Closing one:
+
+1. flip the state row of each of its store partitions to closed, under its ETag (or create it closed): every
+   aggregator commit rewrites that row under its ETag, so none can slip in after;
+2. write the statement from the closed rows' totals, with `create` (racing closers build the same statement
+   from the same closed rows; one create wins, so there is exactly one);
+3. queue `period.closed` in the outbox (sent at least once, stable id);
+4. move the period from the open index to the purge index.
+
+Each step is idempotent and the index row goes last, so a crash anywhere resumes on the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+from metering.core import decimals
+from metering.core.decimals import DecimalText
+from metering.core.meters import MeterCatalog
+from metering.core.periods import BillingPeriod
+from metering.ledger import commit, control, rows
+from metering.ledger.cells import Cell
+from metering.ledger.control import HubProgress, IndexedPeriod
+from metering.ledger.keys import MARKERS, SHARDS, STATE_ROW, partition_key
+from metering.ledger.rows import StateRow
+from metering.notifications.outbox import Outbox
+from metering.stores import CommitConflict, Create, Row, Store
+from metering.transport import Backlog
+
+log = logging.getLogger(__name__)
+
+
+class LineKind(StrEnum):
+    USAGE = "usage"
+    ADJUSTMENT = "adjustment"
+
+
+class StatementLine(BaseModel):
+    metric: str
+    kind: LineKind
+    unit: str
+    aggregation: str
+    quantity: DecimalText
+    event_count: int
+
+
+class Statement(BaseModel):
+    """Invoice-ready usage of one tenant for one closed period. `adjustment` lines are late events of earlier,
+    closed periods carried into this one (late-event policy `adjust`); `usage` lines exclude them."""
+
+    tenant_id: str
+    period_start: datetime
+    period_end: datetime
+    closed_at: datetime
+    catalog_version: str
+    lines: list[StatementLine]
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedPeriod:
+    tenant_id: str
+    period: BillingPeriod
+
+
+@dataclass(slots=True)
+class CloseReport:
+    closed: list[ClosedPeriod] = field(default_factory=list)
+    # Due by the clock but still open: the hub has not applied up to their end plus grace yet, or this run
+    # reached its bound (`max_periods_per_run`) and the next one closes them.
+    waiting: int = 0
+    sent: int = 0
+    purged_markers: int = 0
+
+
+def statement_id(tenant_id: str, period: BillingPeriod) -> str:
+    return f"period.closed:{tenant_id}:{period.key}"
+
+
+def build_statement(tenant_id: str, period: BillingPeriod, state: StateRow, catalog: MeterCatalog) -> Statement:
+    lines: list[StatementLine] = []
+    for metric, total in sorted(state.totals().items()):
+        meter = catalog.get(metric)
+        unit = meter.unit if meter else ""
+        kind = meter.aggregation.value if meter else "unknown"
+        carried = state.adjustment(metric)
+        # Only additive meters carry late events (billing/late.py), so subtracting their part is exact.
+        usage = (
+            total
+            if carried is None
+            else Cell(decimals.subtract(total.value, carried.value), total.count - carried.count)
+        )
+        if usage.count:
+            lines.append(
+                StatementLine(
+                    metric=metric,
+                    kind=LineKind.USAGE,
+                    unit=unit,
+                    aggregation=kind,
+                    quantity=usage.value,
+                    event_count=usage.count,
+                )
+            )
+        if carried is not None:
+            lines.append(
+                StatementLine(
+                    metric=metric,
+                    kind=LineKind.ADJUSTMENT,
+                    unit=unit,
+                    aggregation=kind,
+                    quantity=carried.value,
+                    event_count=carried.count,
+                )
+            )
+    closed_at = state.closed_at
+    assert closed_at is not None, "a statement is built from a closed state row"
+    return Statement(
+        tenant_id=tenant_id,
+        period_start=period.start,
+        period_end=period.end,
+        closed_at=closed_at,
+        catalog_version=state.catalog_version or catalog.version,
+        lines=lines,
+    )
+
+
+class PeriodCloser:
+    def __init__(
+        self,
+        store: Store,
+        catalog: MeterCatalog,
+        outbox: Outbox,
+        backlog: Backlog,
+        progress: HubProgress,
+        *,
+        grace: timedelta,
+        retention: timedelta,
+        clock: Callable[[], datetime],
+        page_size: int = 1000,
+        max_periods_per_run: int = 5000,
+    ) -> None:
+        self.page_size = page_size
+        self.max_periods_per_run = max_periods_per_run
+        self.store = store
+        self.catalog = catalog
+        self.outbox = outbox
+        self.backlog = backlog
+        self.progress = progress
+        self.grace = grace
+        self.retention = retention
+        self.clock = clock
+
+    def run(self, now: datetime | None = None) -> CloseReport:
+        now = now or self.clock()
+        report = CloseReport()
+        through = min(now, self.backlog.applied_through(self.progress.positions(), now))
+        # A period closes once its end plus grace is behind what the hub has applied. The index is ordered by
+        # end, and each close removes its entry, so reading the first page again finds the next due ones.
+        closable = through - self.grace
+        while len(report.closed) < self.max_periods_per_run:
+            page = control.open_until(self.store.control, closable, limit=self.page_size)
+            for entry in page[: self.max_periods_per_run - len(report.closed)]:
+                self.close(entry, now)
+                report.closed.append(ClosedPeriod(entry.tenant_id, entry.period))
+            if len(page) < self.page_size:
+                break
+        # Every period that ended by `closed_through` is closed now, or never had a partition: the aggregator
+        # files an event of such a period as late instead of opening it. So it may only pass the periods closed.
+        left = control.open_until(self.store.control, closable, limit=1)
+        closed_through = closable if not left else min(closable, left[0].period.end - timedelta(microseconds=1))
+        control.advance_closed_through(self.store.control, closed_through)
+        report.waiting = len(control.open_until(self.store.control, now - self.grace))
+        report.sent = self.outbox.dispatch()
+        report.purged_markers = self.purge(now)
+        if report.closed or report.waiting:
+            log.info(
+                "close-periods: %d closed, %d waiting (for the hub to catch up, or the next run), %d messages sent",
+                len(report.closed),
+                report.waiting,
+                report.sent,
+            )
+        return report
+
+    def close(self, entry: IndexedPeriod, now: datetime) -> Statement:
+        tenant, period = entry.tenant_id, entry.period
+        states = [self._flip(partition_key(tenant, period, shard), tenant, period, now) for shard in SHARDS]
+        # One shard per period today; with more, their totals combine here by each meter's aggregation.
+        statement = build_statement(tenant, period, states[0], self.catalog)
+        try:
+            self.store.statements.commit(tenant, [Create(period.key, statement.model_dump(mode="json"))])
+        except CommitConflict:
+            stored = self.store.statements.read(tenant, [period.key])[period.key]
+            statement = Statement.model_validate(stored.data)
+        self.outbox.add(
+            statement_id(tenant, period),
+            {
+                "type": "period.closed",
+                "tenant_id": tenant,
+                "period_start": period.start.isoformat(),
+                "period_end": period.end.isoformat(),
+                "statement": statement.model_dump(mode="json"),
+            },
+        )
+        control.move_to_closed(self.store.control, entry, statement.closed_at + self.retention)
+        return statement
+
+    def _flip(self, partition: str, tenant: str, period: BillingPeriod, now: datetime) -> StateRow:
+        for _attempt in range(20):
+            state: Row | None = self.store.usage.read(partition, [STATE_ROW]).get(STATE_ROW)
+            if state is not None and StateRow(state.data).is_closed:
+                return StateRow(state.data)
+            closed = rows.closed_state(state.data if state else None, tenant, period, now, self.catalog.version)
+            try:
+                self.store.usage.commit(partition, [commit.write(STATE_ROW, closed, state)])
+            except CommitConflict:
+                continue  # an aggregator commit landed first: read again and flip what it wrote
+            return StateRow(closed)
+        raise RuntimeError(f"could not close {partition}: its state row kept changing")
+
+    def purge(self, now: datetime) -> int:
+        """Delete the dedupe markers of periods closed longer than the dedupe retention: a replay of their
+        events is by then past the hub's retention and any client's retries."""
+        purged = 0
+        for entry in control.purgeable(self.store.control, now):
+            for shard in SHARDS:
+                partition = partition_key(entry.tenant_id, entry.period, shard)
+                while True:
+                    markers = self.store.usage.range(partition, *MARKERS, limit=1000)
+                    if not markers:
+                        break
+                    self.store.usage.delete(partition, [row.key for row in markers])
+                    purged += len(markers)
+            self.store.control.delete(control.CLOSED, [entry.key])
+        return purged

@@ -1,0 +1,149 @@
+"""The Azure SDK clients the settings choose, and the credentials of identity-based connections.
+
+Every client the app builds itself (the store, the hub's publisher and backlog, queues, blob containers) is built
+here, with the retry policies and timeouts that keep an outage a 503 within seconds. The Functions host reads
+`<Connection>__credential` and `<Connection>__clientId` for its bindings, but the SDK clients do not: `credential`
+is the one place that turns those settings into a credential, so the app's own clients authenticate as the same
+user-assigned identity as its bindings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.cosmos import CosmosClient
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import ContainerClient
+from azure.storage.queue import QueueClient
+
+from metering.archive.publisher import ArchivingPublisher, CaptureWriter
+from metering.core.clock import Clock, utc_now
+from metering.settings import Settings, StoreKind
+from metering.stores import Store, cosmos, table
+from metering.stores.cosmos import CosmosStore
+from metering.stores.table import TableStore
+from metering.transport import Backlog, Publisher
+from metering.transport.eventhub import EventHubBacklog, EventHubPublisher
+from metering.transport.queue import (
+    QueueBacklog,
+    QueuePublisher,
+    queue_client,
+    queue_client_at,
+    storage_retry,
+    storage_timeouts,
+)
+
+
+def credential(kind: str | None, client_id: str | None) -> Any:
+    # Imported on first use: azure.identity is slow to import and local runs with a connection string never need it.
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential  # noqa: PLC0415
+
+    if (kind or "").lower() == "managedidentity":
+        return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+    return DefaultAzureCredential(managed_identity_client_id=client_id)
+
+
+def build_store(settings: Settings) -> Store:
+    if settings.store is StoreKind.COSMOS:
+        return build_cosmos_store(settings)
+    tables = {
+        "usage_table": settings.usage_table,
+        "conflicts_table": settings.conflicts_table,
+        "dead_letter_table": settings.dead_letter_table,
+        "tenants_table": settings.tenants_table,
+        "statements_table": settings.statements_table,
+        "late_events_table": settings.late_events_table,
+        "control_table": settings.control_table,
+        "journal_table": settings.journal_table,
+    }
+    return TableStore(table_service(settings), **tables)
+
+
+def table_service(settings: Settings) -> TableServiceClient:
+    """The storage account's Table service, with the store's retry policy (table.RETRY) and timeouts so that
+    no call waits minutes."""
+    options: dict[str, Any] = {**table.RETRY, **storage_timeouts()}
+    if settings.storage_connection:
+        return TableServiceClient.from_connection_string(settings.storage_connection, **options)
+    assert settings.storage_table_uri is not None
+    identity = credential(settings.storage_credential, settings.storage_client_id)
+    return TableServiceClient(settings.storage_table_uri, credential=identity, **options)
+
+
+# Cosmos's own timeouts: its connection timeout is 5 s already, its read timeout 65 s; `timeout` bounds a whole
+# operation, retries included, so a request waiting on a frozen account is answered within about 20 s.
+COSMOS_TIMEOUTS = {"connection_timeout": 5, "read_timeout": 5, "timeout": 20}
+
+
+def build_cosmos_store(settings: Settings) -> CosmosStore:
+    endpoint, database = settings.cosmos_endpoint, settings.cosmos_database
+    assert endpoint is not None
+    options: dict[str, Any] = {**cosmos.RETRY, **COSMOS_TIMEOUTS}
+    if settings.cosmos_key:
+        # Refused before the client is built: building it contacts the endpoint.
+        if settings.cosmos_non_atomic_local and not cosmos.is_loopback(endpoint):
+            raise cosmos.CosmosStoreError(
+                f"COSMOS_NON_ATOMIC_LOCAL is set but the Cosmos endpoint {endpoint!r} is not on loopback: "
+                "commits without a transactional batch are only allowed against a local test server"
+            )
+        # The local server's certificate is self-signed: skip verification for loopback only.
+        client = CosmosClient(
+            endpoint, credential=settings.cosmos_key, connection_verify=not cosmos.is_loopback(endpoint), **options
+        )
+        return CosmosStore(
+            client, database, can_create=True, non_atomic_local=settings.cosmos_non_atomic_local, endpoint=endpoint
+        )
+    if settings.cosmos_non_atomic_local:
+        raise ValueError("COSMOS_NON_ATOMIC_LOCAL is for the local Cosmos server, reached with COSMOS_KEY")
+    identity = credential(settings.cosmos_credential, settings.cosmos_client_id)
+    # With Entra ID, data-plane roles cannot create databases or containers: the Bicep declares them.
+    client = CosmosClient(endpoint, credential=identity, **options)
+    return CosmosStore(client, database, can_create=False, endpoint=endpoint)
+
+
+def build_publisher(settings: Settings, clock: Clock = utc_now) -> Publisher:
+    hub = settings.event_hub_name
+    if settings.event_hub_connection:
+        return EventHubPublisher.from_connection_string(settings.event_hub_connection, hub)
+    if settings.event_hub_namespace:
+        identity = credential(settings.event_hub_credential, settings.event_hub_client_id)
+        return EventHubPublisher.from_namespace(settings.event_hub_namespace, hub, identity)
+    if not settings.storage_connection:
+        raise ValueError(
+            "no Event Hub configured (EventHubConnection) and no storage connection string for the local queue"
+        )
+    # Event Hubs Capture archives what the hub accepts; the local queue gets the same archive from the dev host.
+    queue = QueuePublisher(queue_client(settings.storage_connection, settings.local_queue))
+    archive = CaptureWriter(build_container(settings, settings.archive_container), hub=hub)
+    return ArchivingPublisher(queue, archive, clock)
+
+
+def build_queue(settings: Settings, name: str) -> QueueClient:
+    if settings.storage_connection:
+        return queue_client(settings.storage_connection, name)
+    if not settings.storage_queue_uri:
+        raise ValueError("set AzureWebJobsStorage__queueServiceUri for the notifications queue")
+    identity = credential(settings.storage_credential, settings.storage_client_id)
+    return queue_client_at(settings.storage_queue_uri, name, identity)
+
+
+def build_backlog(settings: Settings) -> Backlog:
+    hub, group = settings.event_hub_name, settings.event_hub_consumer_group
+    if settings.event_hub_connection:
+        return EventHubBacklog.from_connection_string(settings.event_hub_connection, hub, group)
+    if settings.event_hub_namespace:
+        identity = credential(settings.event_hub_credential, settings.event_hub_client_id)
+        return EventHubBacklog.from_namespace(settings.event_hub_namespace, hub, group, identity)
+    return QueueBacklog(build_queue(settings, settings.local_queue), settings.event_hub_name)
+
+
+def build_container(settings: Settings, name: str | None = None) -> ContainerClient:
+    """A blob container of the storage account: the dead-letter bodies' unless named."""
+    name = name or settings.dead_letter_container
+    options: dict[str, Any] = {"retry_policy": storage_retry(), **storage_timeouts()}
+    if settings.storage_connection:
+        return ContainerClient.from_connection_string(settings.storage_connection, name, **options)
+    if not settings.storage_blob_uri:
+        raise ValueError(f"set AzureWebJobsStorage__blobServiceUri for the blob container {name}")
+    identity = credential(settings.storage_credential, settings.storage_client_id)
+    return ContainerClient(settings.storage_blob_uri, name, credential=identity, **options)

@@ -1,0 +1,278 @@
+"""Pre-aggregating a batch of usage events in memory (pure: no I/O).
+
+An event contributes a *cell* (cells.py) to the period total, to its day and UTC hour, and to the groups of the
+dimensions its meter breaks down by. Cells of the same key merge by the meter's aggregation, so a batch of
+thousands of events becomes a few rows of deltas. Planning gives each event every key it needs (keys.py) once,
+and sets aside what cannot count (a meter the catalog does not know, an event without an id) and repeats of an
+event within the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from hashlib import blake2b
+
+from metering.core import decimals
+from metering.core.clock import format_timestamp, hour_key
+from metering.core.events import UsageEvent, check_against_catalog, dedupe_key_of, unique_value
+from metering.core.hub import Position
+from metering.core.meters import Aggregation, Meter, MeterCatalog
+from metering.core.periods import BillingPeriod, PeriodSchedule
+from metering.ledger.cells import Cell, absorb, absorb_into
+from metering.ledger.keys import day_row_key, marker_key, partition_key, unique_key
+
+
+def payload_hash(event: UsageEvent, timestamp: str | None = None) -> str:
+    """What "the same event" means: every field but the unit (a given unit equals the meter's) and, when an
+    idempotency key identifies the event, its event id (a retry without an id gets a new one)."""
+    dimensions = event.dimensions
+    dims = "\x1e".join(f"{k}={v}" for k, v in sorted(dimensions.items())) if dimensions else ""
+    identity = f"\0\x1f{event.event_id or ''}" if event.idempotency_key is None else f"{event.idempotency_key}\x1f"
+    text = (
+        f"{event.tenant_id}\x1f{event.metric}\x1f{decimals.to_str(event.quantity)}\x1f"
+        f"{timestamp or format_timestamp(event.timestamp)}\x1f{event.source}\x1f"
+        f"{_optional(event.user_id)}\x1f{_optional(event.resource_id)}\x1f{dims}\x1f{identity}"
+    )
+    return blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _optional(value: str | None) -> str:
+    return "\0" if value is None else value
+
+
+@dataclass(frozen=True, slots=True)
+class SourcedEvent:
+    event: UsageEvent
+    position: Position | None = None
+
+
+@dataclass(slots=True)
+class PlannedEvent:
+    """An event with every key and contribution the ledger needs, computed once."""
+
+    event: UsageEvent
+    meter: Meter
+    position: Position | None
+    partition: str
+    period: BillingPeriod
+    marker: str
+    day: str
+    hour: str  # the UTC hour bucket, e.g. 2026-11-24T09
+    cell: Cell
+    groups: dict[str, str]
+    unique: str | None = None  # the row key of its distinct value, for unique_count meters
+    unique_value: str | None = None
+    adjustment: bool = False  # a late event of a closed period, carried into a later one
+    _payload: str | None = None
+    _timestamp: str | None = None
+
+    @property
+    def timestamp(self) -> str:
+        """The event time as fixed-width UTC text, for its marker: computed when a marker is written."""
+        if self._timestamp is None:
+            self._timestamp = format_timestamp(self.event.timestamp)
+        return self._timestamp
+
+    @property
+    def payload(self) -> str:
+        """The payload hash, computed when first needed: a marker is written or met. Events a replay skips by
+        their hub position never need it."""
+        if self._payload is None:
+            self._payload = payload_hash(self.event, self.timestamp)
+        return self._payload
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A second payload under a dedupe key that was already counted with another: not counted, reported."""
+
+    tenant_id: str
+    dedupe_key: str
+    first_payload: str
+    event: UsageEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An event the aggregator cannot apply; the caller dead-letters it with the reason."""
+
+    item: SourcedEvent
+    reason: str
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """First occurrences per store partition, and the later occurrences of the same dedupe key. A repeat is
+    judged only once its first occurrence is settled: that one may itself repeat an event stored earlier
+    with another payload, and then it is the stored payload a repeat must match."""
+
+    partitions: dict[str, list[PlannedEvent]] = field(default_factory=dict)
+    repeats: dict[str, list[PlannedEvent]] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def contribution(meter: Meter, event: UsageEvent) -> Cell:
+    kind = meter.aggregation
+    if kind is Aggregation.COUNT:
+        return Cell(decimals.ONE, 1)
+    if kind is Aggregation.UNIQUE_COUNT:
+        # Distinct values are added when their unique marker is created, not per event.
+        return Cell(decimals.ZERO, 1)
+    if kind is Aggregation.LATEST:
+        return Cell(event.quantity, 1, (format_timestamp(event.timestamp), event.event_id or event.dedupe_key))
+    return Cell(event.quantity, 1)
+
+
+def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: PeriodSchedule) -> BatchPlan:
+    """Key every event and group by store partition, setting in-batch repeats aside. This runs per event on
+    the hot path, hence the plain loop and the cheap checks first."""
+    plan = BatchPlan()
+    seen: set[str] = set()
+    meters = catalog.meters
+    # A batch holds runs of one tenant's events of one period (a message is one tenant's): the schedule returns
+    # the same period object for them, and its partition key is built once per run.
+    last: tuple[str, BillingPeriod | None, str] = ("", None, "")
+    for item in items:
+        event = item.event
+        # Checked again: an event that waited in the hub was checked (if at all) against the catalog of then.
+        problems = check_against_catalog(event, catalog)
+        if problems:
+            plan.rejected.append(Rejected(item, "; ".join(f"{p.field} {p.message}" for p in problems)))
+            continue
+        dedupe = dedupe_key_of(event)
+        if dedupe is None:
+            plan.rejected.append(Rejected(item, "event has neither event_id nor idempotency_key"))
+            continue
+        meter = meters[event.metric]
+        unique = unique_value(event, meter.field) if meter.aggregation is Aggregation.UNIQUE_COUNT else None
+        tenant = event.tenant_id
+        instant = event.timestamp
+        period = schedule.period_at(tenant, instant)
+        if period is last[1] and tenant == last[0]:
+            pkey = last[2]
+        else:
+            pkey = partition_key(tenant, period)
+            last = (tenant, period, pkey)
+        mkey = marker_key(tenant, dedupe)
+        hour = hour_key(instant)
+        day = schedule.day_of(tenant, instant).isoformat()
+        dimensions = event.dimensions
+        groups = {dim: dimensions[dim] for dim in meter.group_by if dim in dimensions} if dimensions else {}
+        planned = PlannedEvent(
+            event=event,
+            meter=meter,
+            position=item.position,
+            partition=pkey,
+            period=period,
+            marker=mkey,
+            day=day,
+            hour=hour,
+            cell=contribution(meter, event),
+            groups=groups,
+        )
+        if unique is not None:
+            planned.unique_value = unique
+            planned.unique = unique_key(meter.name, unique)
+        key = pkey + mkey
+        if key in seen:
+            plan.repeats.setdefault(pkey, []).append(planned)
+        else:
+            seen.add(key)
+            plan.partitions.setdefault(pkey, []).append(planned)
+    return plan
+
+
+def plan_adjustment(planned: PlannedEvent, period: BillingPeriod, day: str, hour: str) -> PlannedEvent:
+    """A late event carried into `period` (counted on the day and hour it was carried). It keeps its marker
+    key, so it is carried once however often it comes again; it has no hub position, because the hub ranges
+    that partition records as applied say nothing of events carried into it."""
+    tenant = planned.event.tenant_id
+    return PlannedEvent(
+        event=planned.event,
+        meter=planned.meter,
+        position=None,
+        partition=partition_key(tenant, period),
+        period=period,
+        marker=planned.marker,
+        day=day,
+        hour=hour,
+        cell=planned.cell,
+        groups=planned.groups,
+        unique=planned.unique,
+        unique_value=planned.unique_value,
+        adjustment=True,
+    )
+
+
+@dataclass(slots=True)
+class DayDelta:
+    """One meter's deltas for one day: the day cell, its UTC hour cells, its groups per dimension and value
+    (and, when a stored block is moved, its overflow cells)."""
+
+    kind: Aggregation
+    day: Cell | None = None
+    hours: dict[str, Cell] = field(default_factory=dict)
+    groups: dict[str, dict[str, Cell]] = field(default_factory=dict)
+    overflow: dict[str, Cell] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class UniqueDelta:
+    """A distinct value of a unique_count meter met in a chunk, and the days it was met on."""
+
+    meter: Meter
+    value: str
+    days: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class ChunkDeltas:
+    """What one chunk of events adds to the rows of its partition, merged per row and cell."""
+
+    totals: dict[str, Cell] = field(default_factory=dict)
+    adjustments: dict[str, Cell] = field(default_factory=dict)  # the part of `totals` carried from closed periods
+    days: dict[str, dict[str, DayDelta]] = field(default_factory=dict)
+    uniques: dict[str, UniqueDelta] = field(default_factory=dict)
+    meters: dict[str, Meter] = field(default_factory=dict)
+
+    def row_keys(self) -> list[str]:
+        return [day_row_key(day) for day in self.days]
+
+
+def chunk_deltas(events: Iterable[PlannedEvent]) -> ChunkDeltas:
+    deltas = ChunkDeltas()
+    totals, days, meters = deltas.totals, deltas.days, deltas.meters
+    for planned in events:
+        meter = planned.meter
+        name = meter.name
+        kind = meter.aggregation
+        cell = planned.cell
+        meters[name] = meter
+        absorb(kind, totals, name, cell)
+        if planned.adjustment:
+            absorb(kind, deltas.adjustments, name, cell)
+        per_meter = days.get(planned.day)
+        if per_meter is None:
+            per_meter = days[planned.day] = {}
+        delta = per_meter.get(name)
+        if delta is None:
+            delta = per_meter[name] = DayDelta(kind)
+        if delta.day is None:
+            delta.day = Cell(cell.value, cell.count, cell.at)
+        else:
+            absorb_into(kind, delta.day, cell)
+        if kind is not Aggregation.UNIQUE_COUNT:
+            absorb(kind, delta.hours, planned.hour, cell)
+        for dim, value in planned.groups.items():
+            values = delta.groups.get(dim)
+            if values is None:
+                values = delta.groups[dim] = {}
+            absorb(kind, values, value, cell)
+        if planned.unique is not None:
+            seen = deltas.uniques.get(planned.unique)
+            if seen is None:
+                assert planned.unique_value is not None
+                seen = deltas.uniques[planned.unique] = UniqueDelta(meter, planned.unique_value)
+            seen.days.add(planned.day)
+    return deltas

@@ -1,0 +1,101 @@
+"""Every key of the usage, conflicts and late-events tables, and the ranges that scan them: the one place that
+builds or takes apart a key.
+
+A usage partition is one tenant, billing period and shard, `<tenant>|<period key>|<shard>`. Inside it:
+
+    s                     the period state (rows.StateRow)
+    d|<day>               one tenant-local day's block (rows.DayBlock)
+    m|<digest>            the dedupe marker of one event, created once, never updated (rows.Marker)
+    u|<meter>|<digest>    a distinct value of a unique_count meter and the days it was met on (rows.UniqueRow)
+    c|<digest>            the cancel of the event whose marker has the same digest
+
+The conflicts table keeps a second payload under a counted dedupe key at `<digest>|<payload hash>` in the
+tenant's partition, the late-events table a late event at `<digest>`. The digest is a pure function of the tenant
+and the dedupe key, so a redelivered event always meets its own marker, conflict and late-event rows. User
+strings never go into keys raw: keys forbid `/ \\ # ?` and control characters, and tenant ids allow none of them.
+"""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+from typing import NamedTuple
+
+from metering.core.periods import BillingPeriod
+
+STATE_ROW = "s"
+# One shard per tenant and period. Unique counts must see every distinct value of a period in one partition
+# to stay exact; spreading a hot tenant over several shards needs a second step for them (README, Limits).
+SHARD = 0
+SHARDS = (SHARD,)
+
+_MARKER = "m|"
+_DAY = "d|"
+_UNIQUE = "u|"
+_CANCEL = "c|"
+
+
+class KeyRange(NamedTuple):
+    """Keys with start <= key < stop, as `RowTable.range(partition, *key_range)` scans them."""
+
+    start: str
+    stop: str
+
+    def holds(self, key: str) -> bool:
+        return self.start <= key < self.stop
+
+
+MARKERS = KeyRange(_MARKER, _MARKER + "~")
+UNIQUES = KeyRange(_UNIQUE, _UNIQUE + "~")
+# Every row of a partition of a table keyed by text that sorts below "~" (tenants' late events, statements).
+EVERYTHING = KeyRange("", "~")
+
+
+def digest(text: str) -> str:
+    """128-bit hex digest: what stands for user strings in keys."""
+    return blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def partition_key(tenant_id: str, period: BillingPeriod, shard: int = SHARD) -> str:
+    # Tenant ids are restricted to A-Z a-z 0-9 . _ : - , all legal in a PartitionKey.
+    return f"{tenant_id}|{period.key}|{shard}"
+
+
+def event_digest(tenant_id: str, dedupe_key: str) -> str:
+    """What names one logical event (a tenant and a dedupe key) in the keys of every table."""
+    return digest(f"{tenant_id}\n{dedupe_key}")
+
+
+def marker_key(tenant_id: str, dedupe_key: str) -> str:
+    return _MARKER + event_digest(tenant_id, dedupe_key)
+
+
+def cancel_key(tenant_id: str, dedupe_key: str) -> str:
+    return _CANCEL + event_digest(tenant_id, dedupe_key)
+
+
+def late_key(tenant_id: str, dedupe_key: str) -> str:
+    """A late event's row in the tenant's partition of the late-events table."""
+    return event_digest(tenant_id, dedupe_key)
+
+
+def conflict_key(tenant_id: str, dedupe_key: str, payload: str) -> str:
+    """A conflicting payload's row in the tenant's partition of the conflicts table: one per payload."""
+    return f"{event_digest(tenant_id, dedupe_key)}|{payload}"
+
+
+def conflict_payload(key: str) -> str:
+    """The payload hash a conflict row is keyed by."""
+    return key.partition("|")[2]
+
+
+def day_row_key(day: str) -> str:
+    return _DAY + day
+
+
+def days(first: str | None, after_last: str | None) -> KeyRange:
+    """Day rows from `first` to before `after_last` (ISO dates; None: from the first or to the last there is)."""
+    return KeyRange(day_row_key(first or ""), day_row_key(after_last or "~"))
+
+
+def unique_key(metric: str, value: str) -> str:
+    return f"{_UNIQUE}{metric}|{digest(value)}"

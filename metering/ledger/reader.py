@@ -1,0 +1,233 @@
+"""Reading usage back: a period's figures, history in hour, day or period buckets, group breakdowns.
+
+Everything is read from the aggregate rows (the state row for a period, day rows for days and hours and
+their groups), never from markers, so a read costs one point read or one short range query per period. Results
+are cells (exact figures with their event counts); the HTTP layer turns them into the contract's models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from metering.core import decimals
+from metering.core.clock import Clock, hour_key, utc_now
+from metering.core.meters import Aggregation, Meter, MeterCatalog
+from metering.core.periods import BillingPeriod, Granularity, PeriodSchedule, PeriodStatus, periods_between
+from metering.ledger.cells import Cell, combine
+from metering.ledger.control import closed_through
+from metering.ledger.keys import STATE_ROW, day_row_key, days, partition_key
+from metering.ledger.rows import DayBlock, StateRow, combine_blocks
+from metering.stores import Store
+
+# History ranges are bounded so one request stays one short query per period.
+MAX_HOUR_DAYS = 31
+MAX_DAY_DAYS = 366
+MAX_PERIOD_DAYS = 3 * 366
+
+
+class UnknownMeter(LookupError):
+    pass
+
+
+class RangeError(ValueError):
+    """A history request the store cannot answer cheaply or at all; the message says why."""
+
+
+class _Figures:
+    """A cell's figures, zero for no cell (a span without usage)."""
+
+    __slots__ = ()
+    cell: Cell | None
+
+    @property
+    def total(self) -> Decimal:
+        return decimals.ZERO if self.cell is None else self.cell.value
+
+    @property
+    def event_count(self) -> int:
+        return 0 if self.cell is None else self.cell.count
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodUsage(_Figures):
+    """A tenant's usage of one meter over one billing period."""
+
+    tenant_id: str
+    meter: Meter
+    period: BillingPeriod
+    status: PeriodStatus
+    cell: Cell | None
+    last_updated: datetime | None
+
+    @property
+    def metric(self) -> str:
+        return self.meter.name
+
+    @property
+    def unit(self) -> str:
+        return self.meter.unit
+
+    @property
+    def aggregation(self) -> Aggregation:
+        return self.meter.aggregation
+
+    @property
+    def period_start(self) -> datetime:
+        return self.period.start
+
+    @property
+    def period_end(self) -> datetime:
+        return self.period.end
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket(_Figures):
+    start: datetime
+    end: datetime
+    cell: Cell | None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupUsage(_Figures):
+    """One value of a dimension; `key` is None for the overflow bucket past the meter's `max_group_values`."""
+
+    key: str | None
+    cell: Cell | None
+
+
+class UsageReader:
+    def __init__(
+        self, store: Store, catalog: MeterCatalog, schedule: PeriodSchedule, *, clock: Clock = utc_now
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.schedule = schedule
+        self.clock = clock
+
+    def meter(self, metric: str) -> Meter:
+        meter = self.catalog.get(metric)
+        if meter is None:
+            raise UnknownMeter(metric)
+        return meter
+
+    def current(self, tenant_id: str, metric: str) -> PeriodUsage:
+        return self.for_period(tenant_id, metric, self.schedule.period_at(tenant_id, self.clock()))
+
+    def for_period(self, tenant_id: str, metric: str, period: BillingPeriod) -> PeriodUsage:
+        meter = self.meter(metric)
+        row = self.store.usage.read(partition_key(tenant_id, period), [STATE_ROW]).get(STATE_ROW)
+        state = StateRow(row.data) if row is not None else None
+        status = PeriodStatus.OPEN if self.clock() < period.end else PeriodStatus.GRACE
+        if state is not None and state.is_closed:
+            status = PeriodStatus.CLOSED
+        if status is PeriodStatus.GRACE and self._passed_by_closer(period):
+            status = PeriodStatus.CLOSED
+        return PeriodUsage(
+            tenant_id=tenant_id,
+            meter=meter,
+            period=period,
+            status=status,
+            cell=state.total(metric) if state is not None else None,
+            last_updated=state.updated if state is not None else None,
+        )
+
+    def _passed_by_closer(self, period: BillingPeriod) -> bool:
+        """A period without usage has no state row to close: it is closed once the closer has passed its end."""
+        through = closed_through(self.store.control)
+        return through is not None and period.end <= through
+
+    def history(
+        self, tenant_id: str, metric: str, start: date, end: date, granularity: Granularity = Granularity.DAY
+    ) -> list[Bucket]:
+        """Buckets from the start of `start` to the end of `end` (tenant-local dates), empty ones included."""
+        meter = self.meter(metric)
+        if end < start:
+            raise RangeError("end must not be before start")
+        length = (end - start).days + 1
+        limit = {Granularity.HOUR: MAX_HOUR_DAYS, Granularity.DAY: MAX_DAY_DAYS, Granularity.PERIOD: MAX_PERIOD_DAYS}
+        if length > limit[granularity]:
+            raise RangeError(f"{granularity} history covers at most {limit[granularity]} days per request")
+        if granularity is Granularity.HOUR and meter.aggregation is Aggregation.UNIQUE_COUNT:
+            raise RangeError("unique_count meters keep day and period buckets, not hours")
+        begin = self.schedule.day_bounds(tenant_id, start)[0]
+        finish = self.schedule.day_bounds(tenant_id, end)[1]
+        periods = list(periods_between(self.schedule, tenant_id, begin, finish))
+        if granularity is Granularity.PERIOD:
+            return [self._period_bucket(tenant_id, meter, period) for period in periods]
+        blocks = self._day_blocks(tenant_id, periods, start, end)
+        if granularity is Granularity.DAY:
+            return [self._day_bucket(tenant_id, meter, day, blocks) for day in _dates(start, end)]
+        return self._hour_buckets(meter, begin, finish, blocks)
+
+    def groups(self, tenant_id: str, metric: str, dimension: str, period: BillingPeriod) -> list[GroupUsage]:
+        meter = self.meter(metric)
+        if dimension not in meter.group_by:
+            allowed = ", ".join(meter.group_by) or "none"
+            raise RangeError(f"{metric} cannot be grouped by {dimension!r} (group_by dimensions: {allowed})")
+        kind = meter.aggregation
+        values: dict[str, Cell | None] = {}
+        overflow: Cell | None = None
+        for block in self._day_blocks(tenant_id, [period], None, None).values():
+            cells = block.meter(metric)
+            group = cells.group(dimension) if cells is not None else None
+            if group is None:
+                continue
+            for value, cell in group.values.items():
+                values[value] = combine(kind, [values.get(value), cell])
+            overflow = combine(kind, [overflow, group.overflow])
+        groups = [GroupUsage(key, cell) for key, cell in sorted(values.items())]
+        if overflow is not None:
+            groups.append(GroupUsage(None, overflow))
+        return groups
+
+    # -- buckets -------------------------------------------------------------------------------------------
+
+    def _period_bucket(self, tenant_id: str, meter: Meter, period: BillingPeriod) -> Bucket:
+        return Bucket(period.start, period.end, self.for_period(tenant_id, meter.name, period).cell)
+
+    def _day_blocks(
+        self, tenant_id: str, periods: list[BillingPeriod], start: date | None, end: date | None
+    ) -> dict[str, DayBlock]:
+        """The blocks of the days from start to end (all of the periods' days when None), each combined from its
+        day row and, for the latest day, the state row."""
+        wanted = days(start.isoformat() if start else None, (end + timedelta(days=1)).isoformat() if end else None)
+        found: dict[str, list[DayBlock]] = {}
+        for period in periods:
+            partition = partition_key(tenant_id, period)
+            for row in self.store.usage.range(partition, *wanted):
+                block = DayBlock(row.data)
+                found.setdefault(block.day, []).append(block)
+            row = self.store.usage.read(partition, [STATE_ROW]).get(STATE_ROW)
+            today = StateRow(row.data).today if row is not None else None
+            if today is not None and wanted.holds(day_row_key(today.day)):
+                found.setdefault(today.day, []).append(today)
+        return {day: block for day, blocks in found.items() if (block := combine_blocks(blocks)) is not None}
+
+    def _day_bucket(self, tenant_id: str, meter: Meter, day: date, blocks: dict[str, DayBlock]) -> Bucket:
+        block = blocks.get(day.isoformat())
+        cells = block.meter(meter.name) if block is not None else None
+        lo, hi = self.schedule.day_bounds(tenant_id, day)
+        return Bucket(lo, hi, cells.day if cells is not None else None)
+
+    def _hour_buckets(
+        self, meter: Meter, begin: datetime, finish: datetime, blocks: dict[str, DayBlock]
+    ) -> list[Bucket]:
+        # An hour of a tenant whose offset is not whole hours spans two local days: combine both rows' cells.
+        hours: dict[str, Cell | None] = {}
+        for block in blocks.values():
+            cells = block.meter(meter.name)
+            if cells is not None:
+                for hour, cell in cells.hours():
+                    hours[hour] = combine(meter.aggregation, [hours.get(hour), cell])
+        buckets = []
+        instant = begin.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        while instant < finish:
+            buckets.append(Bucket(instant, instant + timedelta(hours=1), hours.get(hour_key(instant))))
+            instant += timedelta(hours=1)
+        return buckets
+
+
+def _dates(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]

@@ -1,0 +1,1 @@
+"""Messages to billing integrations through an outbox, and the sinks that deliver them."""

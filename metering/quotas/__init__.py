@@ -1,0 +1,1 @@
+"""Plans and their limits, quota decisions, threshold alerts and ingest rate limits."""

@@ -1,0 +1,1 @@
+"""Per-tenant settings: plan, limit overrides and the history of billing terms."""

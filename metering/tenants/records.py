@@ -1,0 +1,214 @@
+"""A tenant's settings (pure): the models of the manage routes, the record as the tenants table keeps it, and the
+rules a change must keep. directory.py reads and writes them.
+
+    <tenant> | settings    {"plan", "limits": {<metric>: {"soft", "hard"}},
+                            "terms": [{"from", "anchor", "tz"}], "updated"}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from metering.core import decimals
+from metering.core.decimals import DecimalText
+from metering.core.events import FieldError
+from metering.core.limits import Limits
+from metering.core.meters import MeterCatalog
+from metering.core.periods import (
+    DEFAULT_HISTORY,
+    MAX_ANCHOR_DAY,
+    MIN_ANCHOR_DAY,
+    History,
+    Terms,
+    TermsError,
+    change_terms,
+    check_history,
+    period_in,
+)
+from metering.quotas.plans import PlanCatalog
+from metering.stores import Row
+
+SETTINGS_ROW = "settings"
+
+
+class LimitPair(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    soft: DecimalText | None = None
+    hard: DecimalText | None = None
+
+
+class TenantUpdate(BaseModel):
+    """PUT /api/manage/tenants/{tenant_id}: every field optional; a limit set to null removes the override."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan: str | None = None
+    limits: dict[str, LimitPair | None] | None = None
+    billing_anchor_day: Annotated[int, Field(ge=MIN_ANCHOR_DAY, le=MAX_ANCHOR_DAY, strict=True)] | None = None
+    timezone: str | None = None
+
+
+class PeriodView(BaseModel):
+    start: datetime
+    end: datetime
+
+
+class TermsView(BaseModel):
+    billing_anchor_day: int
+    timezone: str
+    effective_from: datetime | None
+
+
+class TenantSettings(BaseModel):
+    """A tenant's settings as stored: `billing_anchor_day` and `timezone` are the latest terms, in force from
+    `terms_effective_from` (null: since always); `terms` is their whole history."""
+
+    tenant_id: str
+    plan: str
+    limits: dict[str, LimitPair]
+    billing_anchor_day: int
+    timezone: str
+    terms_effective_from: datetime | None
+    current_period: PeriodView
+    terms: list[TermsView]
+
+
+class TenantError(ValueError):
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field} {e.message}" for e in errors))
+        self.errors = errors
+
+
+class ConcurrentUpdate(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRecord:
+    plan: str | None
+    limits: Mapping[str, Limits]
+    history: History
+    etag: str | None = None
+
+    def to_json(self, now: str) -> dict[str, Any]:
+        return {
+            "plan": self.plan,
+            "limits": {
+                metric: {"soft": _text(pair.soft), "hard": _text(pair.hard)} for metric, pair in self.limits.items()
+            },
+            "terms": [
+                {
+                    "from": None if t.effective_from is None else t.effective_from.isoformat(),
+                    "anchor": t.anchor_day,
+                    "tz": t.timezone,
+                }
+                for t in self.history
+            ],
+            "updated": now,
+        }
+
+    @classmethod
+    def from_row(cls, row: Row) -> TenantRecord:
+        data = row.data
+        limits = {
+            metric: Limits(_decimal(pair["soft"]), _decimal(pair["hard"])) for metric, pair in data["limits"].items()
+        }
+        history = check_history(
+            [
+                Terms(t["anchor"], t["tz"], None if t["from"] is None else datetime.fromisoformat(t["from"]))
+                for t in data["terms"]
+            ]
+        )
+        return cls(data["plan"], limits, history, row.etag)
+
+
+DEFAULT_RECORD = TenantRecord(None, {}, DEFAULT_HISTORY)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else decimals.to_str(value)
+
+
+def _decimal(text: str | None) -> Any:
+    return None if text is None else decimals.from_str(text)
+
+
+def settings_view(tenant_id: str, record: TenantRecord, default_plan: str, now: datetime) -> TenantSettings:
+    """A tenant's settings as the manage routes show them."""
+    latest = record.history[-1]
+    period = period_in(record.history, now)
+    return TenantSettings(
+        tenant_id=tenant_id,
+        plan=record.plan or default_plan,
+        limits={metric: LimitPair(soft=pair.soft, hard=pair.hard) for metric, pair in record.limits.items()},
+        billing_anchor_day=latest.anchor_day,
+        timezone=latest.timezone,
+        terms_effective_from=latest.effective_from,
+        current_period=PeriodView(start=period.start, end=period.end),
+        terms=[
+            TermsView(billing_anchor_day=t.anchor_day, timezone=t.timezone, effective_from=t.effective_from)
+            for t in record.history
+        ],
+    )
+
+
+def apply_change(
+    current: TenantRecord, change: TenantUpdate, *, plans: PlanCatalog, catalog: MeterCatalog, not_before: datetime
+) -> TenantRecord:
+    """The record with `change` applied, or TenantError naming every rule it breaks. New terms take effect at the
+    first period boundary from `not_before`."""
+    errors: list[FieldError] = []
+    plan = current.plan
+    if change.plan is not None:
+        if plans.get(change.plan) is None:
+            errors.append(FieldError(0, "plan", f"must be a plan of the catalog ({', '.join(plans.names)})"))
+        plan = change.plan
+    limits = dict(current.limits)
+    for metric, pair in (change.limits or {}).items():
+        where = f"limits.{metric}"
+        if catalog.get(metric) is None:
+            errors.append(FieldError(0, where, "must name a meter of the catalog"))
+        elif pair is None:
+            limits.pop(metric, None)
+        elif pair.soft is None and pair.hard is None:
+            errors.append(FieldError(0, where, "needs soft, hard or both (null removes the override)"))
+        else:
+            errors.extend(_check_pair(where, pair))
+            limits[metric] = Limits(pair.soft, pair.hard)
+    history = current.history
+    latest = history[-1]
+    anchor = change.billing_anchor_day if change.billing_anchor_day is not None else latest.anchor_day
+    timezone = change.timezone if change.timezone is not None else latest.timezone
+    try:
+        terms = Terms(anchor, timezone)
+    except TermsError as error:
+        errors.append(FieldError(0, "timezone", str(error)))
+    else:
+        # Pending terms are compared with what is in force: changing back before they apply cancels them.
+        history = change_terms(history, terms, not_before)
+    if errors:
+        raise TenantError(errors)
+    return TenantRecord(plan, limits, history)
+
+
+def _check_pair(where: str, pair: LimitPair) -> list[FieldError]:
+    errors = []
+    for name, value in (("soft", pair.soft), ("hard", pair.hard)):
+        if value is None:
+            continue
+        try:
+            decimals.check_bounds(value)
+        except decimals.QuantityError as error:
+            errors.append(FieldError(0, f"{where}.{name}", str(error)))
+            continue
+        if value < 0:
+            errors.append(FieldError(0, f"{where}.{name}", "must not be negative"))
+    if pair.soft is not None and pair.hard is not None and pair.soft > pair.hard:
+        errors.append(FieldError(0, f"{where}.soft", "must not be greater than hard"))
+    return errors
