@@ -141,10 +141,28 @@ def _meters_table(catalog: MeterCatalog) -> Table:
     return table
 
 
+EVENT_SCHEMA = "usage-event"
+
+
 @app.command()
-def schema() -> None:
-    """Print the JSON Schema of a usage event (the one committed as schemas/usage-event.schema.json)."""
-    sys.stdout.write(schema_text())
+def schema(
+    kind: Annotated[
+        str,
+        typer.Argument(help="usage-event, or a notification kind: period.closed, quota.threshold_crossed"),
+    ] = EVENT_SCHEMA,
+) -> None:
+    """Print a JSON Schema: of a usage event, or of a notification's body (webhook and queue message alike);
+    each is committed as schemas/<kind>.schema.json."""
+    if kind == EVENT_SCHEMA:
+        sys.stdout.write(schema_text())
+        return
+    # Imported here: the notification models pull in the billing and quota packages.
+    from metering.api.notification_schemas import NOTIFICATIONS, notification_schema_text  # noqa: PLC0415
+
+    if kind not in NOTIFICATIONS:
+        known = ", ".join([EVENT_SCHEMA, *NOTIFICATIONS])
+        raise typer.BadParameter(f"{kind!r} is not one of {known}", param_hint="KIND")
+    sys.stdout.write(notification_schema_text(kind))
 
 
 def main() -> None:
