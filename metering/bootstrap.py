@@ -15,6 +15,7 @@ from metering.api.billing import Billing
 from metering.api.ingest import Ingest
 from metering.api.manage import Manage
 from metering.api.reads import Reads
+from metering.api.webhooks import Webhooks
 from metering.archive.publisher import ArchivingPublisher, CaptureWriter
 from metering.billing.cancels import Cancels
 from metering.billing.closing import PeriodCloser
@@ -32,6 +33,9 @@ from metering.ledger.control import HubProgress
 from metering.ledger.ledger import Ledger
 from metering.ledger.reader import UsageReader
 from metering.notifications.outbox import Outbox, QueueSink
+from metering.notifications.webhooks.dispatcher import WebhookDispatcher
+from metering.notifications.webhooks.rows import WebhookDeliveries
+from metering.notifications.webhooks.sender import WebhookSender
 from metering.quotas.alerts import AlertWatch
 from metering.quotas.plans import PlanCatalog, load_plans
 from metering.settings import Settings, StoreKind, load_settings
@@ -179,7 +183,33 @@ class Services:
 
     @cached_property
     def outbox(self) -> Outbox:
-        return Outbox(self.store.control, QueueSink(build_queue(self.settings, self.settings.notifications_queue)))
+        dispatcher = self.webhook_dispatcher
+        return Outbox(
+            self.store.control,
+            QueueSink(build_queue(self.settings, self.settings.notifications_queue)),
+            webhooks=None if dispatcher is None else self.webhook_deliveries,
+            after_dispatch=None if dispatcher is None else dispatcher.kick,
+        )
+
+    @cached_property
+    def webhook_deliveries(self) -> WebhookDeliveries:
+        return WebhookDeliveries(self.store.control, self.clock)
+
+    @cached_property
+    def webhook_dispatcher(self) -> WebhookDispatcher | None:
+        """None without METERING_WEBHOOK_URL: notifications then go to the queue only."""
+        settings = self.settings
+        if settings.webhook_url is None or settings.webhook_secret is None:
+            return None
+        sender = WebhookSender(
+            settings.webhook_url, settings.webhook_secret, timeout=settings.webhook_timeout_seconds, clock=self.clock
+        )
+        return WebhookDispatcher(self.webhook_deliveries, sender, self.clock)
+
+    @cached_property
+    def webhooks(self) -> Webhooks:
+        dispatcher = self.webhook_dispatcher
+        return Webhooks(self.webhook_deliveries, after_redrive=None if dispatcher is None else dispatcher.kick)
 
     @cached_property
     def backlog(self) -> Backlog:

@@ -21,6 +21,7 @@ from metering.commands.manage import health, periods, tenants
 from metering.commands.reads import history, quota, usage
 from metering.commands.rebuild import rebuild_command
 from metering.commands.send import send
+from metering.commands.webhooks import webhooks
 from metering.core.meters import CatalogError, MeterCatalog, load_catalog
 from metering.core.schema import schema_text
 from metering.devhost.azurite import PROJECT_ROOT, AzuriteError
@@ -90,6 +91,7 @@ app.command()(health)
 app.command("rebuild")(rebuild_command)
 app.add_typer(tenants, name="tenants")
 app.add_typer(periods, name="periods")
+app.add_typer(webhooks, name="webhooks")
 
 meters = typer.Typer(help="The meter catalog.")
 app.add_typer(meters, name="meters")
