@@ -41,6 +41,8 @@ def dev(
     """Run the function app locally: HTTP functions, timers and the Event Hub trigger, on Azurite."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
+    # Webhook attempts log their own outcome; httpx would add a line for every request.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     host = DevHost(app_module=app_module, port=port, data=data)
     try:
         host.start()

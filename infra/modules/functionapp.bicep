@@ -133,6 +133,12 @@ var webhookSettings = empty(webhookUrl)
       METERING_WEBHOOK_SECRET: '@Microsoft.KeyVault(SecretUri=${webhookSecretUri})'
     }
 
+// Without a receiver the deliveries timer has nothing to do: the host does not run it (each run would wake an
+// instance every 30 s, and cost its lease writes).
+var hostSettings = {
+  'AzureWebJobs.deliver_webhooks.Disabled': empty(webhookUrl) ? 'true' : 'false'
+}
+
 var cosmosSettings = store == 'cosmos'
   ? {
       COSMOS__accountEndpoint: cosmosEndpoint
@@ -142,7 +148,7 @@ var cosmosSettings = store == 'cosmos'
     }
   : {}
 
-var appSettings = union(storageSettings, eventHubSettings, monitoringSettings, meteringSettings, cosmosSettings, webhookSettings)
+var appSettings = union(storageSettings, eventHubSettings, monitoringSettings, meteringSettings, cosmosSettings, webhookSettings, hostSettings)
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName

@@ -42,6 +42,8 @@ AZURE_HOST_ONLY = {
     # Where the host sends telemetry, and the Entra token it needs for that; locally there is no Application Insights.
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    # The host does not run the webhook deliveries timer of an app without a receiver (locally it runs, idle).
+    "AzureWebJobs.deliver_webhooks.Disabled",
 }
 LOCAL_HOST_ONLY = {
     # Core Tools needs it to start the Python worker; on Flex Consumption the runtime comes from functionAppConfig.
@@ -388,6 +390,15 @@ def test_function_app_runs_on_flex_consumption():
         "ftp": False,
         "scm": False,
     }
+
+
+def test_the_webhook_timer_runs_only_with_a_receiver():
+    functions = {f.get_function_name() for f in discover("function_app")}
+    disabled = {name for name in app_settings() if name.startswith("AzureWebJobs.") and name.endswith(".Disabled")}
+    assert disabled == {"AzureWebJobs.deliver_webhooks.Disabled"}
+    assert {name.split(".")[1] for name in disabled} <= functions
+    value = app_settings()["AzureWebJobs.deliver_webhooks.Disabled"]
+    assert text(value) == "empty(webhookUrl) ? 'true' : 'false'"
 
 
 def test_no_key_reaches_a_setting_or_an_output():
