@@ -393,3 +393,12 @@ def test_the_outbox_starts_a_run_after_it_sent_and_does_not_wait_for_it(table_st
     eventually(lambda: hooks.pending() == {}, timeout=10)
     assert [r.id for r in receiver.requests] == [message_id]
     hooks.sender.close()
+
+
+def test_a_delivery_row_that_cannot_be_read_holds_back_no_other(hooks):
+    # A row no version of the app could have written: it is logged and passed over, never a jam.
+    hooks.store.control.upsert("outbox", "w|quota.threshold_crossed:zz:x:2026-11-01:80", {"status": "pending"})
+    message_id = hooks.alert()
+    assert hooks.dispatcher.run().ids == {message_id: Outcome.DELIVERED}
+    listed = Webhooks(hooks.deliveries).list({"status": "pending"}).json()
+    assert listed == {"items": [], "next": None}

@@ -15,16 +15,20 @@ notification leaves no row: its receiver acknowledged it.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from metering.core.clock import Clock
 from metering.notifications.outbox import OUTBOX
 from metering.stores import CommitConflict, Create, Replace, Row, RowTable
+
+log = logging.getLogger(__name__)
 
 PENDING = "w|"
 FAILED = "f|"
@@ -84,6 +88,18 @@ class RedriveResult(StrEnum):
     UNKNOWN = "unknown"  # delivered already, or never a notification
 
 
+def _readable(rows: Iterable[Row]) -> list[tuple[Row, Delivery]]:
+    """The rows with their deliveries; a row that does not read as one is logged and passed over, so that it
+    holds back no other delivery."""
+    found = []
+    for row in rows:
+        try:
+            found.append((row, Delivery.model_validate(row.data)))
+        except ValidationError as error:
+            log.error("webhooks: the delivery row %s cannot be read, passed over: %s", row.key, error)
+    return found
+
+
 def _pending_key(message_id: str) -> str:
     return PENDING + message_id
 
@@ -123,7 +139,7 @@ class WebhookDeliveries:
     def due(self, now: datetime, limit: int) -> list[Due]:
         """Pending deliveries whose next attempt is due, the longest waiting first."""
         rows = self.control.range(OUTBOX, PENDING, PENDING + _END)
-        found = [Due(row.etag, Delivery.model_validate(row.data)) for row in rows]
+        found = [Due(row.etag, delivery) for row, delivery in _readable(rows)]
         waiting = sorted((d for d in found if d.delivery.next_attempt <= now), key=lambda d: d.delivery.next_attempt)
         return waiting[:limit]
 
@@ -167,19 +183,14 @@ class WebhookDeliveries:
         """Deliveries of one status in id order, `limit` at a time, starting after the id `after`."""
         prefix = PENDING if status is DeliveryStatus.PENDING else FAILED
         start = prefix + after if after is not None else prefix
-        # The range starts at `after` itself (inclusive): one more row, dropped below.
+        # The range starts at `after` itself (inclusive): one more row, dropped here.
         rows = self.control.range(OUTBOX, start, prefix + _END, limit=limit + 2)
-        items = [Delivery.model_validate(row.data) for row in rows]
-        if after is not None and items and items[0].id == after:
-            items = items[1:]
-        more = len(items) > limit
-        items = items[:limit]
-        return Page(items=items, next=items[-1].id if more and items else None)
-
-    def find(self, message_id: str) -> Delivery | None:
-        rows = self.control.read(OUTBOX, [_pending_key(message_id), _failed_key(message_id)])
-        row = rows.get(_failed_key(message_id)) or rows.get(_pending_key(message_id))
-        return None if row is None else Delivery.model_validate(row.data)
+        if after is not None and rows and rows[0].key == start:
+            rows = rows[1:]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [delivery for _, delivery in _readable(rows)]
+        return Page(items=items, next=rows[-1].key.removeprefix(prefix) if more else None)
 
     def redrive(self, message_id: str) -> tuple[RedriveResult, Delivery | None]:
         """A failed delivery becomes pending again, due now, with its attempts reset and a new retry window.
