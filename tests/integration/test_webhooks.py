@@ -320,6 +320,19 @@ def test_a_run_stops_starting_attempts_once_its_budget_is_spent(table_store, azu
     hooks.sender.close()
 
 
+@pytest.mark.parametrize("status", [400, 401, 404, 429, 500, 502])
+def test_a_refusal_other_than_410_is_retried_with_its_status(hooks, status):
+    message_id = hooks.alert()
+    hooks.receiver.answer = lambda r: Answer(status, body=b"not now")
+    assert hooks.dispatcher.run().ids == {message_id: Outcome.RETRYING}
+    pending = hooks.pending()[message_id]
+    assert (pending.attempts, pending.last_status) == (1, status)
+    assert pending.last_error is not None
+    assert pending.last_error.startswith(f"{status} ")
+    assert pending.last_error.endswith(": not now")
+    assert pending.next_attempt > hooks.clock.now
+
+
 def test_a_redirect_is_not_followed_and_is_retried(hooks):
     message_id = hooks.alert()
     elsewhere = f"http://127.0.0.1:{hooks.receiver.port}/elsewhere"
