@@ -194,7 +194,8 @@ class Settings(BaseSettings):
     @field_validator("meters_file", "plans_file", "webhook_url", "webhook_secret", mode="before")
     @classmethod
     def _empty_is_default(cls, value: object) -> object:
-        # An app setting cannot always be removed, but it can be left empty: that means the packaged file.
+        # An app setting cannot always be removed, but it can be left empty: that means unset (the packaged
+        # catalog; no webhooks).
         return None if value == "" else value
 
     @field_validator("webhook_url")
