@@ -75,6 +75,20 @@ def manage_health(req: func.HttpRequest) -> func.HttpResponse:
     return http_response(services().http.health.report())
 
 
+@app.function_name("manage_webhooks")
+@app.route(route="manage/webhooks", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_webhooks(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.webhooks.list(req.params))
+
+
+@app.function_name("manage_webhook_redrive")
+@app.route(route="manage/webhooks/{id}/redrive", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_webhook_redrive(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.webhooks.redrive(req.route_params["id"]))
+
+
 @app.function_name("usage")
 @app.route(route="usage/{tenant_id}/{metric}", methods=["GET"])
 @http_function
@@ -135,3 +149,14 @@ def aggregate(events: list[func.EventHubEvent]) -> None:
 def close_periods(timer: func.TimerRequest) -> None:
     configuration.require()
     services().closer.run()
+
+
+# Webhook deliveries that are due (retries, and what the outbox's own kick did not finish); nothing to do
+# without METERING_WEBHOOK_URL.
+@app.function_name("deliver_webhooks")
+@app.timer_trigger(arg_name="timer", schedule="%DELIVER_WEBHOOKS_SCHEDULE%")
+def deliver_webhooks(timer: func.TimerRequest) -> None:
+    configuration.require()
+    dispatcher = services().webhook_dispatcher
+    if dispatcher is not None:
+        dispatcher.run()

@@ -77,6 +77,15 @@ param storageSku string = 'Standard_LRS'
 @description('NCRONTAB (seconds first) of the close-periods timer.')
 param closePeriodsSchedule string = '0 */5 * * * *'
 
+@description('NCRONTAB (seconds first) of the webhook deliveries timer (retries, and what a run right after a notification left).')
+param deliverWebhooksSchedule string = '*/30 * * * * *'
+
+@description('Receiver every notification is also POSTed to, signed (https); empty: notifications go to the queue only.')
+param webhookUrl string = ''
+
+@description('Key Vault URI of the webhook signing secret (whsec_ + base64), e.g. https://<vault>.vault.azure.net/secrets/metering-webhook; the app\'s identity needs Key Vault Secrets User on it.')
+param webhookSecretUri string = ''
+
 @description('Days Log Analytics keeps logs.')
 @minValue(30)
 @maxValue(730)
@@ -251,6 +260,9 @@ module functionApp 'modules/functionapp.bicep' = {
     store: store
     cosmosEndpoint: store == 'cosmos' ? cosmos.outputs.endpoint : ''
     closePeriodsSchedule: closePeriodsSchedule
+    deliverWebhooksSchedule: deliverWebhooksSchedule
+    webhookUrl: webhookUrl
+    webhookSecretUri: webhookSecretUri
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
   }

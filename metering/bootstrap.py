@@ -22,6 +22,7 @@ from metering.api.ingest import Ingest
 from metering.api.manage import Manage
 from metering.api.openapi import OpenApiRoute
 from metering.api.reads import Reads
+from metering.api.webhooks import Webhooks
 from metering.billing.cancels import Cancels
 from metering.billing.closing import PeriodCloser
 from metering.billing.journal import Journal
@@ -38,6 +39,9 @@ from metering.ledger.ledger import Ledger
 from metering.ledger.reader import UsageReader
 from metering.notifications.outbox import Outbox, Sink
 from metering.notifications.queue import QueueSink
+from metering.notifications.webhooks.dispatcher import WebhookDispatcher
+from metering.notifications.webhooks.rows import WebhookDeliveries
+from metering.notifications.webhooks.sender import WebhookSender
 from metering.quotas.alerts import AlertWatch
 from metering.quotas.plans import PlanCatalog, load_plans
 from metering.settings import Settings, load_settings
@@ -137,7 +141,28 @@ class Services:
 
     @cached_property
     def outbox(self) -> Outbox:
-        return Outbox(self.store.control, self.sink)
+        dispatcher = self.webhook_dispatcher
+        return Outbox(
+            self.store.control,
+            self.sink,
+            webhooks=None if dispatcher is None else self.webhook_deliveries,
+            after_dispatch=None if dispatcher is None else dispatcher.kick,
+        )
+
+    @cached_property
+    def webhook_deliveries(self) -> WebhookDeliveries:
+        return WebhookDeliveries(self.store.control, self.clock)
+
+    @cached_property
+    def webhook_dispatcher(self) -> WebhookDispatcher | None:
+        """None without METERING_WEBHOOK_URL: notifications then go to the queue only."""
+        settings = self.settings
+        if settings.webhook_url is None or settings.webhook_secret is None:
+            return None
+        sender = WebhookSender(
+            settings.webhook_url, settings.webhook_secret, timeout=settings.webhook_timeout_seconds, clock=self.clock
+        )
+        return WebhookDispatcher(self.webhook_deliveries, sender, self.clock)
 
     @cached_property
     def alerts(self) -> AlertWatch:
@@ -244,6 +269,13 @@ class HttpHandlers:
     @cached_property
     def openapi(self) -> OpenApiRoute:
         return OpenApiRoute(self._services.catalog)
+
+    @cached_property
+    def webhooks(self) -> Webhooks:
+        dispatcher = self._services.webhook_dispatcher
+        return Webhooks(
+            self._services.webhook_deliveries, after_redrive=None if dispatcher is None else dispatcher.kick
+        )
 
 
 @cache

@@ -24,6 +24,7 @@ from metering.commands.manage import health, periods, tenants
 from metering.commands.reads import history, quota, usage
 from metering.commands.rebuild import rebuild_command
 from metering.commands.send import send
+from metering.commands.webhooks import webhooks
 from metering.devhost.node import PROJECT_ROOT
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ def dev(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
+    # Webhook attempts log their own outcome; httpx would add a line for every request.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     host = DevHost(app_module=app_module, port=port, data=data)
     try:
         host.start()
@@ -96,6 +99,7 @@ app.command()(health)
 app.command("rebuild")(rebuild_command)
 app.add_typer(tenants, name="tenants")
 app.add_typer(periods, name="periods")
+app.add_typer(webhooks, name="webhooks")
 
 meters = typer.Typer(help="The meter catalog.")
 app.add_typer(meters, name="meters")
@@ -151,12 +155,30 @@ def _meters_table(catalog: MeterCatalog) -> Table:
     return table
 
 
-@app.command()
-def schema() -> None:
-    """Print the JSON Schema of a usage event (the one committed as schemas/usage-event.schema.json)."""
-    from metering.core.schema import schema_text  # noqa: PLC0415
+EVENT_SCHEMA = "usage-event"
 
-    sys.stdout.write(schema_text())
+
+@app.command()
+def schema(
+    kind: Annotated[
+        str,
+        typer.Argument(help="usage-event, or a notification kind: period.closed, quota.threshold_crossed"),
+    ] = EVENT_SCHEMA,
+) -> None:
+    """Print a JSON Schema: of a usage event, or of a notification's body (webhook and queue message alike);
+    each is committed as schemas/<kind>.schema.json."""
+    if kind == EVENT_SCHEMA:
+        from metering.core.schema import schema_text  # noqa: PLC0415
+
+        sys.stdout.write(schema_text())
+        return
+    # Imported here: the notification models pull in the billing and quota packages.
+    from metering.api.notification_schemas import NOTIFICATIONS, notification_schema_text  # noqa: PLC0415
+
+    if kind not in NOTIFICATIONS:
+        known = ", ".join([EVENT_SCHEMA, *NOTIFICATIONS])
+        raise typer.BadParameter(f"{kind!r} is not one of {known}", param_hint="KIND")
+    sys.stdout.write(notification_schema_text(kind))
 
 
 def main() -> None:

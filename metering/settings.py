@@ -7,13 +7,22 @@ Azure the identity-based form (`AzureWebJobsStorage__tableServiceUri` with `__cr
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import cache
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+# The Standard Webhooks specification's recommended key sizes.
+WEBHOOK_SECRET_BYTES = (24, 64)
+LOOPBACK_NAMES = ("localhost",)
 
 
 class SettingsError(ValueError):
@@ -163,11 +172,52 @@ class Settings(BaseSettings):
     )
     max_future_minutes: int = Field(5, ge=0, le=1440, validation_alias="METERING_MAX_FUTURE_MINUTES")
 
-    @field_validator("meters_file", "plans_file", mode="before")
+    # Webhooks: every notification also POSTed to one URL, signed per the Standard Webhooks specification.
+    webhook_url: str | None = Field(
+        None,
+        validation_alias="METERING_WEBHOOK_URL",
+        description="Receiver of every notification; https, or http to a loopback host; empty: no webhooks",
+    )
+    webhook_secret: str | None = Field(
+        None,
+        validation_alias="METERING_WEBHOOK_SECRET",
+        repr=False,
+        description="Signing secret, whsec_ + base64 of 24 to 64 random bytes",
+    )
+    webhook_timeout_seconds: float = Field(
+        10, gt=0, le=60, validation_alias="METERING_WEBHOOK_TIMEOUT_SECONDS", description="Per delivery attempt"
+    )
+    deliver_webhooks_schedule: str = Field(
+        "*/30 * * * * *", validation_alias="DELIVER_WEBHOOKS_SCHEDULE", description="NCRONTAB, seconds first"
+    )
+
+    @field_validator("meters_file", "plans_file", "webhook_url", "webhook_secret", mode="before")
     @classmethod
     def _empty_is_default(cls, value: object) -> object:
-        # An app setting cannot always be removed, but it can be left empty: that means the packaged file.
+        # An app setting cannot always be removed, but it can be left empty: that means unset (the packaged
+        # catalog; no webhooks).
         return None if value == "" else value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_webhook_url(value)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_webhook_secret(value)
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_signed(self) -> Settings:
+        if self.webhook_url is not None and self.webhook_secret is None:
+            raise SettingsError(
+                "METERING_WEBHOOK_URL is set but METERING_WEBHOOK_SECRET is not: every delivery is signed "
+                "(a secret is whsec_ + base64 of 24 to 64 random bytes)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _storage_given(self) -> Settings:
@@ -216,6 +266,50 @@ class Settings(BaseSettings):
     @property
     def max_future(self) -> timedelta:
         return timedelta(minutes=self.max_future_minutes)
+
+
+def check_webhook_url(url: str) -> str:
+    """A receiver is https, or http to this machine (a local receiver): a notification carries a tenant's usage
+    and a valid signature, so it does not cross a network in clear text. The URL has no user or password (it
+    is logged) and no fragment (never sent)."""
+    parsed = urlsplit(url)
+    host = parsed.hostname or ""
+    if parsed.scheme not in ("https", "http") or not host:
+        raise ValueError("must be an absolute https URL (or http to a loopback host), e.g. https://example.com/hooks")
+    if parsed.username or parsed.password:
+        raise ValueError("must not carry a user or password (the URL is logged; authenticate by the signature)")
+    if parsed.fragment:
+        raise ValueError("must not have a #fragment (it is never sent)")
+    if parsed.scheme == "http" and not _is_loopback(host):
+        raise ValueError(
+            f"must be https: http is allowed only to a loopback host (127.0.0.1, ::1, localhost), not {host}"
+        )
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_webhook_secret(secret: str) -> bytes:
+    """The key a `whsec_` secret stands for; the message never includes the secret."""
+    low, high = WEBHOOK_SECRET_BYTES
+    rule = f"must be {WEBHOOK_SECRET_PREFIX} followed by the base64 of {low} to {high} random bytes"
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError(f"{rule} (it does not start with {WEBHOOK_SECRET_PREFIX})")
+    encoded = secret.removeprefix(WEBHOOK_SECRET_PREFIX)
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{rule} (what follows the prefix is not base64)") from None
+    if not low <= len(key) <= high:
+        raise ValueError(f"{rule} (it holds {len(key)} bytes)")
+    return key
 
 
 @cache

@@ -40,6 +40,15 @@ param cosmosEndpoint string
 @description('NCRONTAB (seconds first) of the close-periods timer.')
 param closePeriodsSchedule string
 
+@description('NCRONTAB (seconds first) of the webhook deliveries timer.')
+param deliverWebhooksSchedule string
+
+@description('Receiver every notification is POSTed to (https); empty: no webhooks.')
+param webhookUrl string
+
+@description('Key Vault URI of the webhook signing secret (whsec_...), read by a Key Vault reference with the app\'s identity.')
+param webhookSecretUri string
+
 @description('Memory of each instance, in MB.')
 @allowed([
   512
@@ -110,6 +119,24 @@ var meteringSettings = {
   METERING_DEDUPE_RETENTION_DAYS: '35'
   METERING_LATE_EVENT_POLICY: 'review'
   METERING_ALERT_THRESHOLDS: '80,100'
+  DELIVER_WEBHOOKS_SCHEDULE: deliverWebhooksSchedule
+  METERING_WEBHOOK_TIMEOUT_SECONDS: '10'
+}
+
+// With a receiver, its URL and the signing secret. The secret's setting is a Key Vault reference: the platform
+// resolves it with the app's identity (keyVaultReferenceIdentity below), so its value is never in a template,
+// a deployment or the site's configuration.
+var webhookSettings = empty(webhookUrl)
+  ? {}
+  : {
+      METERING_WEBHOOK_URL: webhookUrl
+      METERING_WEBHOOK_SECRET: '@Microsoft.KeyVault(SecretUri=${webhookSecretUri})'
+    }
+
+// Without a receiver the deliveries timer has nothing to do: the host does not run it (each run would wake an
+// instance every 30 s, and cost its lease writes).
+var hostSettings = {
+  'AzureWebJobs.deliver_webhooks.Disabled': empty(webhookUrl) ? 'true' : 'false'
 }
 
 var cosmosSettings = store == 'cosmos'
@@ -121,7 +148,7 @@ var cosmosSettings = store == 'cosmos'
     }
   : {}
 
-var appSettings = union(storageSettings, eventHubSettings, monitoringSettings, meteringSettings, cosmosSettings)
+var appSettings = union(storageSettings, eventHubSettings, monitoringSettings, meteringSettings, cosmosSettings, webhookSettings, hostSettings)
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -153,6 +180,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    keyVaultReferenceIdentity: identityId
     siteConfig: {
       minTlsVersion: '1.2'
       appSettings: [

@@ -15,6 +15,7 @@ from metering.api.billing import LateEventList, StatementList
 from metering.api.contract import MAX_EVENTS, Accepted, HistoryResponse, QuotaDecision, UsageResponse
 from metering.api.http import Response, ok
 from metering.api.manage import CloseResponse
+from metering.api.webhooks import MAX_PAGE, WebhookDeliveryList, WebhookRedrive
 from metering.billing.cancels import CancelResult
 from metering.billing.closing import Statement
 from metering.core.events import TENANT_PATTERN, UsageEvent
@@ -77,7 +78,7 @@ def _problem_responses(*statuses: int) -> dict[str, Any]:
     reasons = {
         400: "Bad request: not JSON, or a bad parameter (named in errors)",
         401: "Missing or wrong key",
-        404: "Unknown meter, statement or event",
+        404: "Unknown meter, statement, event or webhook delivery",
         409: "The event's billing period is closed: its totals are final",
         413: "Body over 1 MiB, more than 1000 events, or more events of a tenant than its plan's burst",
         415: "Unsupported content type",
@@ -145,6 +146,8 @@ def document(catalog: MeterCatalog) -> dict[str, Any]:
         (TenantSettings, "serialization"),
         (CloseResponse, "serialization"),
         (Health, "serialization"),
+        (WebhookDeliveryList, "serialization"),
+        (WebhookRedrive, "serialization"),
     ]
     _, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
     components = schemas["$defs"]
@@ -306,6 +309,42 @@ def document(catalog: MeterCatalog) -> dict[str, Any]:
                     "operator (admin key)",
                     "operationId": "getHealth",
                     "responses": {**_ok("Health", "The report"), **_problem_responses(401, 503)},
+                }
+            },
+            "/manage/webhooks": {
+                "get": {
+                    "summary": "Webhook deliveries, failed (given up on) or pending, in id order, a page at a time "
+                    "(admin key)",
+                    "operationId": "listWebhookDeliveries",
+                    "parameters": [
+                        _query("status", "Which ones", type="string", enum=["failed", "pending"], default="failed"),
+                        _query("limit", "Page size", type="integer", minimum=1, maximum=MAX_PAGE, default=100),
+                        _query("after", "The `next` of the previous page"),
+                    ],
+                    "responses": {
+                        **_ok("WebhookDeliveryList", "A page of deliveries"),
+                        **_problem_responses(400, 401, 503),
+                    },
+                }
+            },
+            "/manage/webhooks/{id}/redrive": {
+                "post": {
+                    "summary": "Deliver a failed webhook again: pending, due now, attempts reset (admin key; "
+                    "idempotent: a pending one is left as it is)",
+                    "operationId": "redriveWebhookDelivery",
+                    "parameters": [
+                        {
+                            "name": "id",
+                            "in": "path",
+                            "required": True,
+                            "description": "The delivery's id (the notification's id, its webhook-id)",
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,512}$"},
+                        }
+                    ],
+                    "responses": {
+                        **_ok("WebhookRedrive", "Pending (again, or still)"),
+                        **_problem_responses(400, 401, 404, 503),
+                    },
                 }
             },
             "/openapi.json": {

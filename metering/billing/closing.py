@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from metering.core import decimals
 from metering.core.decimals import DecimalText
@@ -32,6 +33,7 @@ from metering.ledger.cells import Cell
 from metering.ledger.control import HubProgress, IndexedPeriod
 from metering.ledger.keys import MARKERS, SHARDS, STATE_ROW, partition_key
 from metering.ledger.rows import StateRow
+from metering.notifications.messages import Notification, PeriodInstant
 from metering.notifications.outbox import Outbox
 from metering.stores import CommitConflict, Create, Row, Store
 from metering.transport import Backlog
@@ -63,6 +65,17 @@ class Statement(BaseModel):
     closed_at: datetime
     catalog_version: str
     lines: list[StatementLine]
+
+
+class PeriodClosedNotification(Notification):
+    """`period.closed`: a tenant's billing period is closed, and its statement final. Sent once per period
+    (at least once: dedupe on `id`, `period.closed:<tenant>:<period start date>`)."""
+
+    type: Literal["period.closed"] = "period.closed"
+    tenant_id: str
+    period_start: PeriodInstant
+    period_end: PeriodInstant
+    statement: Statement = Field(description="The statement, as GET /api/statements/{tenant_id}?period= gives it")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,16 +212,14 @@ class PeriodCloser:
         except CommitConflict:
             stored = self.store.statements.read(tenant, [period.key])[period.key]
             statement = Statement.model_validate(stored.data)
-        self.outbox.add(
-            statement_id(tenant, period),
-            {
-                "type": "period.closed",
-                "tenant_id": tenant,
-                "period_start": period.start.isoformat(),
-                "period_end": period.end.isoformat(),
-                "statement": statement.model_dump(mode="json"),
-            },
+        notice = PeriodClosedNotification(
+            id=statement_id(tenant, period),
+            tenant_id=tenant,
+            period_start=period.start,
+            period_end=period.end,
+            statement=statement,
         )
+        self.outbox.add(notice.id, notice.message())
         control.move_to_closed(self.store.control, entry, statement.closed_at + self.retention)
         return statement
 

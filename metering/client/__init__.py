@@ -40,6 +40,9 @@ from metering.client.manage import (
     MetricLimits,
     PartitionHealth,
     TenantSettings,
+    WebhookDeliveries,
+    WebhookDelivery,
+    WebhookRedrive,
 )
 from metering.client.recording import new_event
 from metering.client.writer import AsyncBufferedUsageWriter, BufferedUsageWriter, BufferFull, WriterClosed
@@ -88,6 +91,9 @@ __all__ = [
     "UsageEvent",
     "UsageResponse",
     "ValidationFailed",
+    "WebhookDeliveries",
+    "WebhookDelivery",
+    "WebhookRedrive",
     "WriterClosed",
     "WriterStats",
     "new_event",

@@ -31,7 +31,15 @@ from metering.api.contract import (
     UsageResponse,
 )
 from metering.client.errors import ConnectionFailed, problem_from_response
-from metering.client.manage import ClosedPeriods, HealthReport, MetricLimits, TenantSettings, tenant_update
+from metering.client.manage import (
+    ClosedPeriods,
+    HealthReport,
+    MetricLimits,
+    TenantSettings,
+    WebhookDeliveries,
+    WebhookRedrive,
+    tenant_update,
+)
 from metering.client.recording import QuantityLike, encode, recorded, to_events
 from metering.core.decimals import to_str
 from metering.core.events import UsageEvent
@@ -139,6 +147,20 @@ def _health() -> _Call[HealthReport]:
     return _Call("GET", "/manage/health", _model(HealthReport), admin=True)
 
 
+def _webhook_deliveries(status: str, after: str | None, limit: int | None) -> _Call[WebhookDeliveries]:
+    params = {"status": status}
+    if after is not None:
+        params["after"] = after
+    if limit is not None:
+        params["limit"] = str(limit)
+    return _Call("GET", "/manage/webhooks", _model(WebhookDeliveries), params=params, admin=True)
+
+
+def _redrive_webhook(delivery_id: str) -> _Call[WebhookRedrive]:
+    path = _path("manage", "webhooks", delivery_id, "redrive")
+    return _Call("POST", path, _model(WebhookRedrive), body=b"{}", admin=True)
+
+
 class _Base:
     def __init__(self, base_url: str, key: str, admin_key: str | None, source: str) -> None:
         if not key:
@@ -240,6 +262,14 @@ class MeteringClient(_Base):
     def health(self) -> HealthReport:
         return self._call(_health())
 
+    def webhook_deliveries(
+        self, status: str = "failed", *, after: str | None = None, limit: int | None = None
+    ) -> WebhookDeliveries:
+        return self._call(_webhook_deliveries(status, after, limit))
+
+    def redrive_webhook(self, delivery_id: str) -> WebhookRedrive:
+        return self._call(_redrive_webhook(delivery_id))
+
     def _call(self, call: _Call[T]) -> T:
         try:
             response = self._http.request(
@@ -330,6 +360,14 @@ class AsyncMeteringClient(_Base):
 
     async def health(self) -> HealthReport:
         return await self._call(_health())
+
+    async def webhook_deliveries(
+        self, status: str = "failed", *, after: str | None = None, limit: int | None = None
+    ) -> WebhookDeliveries:
+        return await self._call(_webhook_deliveries(status, after, limit))
+
+    async def redrive_webhook(self, delivery_id: str) -> WebhookRedrive:
+        return await self._call(_redrive_webhook(delivery_id))
 
     async def _call(self, call: _Call[T]) -> T:
         try:

@@ -1,4 +1,5 @@
-"""The operator routes' bodies (`/api/manage/...`, admin key): tenant settings, closed periods, health.
+"""The operator routes' bodies (`/api/manage/...`, admin key): tenant settings, closed periods, health, webhook
+deliveries.
 
 Lenient on purpose: fields the service adds later are kept, not refused, so an older client keeps working.
 """
@@ -71,6 +72,44 @@ class HealthReport(BaseModel):
     late_events: int
     conflicts: int
     webhooks_failed: int
+
+
+class WebhookDelivery(BaseModel):
+    """A webhook delivery: `pending` (attempts go on) or `failed` (given up on: `reason` gone or expired)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: str
+    tenant_id: str | None = None
+    status: str
+    attempts: int
+    created: datetime
+    next_attempt: datetime | None = None
+    last_attempt: datetime | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    reason: str | None = None
+
+
+class WebhookDeliveries(BaseModel):
+    """`GET /api/manage/webhooks`: a page of deliveries; `next` is the `after` of the following page."""
+
+    model_config = ConfigDict(extra="allow")
+
+    items: list[WebhookDelivery]
+    next: str | None = None
+
+
+class WebhookRedrive(BaseModel):
+    """`POST /api/manage/webhooks/{id}/redrive`: the delivery is pending; `redriven` says if this call made it so."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    status: str
+    redriven: bool
+    detail: str
 
 
 def tenant_update(

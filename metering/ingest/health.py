@@ -3,7 +3,7 @@
 Per hub partition the backlog reads: the newest position applied (its sequence number, and when the aggregator
 applied it) and the lag, the age of the oldest event not applied yet (0 when none waits; how each transport
 bounds it is in its `lag`). Then the records that wait for an operator: dead letters, late events, conflicts,
-and webhooks given up on (none until webhooks exist). Counting scans keys, so each count stops at `COUNT_LIMIT`.
+and webhook deliveries given up on. Counting scans keys, so each count stops at `COUNT_LIMIT`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from metering.ledger.control import HubProgress
+from metering.notifications.webhooks.rows import failed_count
 from metering.stores import Store
 from metering.transport import Backlog
 
@@ -63,5 +64,5 @@ class HealthCheck:
             dead_letters=self.store.dead_letters.count(COUNT_LIMIT),
             late_events=self.store.late_events.count(COUNT_LIMIT),
             conflicts=self.store.conflicts.count(COUNT_LIMIT),
-            webhooks_failed=0,  # the failed-webhook records' count, once webhooks exist
+            webhooks_failed=failed_count(self.store.control, COUNT_LIMIT),
         )

@@ -7,15 +7,24 @@ meets the record and creates nothing.
 
     outbox | r|<message id>    the record of a message that must exist once (alerts)
     outbox | q|<message id>    a message waiting to be sent
+
+With webhooks on, the same write also creates the message's webhook delivery (`w|<message id>`,
+webhooks/rows.py): in the one transaction for the messages recorded once, else as an upsert right after the
+queue row's (the producers of those repeat the whole write until they are done). Sending to the queue never
+waits on a webhook: after a dispatch, `after_dispatch` starts the webhook deliveries in the background.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
-from metering.stores import CommitConflict, Create, RowTable
+from metering.stores import CommitConflict, Create, Operation, RowTable
+
+if TYPE_CHECKING:
+    from metering.notifications.webhooks.rows import WebhookDeliveries
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +46,32 @@ class DiscardSink:
 
 
 class Outbox:
-    def __init__(self, control: RowTable, sink: Sink) -> None:
+    def __init__(
+        self,
+        control: RowTable,
+        sink: Sink,
+        *,
+        webhooks: WebhookDeliveries | None = None,
+        after_dispatch: Callable[[], None] | None = None,
+    ) -> None:
         self.control = control
         self.sink = sink
+        self.webhooks = webhooks
+        self.after_dispatch = after_dispatch
 
     def add(self, message_id: str, body: dict[str, Any], *, once: bool = False) -> bool:
         """Queue a message; with `once`, only if it was never queued before. Returns whether it was added."""
         message = {"id": message_id, **body}
         if not once:
             self.control.upsert(OUTBOX, "q|" + message_id, message)
+            if self.webhooks is not None:
+                self.webhooks.upsert(message_id, message)
             return True
+        operations: list[Operation] = [Create("r|" + message_id, message), Create("q|" + message_id, message)]
+        if self.webhooks is not None:
+            operations.append(self.webhooks.create(message_id, message))
         try:
-            self.control.commit(OUTBOX, [Create("r|" + message_id, message), Create("q|" + message_id, message)])
+            self.control.commit(OUTBOX, operations)
         except CommitConflict:
             return False
         return True
@@ -56,7 +79,8 @@ class Outbox:
     def dispatch(self, limit: int = 1000) -> int:
         """Send waiting messages; a failed send leaves its row for the next run."""
         sent = 0
-        for row in self.control.range(OUTBOX, "q|", "q|~", limit=limit):
+        rows = self.control.range(OUTBOX, "q|", "q|~", limit=limit)
+        for row in rows:
             try:
                 self.sink.send(row.data["id"], json.dumps(row.data, separators=(",", ":")))
             except Exception:
@@ -64,4 +88,7 @@ class Outbox:
                 continue
             self.control.delete(OUTBOX, [row.key])
             sent += 1
+        # Their webhook deliveries were written with them; a failed queue send does not hold them back.
+        if rows and self.after_dispatch is not None:
+            self.after_dispatch()
         return sent

@@ -11,13 +11,32 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Literal
+
+from pydantic import Field
 
 from metering.core import decimals
-from metering.core.clock import format_timestamp
 from metering.core.limits import Limits
 from metering.core.periods import BillingPeriod
 from metering.ledger.cells import Cell
+from metering.notifications.messages import DecimalText, DetectedInstant, Notification, PeriodInstant
 from metering.notifications.outbox import Outbox
+
+
+class ThresholdCrossedNotification(Notification):
+    """`quota.threshold_crossed`: a tenant's usage of a meter reached a percentage of its hard limit in a
+    period. Sent once per tenant, metric, period and threshold (at least once: dedupe on `id`,
+    `quota.threshold_crossed:<tenant>:<metric>:<period start date>:<threshold>`)."""
+
+    type: Literal["quota.threshold_crossed"] = "quota.threshold_crossed"
+    tenant_id: str
+    metric: str
+    period_start: PeriodInstant
+    period_end: PeriodInstant
+    threshold_percent: DecimalText = Field(description="The threshold reached, a percentage of the hard limit")
+    hard_limit: DecimalText
+    usage: DecimalText = Field(description="The usage of the period when the crossing was detected")
+    detected: DetectedInstant
 
 
 def crossed(usage: Decimal, hard: Decimal, thresholds: Sequence[Decimal]) -> list[Decimal]:
@@ -58,18 +77,18 @@ class AlertWatch:
                 message_id = alert_id(tenant_id, metric, period, threshold)
                 if message_id in self._raised:
                     continue
-                body = {
-                    "type": "quota.threshold_crossed",
-                    "tenant_id": tenant_id,
-                    "metric": metric,
-                    "period_start": period.start.isoformat(),
-                    "period_end": period.end.isoformat(),
-                    "threshold_percent": decimals.to_str(threshold),
-                    "hard_limit": decimals.to_str(hard),
-                    "usage": decimals.to_str(usage),
-                    "detected": format_timestamp(self.clock()),
-                }
-                new += self.outbox.add(message_id, body, once=True)
+                notice = ThresholdCrossedNotification(
+                    id=message_id,
+                    tenant_id=tenant_id,
+                    metric=metric,
+                    period_start=period.start,
+                    period_end=period.end,
+                    threshold_percent=threshold,
+                    hard_limit=hard,
+                    usage=usage,
+                    detected=self.clock(),
+                )
+                new += self.outbox.add(message_id, notice.message(), once=True)
                 if len(self._raised) > 100_000:
                     self._raised.clear()
                 self._raised.add(message_id)

@@ -45,3 +45,13 @@ def test_settings_that_break_a_rule_stop_the_dev_host(project_root):
     output = run.stdout + run.stderr
     assert run.returncode == 1
     assert "cannot start: invalid settings: METERING_MAX_EVENT_AGE_DAYS (90) must be at most" in output
+
+
+def test_a_bad_webhook_secret_stops_the_dev_host_without_showing_it(project_root):
+    secret = "whsec_c2hvcnQ="  # base64 of 5 bytes: far too short a key
+    run = start(project_root, METERING_WEBHOOK_URL="http://127.0.0.1:9/hooks", METERING_WEBHOOK_SECRET=secret)
+    output = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode == 1
+    assert "cannot start: invalid settings: METERING_WEBHOOK_SECRET: must be whsec_ followed by the base64" in output
+    assert "c2hvcnQ" not in output
+    assert "Functions running at" not in output

@@ -47,6 +47,10 @@ def test_health_reports_positions_lag_and_what_waits_for_an_operator(store, queu
     store.late_events.upsert("acme", "k1", {})
     store.conflicts.upsert("acme", "k1", {})
     store.conflicts.upsert("globex", "k2", {})
+    # Webhook deliveries given up on count; pending ones do not (notifications/webhooks/rows.py).
+    store.control.upsert("outbox", "f|quota.threshold_crossed:acme:api.requests:2026-11-01:80", {"status": "failed"})
+    store.control.upsert("outbox", "f|period.closed:acme:2026-10-01", {"status": "failed"})
+    store.control.upsert("outbox", "w|period.closed:globex:2026-10-01", {"status": "pending"})
     queue.send_message(b"[]")
     [waiting] = queue.peek_messages()
     now = waiting.inserted_on + timedelta(seconds=12)
@@ -60,7 +64,7 @@ def test_health_reports_positions_lag_and_what_waits_for_an_operator(store, queu
         "dead_letters": 4,
         "late_events": 1,
         "conflicts": 2,
-        "webhooks_failed": 0,
+        "webhooks_failed": 2,
     }  # fmt: skip
     # Applied: nothing waits.
     queue.clear_messages()

@@ -36,6 +36,8 @@ def test_http_routes_methods_and_auth_levels():
         "manage_tenant": ("manage/tenants/{tenant_id}", ["GET", "PUT"], "ADMIN"),
         "manage_close_periods": ("manage/periods/close", ["POST"], "ADMIN"),
         "manage_health": ("manage/health", ["GET"], "ADMIN"),
+        "manage_webhooks": ("manage/webhooks", ["GET"], "ADMIN"),
+        "manage_webhook_redrive": ("manage/webhooks/{id}/redrive", ["POST"], "ADMIN"),
     }
     # The host reserves routes and function names that start with "admin".
     assert not any(name.startswith("admin") or route.startswith("admin") for name, (route, _, _) in routes.items())
@@ -57,6 +59,11 @@ def test_event_hub_trigger_reads_batches_from_settings_and_retries_forever():
 def test_close_periods_timer_takes_its_schedule_from_a_setting():
     timer = trigger("close_periods")
     assert (timer["type"], timer["schedule"]) == ("timerTrigger", "%CLOSE_PERIODS_SCHEDULE%")
+
+
+def test_webhook_deliveries_timer_takes_its_schedule_from_a_setting():
+    timer = trigger("deliver_webhooks")
+    assert (timer["type"], timer["schedule"]) == ("timerTrigger", "%DELIVER_WEBHOOKS_SCHEDULE%")
 
 
 def test_host_json_event_hub_batches_and_bundle(project_root):

@@ -32,11 +32,18 @@ LOCAL_ONLY = {
     "COSMOS_NON_ATOMIC_LOCAL",
 }
 
+# Secrets the platform reads from Key Vault with the app's identity (a Key Vault reference is the setting's value),
+# with a valid stand-in for what the reference resolves to.
+KEY_VAULT_REFERENCES = {"METERING_WEBHOOK_SECRET": "whsec_" + "A" * 32}
+KEY_VAULT_REFERENCE = re.compile(r"^'@Microsoft\.KeyVault\(SecretUri=\$\{\w+\}\)'$")
+
 # Read by the Functions host, not by the app, and only on one side.
 AZURE_HOST_ONLY = {
     # Where the host sends telemetry, and the Entra token it needs for that; locally there is no Application Insights.
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    # The host does not run the webhook deliveries timer of an app without a receiver (locally it runs, idle).
+    "AzureWebJobs.deliver_webhooks.Disabled",
 }
 LOCAL_HOST_ONLY = {
     # Core Tools needs it to start the Python worker; on Flex Consumption the runtime comes from functionAppConfig.
@@ -226,7 +233,12 @@ def test_every_connection_is_identity_based_in_azure():
 
 def test_binding_expressions_are_set_in_azure_and_locally():
     expressions = binding_expressions()
-    assert expressions == {"EVENTHUB_NAME", "EVENTHUB_CONSUMER_GROUP", "CLOSE_PERIODS_SCHEDULE"}
+    assert expressions == {
+        "EVENTHUB_NAME",
+        "EVENTHUB_CONSUMER_GROUP",
+        "CLOSE_PERIODS_SCHEDULE",
+        "DELIVER_WEBHOOKS_SCHEDULE",
+    }
     assert expressions - app_settings().keys() == set()
     assert expressions - local_settings().keys() == set()
 
@@ -276,6 +288,7 @@ def test_literal_setting_values_are_valid_for_the_app(monkeypatch: pytest.Monkey
         monkeypatch.delenv(name, raising=False)
     placeholder = "https://known.at.deployment.example/"
     deployed = {name: placeholder if value is None else value for name, value in deployed_values().items()}
+    deployed |= {name: value for name, value in KEY_VAULT_REFERENCES.items() if name in deployed}
     # The store is a deployment parameter (table or cosmos): both values must make valid settings.
     stores = [{**deployed, "METERING_STORE": kind} for kind in ("table", "cosmos")]
     for values in (*stores, local_settings()):
@@ -379,11 +392,26 @@ def test_function_app_runs_on_flex_consumption():
     }
 
 
+def test_the_webhook_timer_runs_only_with_a_receiver():
+    functions = {f.get_function_name() for f in discover("function_app")}
+    disabled = {name for name in app_settings() if name.startswith("AzureWebJobs.") and name.endswith(".Disabled")}
+    assert disabled == {"AzureWebJobs.deliver_webhooks.Disabled"}
+    assert {name.split(".")[1] for name in disabled} <= functions
+    value = app_settings()["AzureWebJobs.deliver_webhooks.Disabled"]
+    assert text(value) == "empty(webhookUrl) ? 'true' : 'false'"
+
+
 def test_no_key_reaches_a_setting_or_an_output():
     for path in bicep_files():
         source = path.read_text(encoding="utf-8")
         assert not re.search(r"\blist\w*\(", source, re.IGNORECASE), f"{path.name} reads keys with a list*() call"
     for name, value in app_settings().items():
+        if name in KEY_VAULT_REFERENCES:
+            # A reference to a secret, resolved by the platform with the app's identity: never the secret itself.
+            assert KEY_VAULT_REFERENCE.match(text(value)), (name, text(value))
+            site = one(function_app().of_type("Microsoft.Web/sites"))
+            assert text(prop(site.body, "properties", "keyVaultReferenceIdentity")) == "identityId"
+            continue
         words = r"key|secret|password|sas\b|sharedaccess"
         assert not re.search(words, text(value), re.IGNORECASE), name
         if "ConnectionString" in text(value):
