@@ -27,8 +27,9 @@ from metering.api.webhooks import Webhooks
 from metering.billing.closing import PeriodClosedNotification, PeriodCloser
 from metering.core.periods import BillingPeriod
 from metering.ingest.health import HealthCheck
-from metering.ledger.control import index_open
-from metering.notifications.outbox import Outbox, QueueSink
+from metering.ledger.control import HubProgress, index_open
+from metering.notifications.outbox import Outbox
+from metering.notifications.queue import QueueSink
 from metering.notifications.webhooks.backoff import RetrySchedule
 from metering.notifications.webhooks.dispatcher import Outcome, WebhookDispatcher
 from metering.notifications.webhooks.rows import DeliveryStatus, FailureReason, WebhookDeliveries, failed_count
@@ -214,7 +215,7 @@ def test_410_gone_stops_at_once_and_operators_list_and_redrive_the_failed(hooks,
     assert hooks.dispatcher.run().ids == {}
     assert len(hooks.receiver.of(gone)) == 1
     assert failed_count(hooks.store.control, 100) == 1
-    health = HealthCheck(hooks.store, QueueBacklog(hooks.queue), hooks.clock).report()
+    health = HealthCheck(hooks.store, QueueBacklog(hooks.queue), HubProgress(hooks.store.control), hooks.clock).report()
     assert health.webhooks_failed == 1
 
     api = Webhooks(hooks.deliveries)
@@ -383,6 +384,7 @@ def test_a_closed_period_is_delivered_with_its_statement(hooks, azurite, catalog
         catalog,
         hooks.outbox,
         QueueBacklog(hub),
+        HubProgress(hooks.store.control),
         grace=timedelta(hours=24),
         retention=timedelta(days=35),
         clock=hooks.clock,
