@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache, cached_property
 from typing import Any
 
@@ -13,17 +14,20 @@ from azure.storage.queue import QueueClient
 
 from metering.api.billing import Billing
 from metering.api.ingest import Ingest
+from metering.api.invoices import InvoicesApi
 from metering.api.manage import Manage
 from metering.api.reads import Reads
 from metering.archive.publisher import ArchivingPublisher, CaptureWriter
 from metering.billing.cancels import Cancels
-from metering.billing.closing import PeriodCloser
+from metering.billing.closing import PeriodCloser, period_closed
+from metering.billing.invoices import Invoices
 from metering.billing.journal import Journal
 from metering.billing.late import LateEvents
 from metering.connections import credential
 from metering.core.clock import Clock, utc_now
 from metering.core.meters import MeterCatalog, load_catalog
 from metering.core.periods import PeriodSchedule, TenantSchedule
+from metering.core.prices import Pricing
 from metering.ingest.consumer import AfterApply
 from metering.ingest.deadletters import DeadLetters
 from metering.ingest.health import HealthCheck
@@ -171,7 +175,17 @@ class Services:
 
     @cached_property
     def directory(self) -> TenantDirectory:
-        return TenantDirectory(self.store.tenants, self.plans, self.catalog, clock=self.clock)
+        return TenantDirectory(
+            self.store.tenants,
+            self.plans,
+            self.catalog,
+            clock=self.clock,
+            closed=lambda tenant, period: period_closed(self.store, tenant, period),
+        )
+
+    def pricing_at(self, tenant_id: str, end: datetime) -> Pricing:
+        """The prices of the plan the tenant had at a period's end: what the period is rated with."""
+        return self.plans.pricing(self.directory.plan_for_period(tenant_id, end))
 
     @cached_property
     def schedule(self) -> PeriodSchedule:
@@ -195,6 +209,7 @@ class Services:
             grace=self.settings.grace,
             retention=self.settings.dedupe_retention,
             clock=self.clock,
+            pricing=self.pricing_at,
         )
 
     @cached_property
@@ -228,6 +243,10 @@ class Services:
             journal=self.journal,
         )
         return Billing(self.store.statements, self.late_events, cancels)
+
+    @cached_property
+    def invoices(self) -> InvoicesApi:
+        return InvoicesApi(Invoices(self.store, self.catalog, self.schedule, self.pricing_at, self.clock))
 
     @cached_property
     def journal(self) -> Journal:

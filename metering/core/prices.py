@@ -11,8 +11,9 @@ them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Self
@@ -150,3 +151,7 @@ class Pricing:
     currency: str
     base_fee: Decimal | None = None
     prices: Mapping[str, Price] = field(default_factory=dict)
+
+
+# The prices a tenant's period is rated with, by tenant and period end: those of the plan it had at the end.
+PricingAt = Callable[[str, datetime], Pricing]

@@ -1,4 +1,5 @@
-"""Per-tenant settings: plan, limit overrides, and the history of billing terms (anchor day and time zone).
+"""Per-tenant settings: plan, limit overrides, and the histories of billing terms (anchor day and time zone)
+and of plans (plan_history.py: a period is rated with the plan in force at its end).
 
 One row per tenant in the tenants table. The period schedule and the quota checks read it through a short cache,
 so the aggregator's hot path costs a dictionary lookup. That cache is why a change of terms takes effect at the
@@ -9,13 +10,14 @@ operator raising a blocked customer's limit expects the next quota check to see 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from metering.core import decimals
 from metering.core.clock import format_timestamp
@@ -27,6 +29,7 @@ from metering.core.periods import (
     DEFAULT_HISTORY,
     MAX_ANCHOR_DAY,
     MIN_ANCHOR_DAY,
+    BillingPeriod,
     History,
     Terms,
     TermsError,
@@ -37,6 +40,7 @@ from metering.core.periods import (
 from metering.quotas.plans import Plan, PlanCatalog, resolve_limits
 from metering.quotas.ratelimit import RateLimit
 from metering.stores import CommitConflict, Create, Replace, Row, RowTable
+from metering.tenants.plan_history import PlanHistory, change_plan, history_from_json, history_json, plan_before
 
 SETTINGS_ROW = "settings"
 SETTLE = timedelta(minutes=10)
@@ -56,6 +60,8 @@ class TenantUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     plan: str | None = None
+    # When `plan` takes effect: now when omitted; earlier for a change backdated into a period not closed yet.
+    plan_effective_from: AwareDatetime | None = None
     limits: dict[str, LimitPair | None] | None = None
     billing_anchor_day: Annotated[int, Field(ge=MIN_ANCHOR_DAY, le=MAX_ANCHOR_DAY, strict=True)] | None = None
     timezone: str | None = None
@@ -72,6 +78,11 @@ class TermsView(BaseModel):
     effective_from: datetime | None
 
 
+class PlanChangeView(BaseModel):
+    plan: str
+    effective_from: datetime | None
+
+
 class TenantSettings(BaseModel):
     """A tenant's settings as stored: `billing_anchor_day` and `timezone` are the latest terms, in force from
     `terms_effective_from` (null: since always); `terms` is their whole history."""
@@ -84,6 +95,9 @@ class TenantSettings(BaseModel):
     terms_effective_from: datetime | None
     current_period: PeriodView
     terms: list[TermsView]
+    # Every plan change with when it took effect (null: since the tenant was first seen); empty for a tenant
+    # never assigned a plan, which is on the default one.
+    plan_history: list[PlanChangeView] = Field(default_factory=list)
 
 
 class TenantError(ValueError):
@@ -102,6 +116,7 @@ class TenantRecord:
     limits: Mapping[str, Limits]
     history: History
     etag: str | None = None
+    plans: PlanHistory = ()
 
     def to_json(self, now: str) -> dict[str, Any]:
         return {
@@ -117,6 +132,7 @@ class TenantRecord:
                 }
                 for t in self.history
             ],
+            "plans": history_json(self.plans),
             "updated": now,
         }
 
@@ -132,7 +148,7 @@ class TenantRecord:
                 for t in data["terms"]
             ]
         )
-        return cls(data["plan"], limits, history, row.etag)
+        return cls(data["plan"], limits, history, row.etag, history_from_json(data.get("plans"), data["plan"]))
 
 
 DEFAULT_RECORD = TenantRecord(None, {}, DEFAULT_HISTORY)
@@ -156,7 +172,11 @@ class TenantDirectory:
         clock: Callable[[], datetime],
         cache_seconds: float = CACHE_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
+        closed: Callable[[str, BillingPeriod], bool] | None = None,
     ) -> None:
+        # Whether a tenant's period is closed, so no plan change is backdated into it. Without a way to know,
+        # every period that has ended may be.
+        self.closed = closed or (lambda _tenant, period: period.end <= self.clock())
         self.table = table
         self.plans = plans
         self.catalog = catalog
@@ -176,7 +196,7 @@ class TenantDirectory:
         record = DEFAULT_RECORD if row is None else TenantRecord.from_row(row)
         if cached is not None and cached[1].history == record.history:
             # Keep the very same history object: the schedule recognises it by identity on its fast path.
-            record = TenantRecord(record.plan, record.limits, cached[1].history, record.etag)
+            record = dataclasses.replace(record, history=cached[1].history)
         if len(self._cache) > 100_000:
             self._cache.clear()
         self._cache[tenant_id] = (now + self.cache_seconds, record)
@@ -189,6 +209,15 @@ class TenantDirectory:
         name = self.record(tenant_id).plan
         plan = self.plans.get(name) if name is not None else None
         # A plan removed from the catalog falls back to the default rather than failing every request.
+        return plan if plan is not None else self.plans.default
+
+    def plan_for_period(self, tenant_id: str, end: datetime) -> Plan:
+        """The plan a period ending at `end` is rated with: the one in force at its end, read from the store
+        (not the cache), so a change made just before the end is seen."""
+        row = self.table.read(tenant_id, [SETTINGS_ROW]).get(SETTINGS_ROW)
+        record = DEFAULT_RECORD if row is None else TenantRecord.from_row(row)
+        name = plan_before(record.plans, end)
+        plan = self.plans.get(name) if name is not None else None
         return plan if plan is not None else self.plans.default
 
     def limits(self, tenant_id: str, metric: str) -> Limits:
@@ -213,6 +242,7 @@ class TenantDirectory:
                 TermsView(billing_anchor_day=t.anchor_day, timezone=t.timezone, effective_from=t.effective_from)
                 for t in record.history
             ],
+            plan_history=[PlanChangeView(plan=c.plan, effective_from=c.effective_from) for c in record.plans],
         )
 
     # -- writes -------------------------------------------------------------------------------------------
@@ -222,7 +252,7 @@ class TenantDirectory:
         for _attempt in range(5):
             row = self.table.read(tenant_id, [SETTINGS_ROW]).get(SETTINGS_ROW)
             current = DEFAULT_RECORD if row is None else TenantRecord.from_row(row)
-            updated = self._changed(current, change)
+            updated = self._changed(tenant_id, current, change)
             now = self.clock()
             operation = (
                 Create(SETTINGS_ROW, updated.to_json(format_timestamp(now)))
@@ -237,13 +267,16 @@ class TenantDirectory:
             return self.settings(tenant_id, updated)
         raise ConcurrentUpdate(f"settings of {tenant_id} kept changing under this update")
 
-    def _changed(self, current: TenantRecord, change: TenantUpdate) -> TenantRecord:
+    def _changed(self, tenant_id: str, current: TenantRecord, change: TenantUpdate) -> TenantRecord:
         errors: list[FieldError] = []
-        plan = current.plan
+        plan, plans = current.plan, current.plans
         if change.plan is not None:
             if self.plans.get(change.plan) is None:
                 errors.append(FieldError(0, "plan", f"must be a plan of the catalog ({', '.join(self.plans.names)})"))
-            plan = change.plan
+            effective = self._plan_start(tenant_id, current.history, change.plan_effective_from, errors)
+            plan, plans = change.plan, change_plan(current.plans, change.plan, effective)
+        elif change.plan_effective_from is not None:
+            errors.append(FieldError(0, "plan_effective_from", "needs plan: the plan that takes effect then"))
         limits = dict(current.limits)
         for metric, pair in (change.limits or {}).items():
             where = f"limits.{metric}"
@@ -269,7 +302,27 @@ class TenantDirectory:
             history = change_terms(history, terms, self.clock() + SETTLE)
         if errors:
             raise TenantError(errors)
-        return TenantRecord(plan, limits, history)
+        return TenantRecord(plan, limits, history, plans=plans)
+
+    def _plan_start(
+        self, tenant_id: str, history: History, requested: datetime | None, errors: list[FieldError]
+    ) -> datetime:
+        now = self.clock()
+        if requested is None:
+            return now
+        if requested > now:
+            errors.append(FieldError(0, "plan_effective_from", "must not be in the future: a plan change applies now"))
+        else:
+            period = period_in(history, requested)
+            if self.closed(tenant_id, period):
+                errors.append(
+                    FieldError(
+                        0,
+                        "plan_effective_from",
+                        f"falls in the billing period starting {period.key}, which is closed: its statement is final",
+                    )
+                )
+        return requested
 
 
 def _check_pair(where: str, pair: LimitPair) -> list[FieldError]:
