@@ -41,6 +41,14 @@ def statements(req: func.HttpRequest) -> func.HttpResponse:
     return http_response(billing.statement(req.route_params["tenant_id"], req.params, req.headers.get("accept")))
 
 
+@app.function_name("invoice_preview")
+@app.route(route="invoices/{tenant_id}/preview", methods=["GET"])
+@http_function
+def invoice_preview(req: func.HttpRequest) -> func.HttpResponse:
+    invoices = services().http.invoices
+    return http_response(invoices.preview(req.route_params["tenant_id"], req.headers.get("accept")))
+
+
 @app.function_name("late_events")
 @app.route(route="late-events/{tenant_id}", methods=["GET"])
 @http_function

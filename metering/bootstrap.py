@@ -10,6 +10,7 @@ wires it: no service is wired anywhere else.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from functools import cache, cached_property
 from typing import Any
 
@@ -19,17 +20,20 @@ from metering import connections
 from metering.api.billing import Billing
 from metering.api.health import HealthRoute
 from metering.api.ingest import Ingest
+from metering.api.invoices import InvoicesApi
 from metering.api.manage import Manage
 from metering.api.openapi import OpenApiRoute
 from metering.api.reads import Reads
 from metering.api.webhooks import Webhooks
 from metering.billing.cancels import Cancels
-from metering.billing.closing import PeriodCloser
+from metering.billing.closing import PeriodCloser, period_closed
+from metering.billing.invoices import Invoices
 from metering.billing.journal import Journal
 from metering.billing.late import LateEvents
 from metering.core.clock import Clock, utc_now
 from metering.core.meters import MeterCatalog, load_catalog
 from metering.core.periods import PeriodSchedule, TenantSchedule
+from metering.core.prices import Pricing
 from metering.ingest.consumer import AfterApply
 from metering.ingest.deadletters import DeadLetters
 from metering.ingest.health import HealthCheck
@@ -120,7 +124,17 @@ class Services:
 
     @cached_property
     def directory(self) -> TenantDirectory:
-        return TenantDirectory(self.store.tenants, self.plans, self.catalog, clock=self.clock)
+        return TenantDirectory(
+            self.store.tenants,
+            self.plans,
+            self.catalog,
+            clock=self.clock,
+            closed=lambda tenant, period: period_closed(self.store, tenant, period),
+        )
+
+    def pricing_at(self, tenant_id: str, end: datetime) -> Pricing:
+        """The prices of the plan the tenant had at a period's end: what the period is rated with."""
+        return self.plans.pricing(self.directory.plan_for_period(tenant_id, end))
 
     @cached_property
     def ledger(self) -> Ledger:
@@ -203,6 +217,7 @@ class Services:
             grace=self.settings.grace,
             retention=self.settings.dedupe_retention,
             clock=self.clock,
+            pricing=self.pricing_at,
         )
 
     @cached_property
@@ -219,6 +234,10 @@ class Services:
     @cached_property
     def health(self) -> HealthCheck:
         return HealthCheck(self.store, self.backlog, self.progress, self.clock)
+
+    @cached_property
+    def invoices(self) -> Invoices:
+        return Invoices(self.store, self.catalog, self.schedule, self.pricing_at, self.clock)
 
     @cached_property
     def ingest(self) -> IngestService:
@@ -269,6 +288,10 @@ class HttpHandlers:
     @cached_property
     def openapi(self) -> OpenApiRoute:
         return OpenApiRoute(self._services.catalog)
+
+    @cached_property
+    def invoices(self) -> InvoicesApi:
+        return InvoicesApi(self._services.invoices)
 
     @cached_property
     def webhooks(self) -> Webhooks:

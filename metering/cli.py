@@ -1,6 +1,7 @@
 """The `metering` command line (`python -m metering ...`): the dev host, and every task an operator does over
-HTTP (send usage, read it back, check quotas, manage tenants and periods, check health), plus the meter catalog
-and the event schema. The service's URL and keys come from options or METERING_URL, METERING_KEY and METERING_ADMIN_KEY.
+HTTP (send usage, read it back, check quotas and invoices, manage tenants and periods, check health), plus the
+meter catalog and the event schema. The service's URL and keys come from options or METERING_URL, METERING_KEY
+and METERING_ADMIN_KEY.
 
 Each command imports what it needs when it runs (the dev host, the client, the Azure SDKs), so a command that
 needs none of them starts at once.
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from metering.commands.common import Format, OutputFormat, err
+from metering.commands.invoices import invoice
 from metering.commands.manage import health, periods, tenants
 from metering.commands.reads import history, quota, usage
 from metering.commands.rebuild import rebuild_command
@@ -96,6 +98,7 @@ app.command()(usage)
 app.command()(history)
 app.command()(quota)
 app.command()(health)
+app.command()(invoice)
 app.command("rebuild")(rebuild_command)
 app.add_typer(tenants, name="tenants")
 app.add_typer(periods, name="periods")

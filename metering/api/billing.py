@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping
 from datetime import date
 
 from pydantic import BaseModel
 
 from metering.api.http import Response, bad_request, bad_tenant, json_object, ok, problem
+from metering.api.invoice_csv import statements_csv
 from metering.billing.cancels import Cancels, NotCancellable, NotCounted, PeriodClosed
 from metering.billing.closing import Statement
 from metering.billing.late import LateEvent, LateEvents
-from metering.core import decimals
 from metering.stores import RowTable
 
 _KEY_LIMIT = 128
@@ -42,7 +40,7 @@ class Billing:
             rows = self.statements.range(tenant_id, "", "~")
             items = [Statement.model_validate(row.data) for row in rows]
             if wants_csv:
-                return _csv(items)
+                return statements_csv(items)
             return ok(StatementList(items=items))
         try:
             start = date.fromisoformat(params["period"]) if len(params["period"]) == 10 else None
@@ -58,7 +56,7 @@ class Billing:
                 f"{tenant_id} has no closed billing period starting {start}: it may be open still, or unknown",
             )
         found = Statement.model_validate(row.data)
-        return _csv([found]) if wants_csv else ok(found)
+        return statements_csv([found]) if wants_csv else ok(found)
 
     def late_events(self, tenant_id: str) -> Response:
         if (refused := bad_tenant(tenant_id)) is not None:
@@ -96,39 +94,3 @@ class Billing:
         except NotCancellable as error:
             return problem(422, "Not cancellable", str(error), errors=[])
         return ok(result)
-
-
-def _csv(statements: list[Statement]) -> Response:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(
-        [
-            "tenant_id",
-            "period_start",
-            "period_end",
-            "metric",
-            "kind",
-            "quantity",
-            "unit",
-            "aggregation",
-            "event_count",
-            "catalog_version",
-        ]
-    )
-    for statement in statements:
-        for line in statement.lines:
-            writer.writerow(
-                [
-                    statement.tenant_id,
-                    statement.period_start.isoformat(),
-                    statement.period_end.isoformat(),
-                    line.metric,
-                    line.kind.value,
-                    decimals.to_str(line.quantity),
-                    line.unit,
-                    line.aggregation,
-                    line.event_count,
-                    statement.catalog_version,
-                ]
-            )
-    return Response(200, out.getvalue().encode(), "text/csv; charset=utf-8")

@@ -17,7 +17,8 @@ from metering.api.http import Response, ok
 from metering.api.manage import CloseResponse
 from metering.api.webhooks import MAX_PAGE, WebhookDeliveryList, WebhookRedrive
 from metering.billing.cancels import CancelResult
-from metering.billing.closing import Statement
+from metering.billing.invoices import InvoicePreview
+from metering.billing.statements import Statement
 from metering.core.events import TENANT_PATTERN, UsageEvent
 from metering.core.meters import MeterCatalog
 from metering.ingest.health import Health
@@ -142,6 +143,7 @@ def document(catalog: MeterCatalog) -> dict[str, Any]:
         (Statement, "serialization"),
         (StatementList, "serialization"),
         (LateEventList, "serialization"),
+        (InvoicePreview, "serialization"),
         (TenantUpdate, "validation"),
         (TenantSettings, "serialization"),
         (CloseResponse, "serialization"),
@@ -267,6 +269,24 @@ def document(catalog: MeterCatalog) -> dict[str, Any]:
                             },
                         },
                         **_problem_responses(400, 401, 404, 503),
+                    },
+                }
+            },
+            "/invoices/{tenant_id}/preview": {
+                "get": {
+                    "summary": "The open period rated as if it closed now, with a forecast to its end (CSV with "
+                    "Accept: text/csv)",
+                    "operationId": "previewInvoice",
+                    "parameters": [_path_parameters()[0]],
+                    "responses": {
+                        "200": {
+                            "description": "The preview; `forecast` is null in the period's first 24 hours",
+                            "content": {
+                                "application/json": {"schema": _ref("InvoicePreview")},
+                                "text/csv": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **_problem_responses(400, 401, 503),
                     },
                 }
             },

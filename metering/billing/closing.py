@@ -5,8 +5,9 @@ up to that instant (so events still waiting in the hub are not mistaken for late
 
 1. flip the state row of each of its store partitions to closed, under its ETag (or create it closed): every
    aggregator commit rewrites that row under its ETag, so none can slip in after;
-2. write the statement from the closed rows' totals, with `create` (racing closers build the same statement
-   from the same closed rows; one create wins, so there is exactly one);
+2. write the statement from the closed rows' totals, rated with the plan the tenant had at the period's end,
+   with `create` (racing closers build the same statement from the same closed rows; one create wins, so there
+   is exactly one, and it is never rated again);
 3. queue `period.closed` in the outbox (sent at least once, stable id);
 4. move the period from the open index to the purge index.
 
@@ -19,17 +20,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from metering.core import decimals
-from metering.core.decimals import DecimalText
+from metering.billing.rating import rate
+from metering.billing.statements import LineKind, Statement, StatementLine, metered_lines
 from metering.core.meters import MeterCatalog
 from metering.core.periods import BillingPeriod
+from metering.core.prices import Pricing, PricingAt
 from metering.ledger import commit, control, rows
-from metering.ledger.cells import Cell
 from metering.ledger.control import HubProgress, IndexedPeriod
 from metering.ledger.keys import MARKERS, SHARDS, STATE_ROW, partition_key
 from metering.ledger.rows import StateRow
@@ -40,31 +40,8 @@ from metering.transport import Backlog
 
 log = logging.getLogger(__name__)
 
-
-class LineKind(StrEnum):
-    USAGE = "usage"
-    ADJUSTMENT = "adjustment"
-
-
-class StatementLine(BaseModel):
-    metric: str
-    kind: LineKind
-    unit: str
-    aggregation: str
-    quantity: DecimalText
-    event_count: int
-
-
-class Statement(BaseModel):
-    """Invoice-ready usage of one tenant for one closed period. `adjustment` lines are late events of earlier,
-    closed periods carried into this one (late-event policy `adjust`); `usage` lines exclude them."""
-
-    tenant_id: str
-    period_start: datetime
-    period_end: datetime
-    closed_at: datetime
-    catalog_version: str
-    lines: list[StatementLine]
+# Kept importable from here: statements are what closing writes.
+__all__ = ["LineKind", "PeriodCloser", "Statement", "StatementLine", "build_statement", "period_closed"]
 
 
 class PeriodClosedNotification(Notification):
@@ -98,44 +75,14 @@ def statement_id(tenant_id: str, period: BillingPeriod) -> str:
     return f"period.closed:{tenant_id}:{period.key}"
 
 
-def build_statement(tenant_id: str, period: BillingPeriod, state: StateRow, catalog: MeterCatalog) -> Statement:
-    lines: list[StatementLine] = []
-    for metric, total in sorted(state.totals().items()):
-        meter = catalog.get(metric)
-        unit = meter.unit if meter else ""
-        kind = meter.aggregation.value if meter else "unknown"
-        carried = state.adjustment(metric)
-        # Only additive meters carry late events (billing/late.py), so subtracting their part is exact.
-        usage = (
-            total
-            if carried is None
-            else Cell(decimals.subtract(total.value, carried.value), total.count - carried.count)
-        )
-        if usage.count:
-            lines.append(
-                StatementLine(
-                    metric=metric,
-                    kind=LineKind.USAGE,
-                    unit=unit,
-                    aggregation=kind,
-                    quantity=usage.value,
-                    event_count=usage.count,
-                )
-            )
-        if carried is not None:
-            lines.append(
-                StatementLine(
-                    metric=metric,
-                    kind=LineKind.ADJUSTMENT,
-                    unit=unit,
-                    aggregation=kind,
-                    quantity=carried.value,
-                    event_count=carried.count,
-                )
-            )
+def build_statement(
+    tenant_id: str, period: BillingPeriod, state: StateRow, catalog: MeterCatalog, pricing: Pricing | None = None
+) -> Statement:
+    """The statement of a closed state row, rated with `pricing` (unrated without: a rebuild compares totals)."""
     closed_at = state.closed_at
     assert closed_at is not None, "a statement is built from a closed state row"
-    return Statement(
+    lines = metered_lines(state, catalog)
+    statement = Statement(
         tenant_id=tenant_id,
         period_start=period.start,
         period_end=period.end,
@@ -143,6 +90,30 @@ def build_statement(tenant_id: str, period: BillingPeriod, state: StateRow, cata
         catalog_version=state.catalog_version or catalog.version,
         lines=lines,
     )
+    if pricing is None:
+        return statement
+    rated = rate(pricing, lines)
+    return statement.model_copy(
+        update={
+            "currency": pricing.currency,
+            "plan": pricing.plan,
+            "plan_version": pricing.version,
+            "lines": rated.lines,
+            "subtotal": rated.subtotal,
+        }
+    )
+
+
+def period_closed(store: Store, tenant_id: str, period: BillingPeriod) -> bool:
+    """Whether the tenant's period is closed (or being closed): passed by the closer, or a state row flipped."""
+    through = control.closed_through(store.control)
+    if through is not None and period.end <= through:
+        return True
+    for shard in SHARDS:
+        row = store.usage.read(partition_key(tenant_id, period, shard), [STATE_ROW]).get(STATE_ROW)
+        if row is not None and StateRow(row.data).is_closed:
+            return True
+    return False
 
 
 class PeriodCloser:
@@ -159,7 +130,9 @@ class PeriodCloser:
         clock: Callable[[], datetime],
         page_size: int = 1000,
         max_periods_per_run: int = 5000,
+        pricing: PricingAt | None = None,
     ) -> None:
+        self.pricing = pricing
         self.page_size = page_size
         self.max_periods_per_run = max_periods_per_run
         self.store = store
@@ -206,7 +179,9 @@ class PeriodCloser:
         tenant, period = entry.tenant_id, entry.period
         states = [self._flip(partition_key(tenant, period, shard), tenant, period, now) for shard in SHARDS]
         # One shard per period today; with more, their totals combine here by each meter's aggregation.
-        statement = build_statement(tenant, period, states[0], self.catalog)
+        # Rated once, here: a statement that already exists (a racing or earlier closer) is never rated again.
+        pricing = None if self.pricing is None else self.pricing(tenant, period.end)
+        statement = build_statement(tenant, period, states[0], self.catalog, pricing)
         try:
             self.store.statements.commit(tenant, [Create(period.key, statement.model_dump(mode="json"))])
         except CommitConflict:

@@ -33,6 +33,7 @@ from metering.client.errors import (
     ValidationFailed,
 )
 from metering.client.http import DEFAULT_URL, AsyncMeteringClient, MeteringClient
+from metering.client.invoices import InvoiceForecast, InvoiceLine, InvoicePreview, Statement, TierApplied
 from metering.client.manage import (
     ClosedPeriod,
     ClosedPeriods,
@@ -71,6 +72,9 @@ __all__ = [
     "HealthReport",
     "HistoryResponse",
     "InvalidEvent",
+    "InvoiceForecast",
+    "InvoiceLine",
+    "InvoicePreview",
     "MeteringClient",
     "MeteringError",
     "MetricLimits",
@@ -83,7 +87,9 @@ __all__ = [
     "RejectedEvent",
     "ServerError",
     "ServiceUnavailable",
+    "Statement",
     "TenantSettings",
+    "TierApplied",
     "Unauthorized",
     "UnsupportedMediaType",
     "UsageAggregate",

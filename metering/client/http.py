@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -31,6 +31,7 @@ from metering.api.contract import (
     UsageResponse,
 )
 from metering.client.errors import ConnectionFailed, problem_from_response
+from metering.client.invoices import InvoicePreview, Statement, Statements
 from metering.client.manage import (
     ClosedPeriods,
     HealthReport,
@@ -63,6 +64,7 @@ class _Call(Generic[T]):
     params: Mapping[str, str] | None = None
     body: bytes | None = None
     admin: bool = False
+    accept: str | None = None
 
 
 def _path(*parts: str) -> str:
@@ -76,6 +78,14 @@ def _model(model: type[M]) -> Callable[[bytes], M]:
 
 def _history_items(content: bytes) -> list[UsageBucket]:
     return HistoryResponse.model_validate_json(content).items
+
+
+def _statement_items(content: bytes) -> list[Statement]:
+    return Statements.model_validate_json(content).items
+
+
+def _text(content: bytes) -> str:
+    return content.decode("utf-8")
 
 
 def events_body(encoded: Sequence[bytes]) -> bytes:
@@ -130,6 +140,25 @@ def _quota(tenant_id: str, metric: str, requested: QuantityLike) -> _Call[QuotaD
     return _Call("GET", _path("quota", tenant_id, metric), _model(QuotaDecision), params={"requested": amount})
 
 
+def _preview(tenant_id: str) -> _Call[InvoicePreview]:
+    return _Call("GET", _path("invoices", tenant_id, "preview"), _model(InvoicePreview))
+
+
+def _statement(tenant_id: str, period: date) -> _Call[Statement]:
+    return _Call("GET", _path("statements", tenant_id), _model(Statement), params={"period": period.isoformat()})
+
+
+def _statements(tenant_id: str) -> _Call[list[Statement]]:
+    return _Call("GET", _path("statements", tenant_id), _statement_items)
+
+
+def _invoice_csv(tenant_id: str, period: date | None) -> _Call[str]:
+    if period is None:
+        return _Call("GET", _path("invoices", tenant_id, "preview"), _text, accept="text/csv")
+    params = {"period": period.isoformat()}
+    return _Call("GET", _path("statements", tenant_id), _text, params=params, accept="text/csv")
+
+
 def _get_tenant(tenant_id: str) -> _Call[TenantSettings]:
     return _Call("GET", _path("manage", "tenants", tenant_id), _model(TenantSettings), admin=True)
 
@@ -174,6 +203,8 @@ class _Base:
         headers = {KEY_HEADER: (self.admin_key or self.key) if call.admin else self.key}
         if call.body is not None:
             headers["content-type"] = "application/json"
+        if call.accept is not None:
+            headers["accept"] = call.accept
         return headers
 
     def _encoded(self, events: Iterable[UsageEvent | Mapping[str, Any]]) -> list[bytes]:
@@ -241,6 +272,21 @@ class MeteringClient(_Base):
     def check_quota(self, tenant_id: str, metric: str, requested: QuantityLike = 0) -> QuotaDecision:
         return self._call(_quota(tenant_id, metric, requested))
 
+    def invoice_preview(self, tenant_id: str) -> InvoicePreview:
+        """The open period rated as if it closed now, with the forecast to its end."""
+        return self._call(_preview(tenant_id))
+
+    def statement(self, tenant_id: str, period: date) -> Statement:
+        """The statement of the closed period starting on `period` (NotFound while it is open)."""
+        return self._call(_statement(tenant_id, period))
+
+    def statements(self, tenant_id: str) -> list[Statement]:
+        return self._call(_statements(tenant_id))
+
+    def invoice_csv(self, tenant_id: str, period: date | None = None) -> str:
+        """The preview (or, with `period`, that period's statement) as CSV, one row per line with its amount."""
+        return self._call(_invoice_csv(tenant_id, period))
+
     def get_tenant(self, tenant_id: str) -> TenantSettings:
         return self._call(_get_tenant(tenant_id))
 
@@ -252,8 +298,15 @@ class MeteringClient(_Base):
         limits: dict[str, MetricLimits] | None = None,
         billing_anchor_day: int | None = None,
         timezone: str | None = None,
+        plan_effective_from: datetime | None = None,
     ) -> TenantSettings:
-        body = tenant_update(plan=plan, limits=limits, billing_anchor_day=billing_anchor_day, timezone=timezone)
+        body = tenant_update(
+            plan=plan,
+            limits=limits,
+            billing_anchor_day=billing_anchor_day,
+            timezone=timezone,
+            plan_effective_from=plan_effective_from,
+        )
         return self._call(_set_tenant(tenant_id, body))
 
     def close_periods(self) -> ClosedPeriods:
@@ -340,6 +393,18 @@ class AsyncMeteringClient(_Base):
     async def check_quota(self, tenant_id: str, metric: str, requested: QuantityLike = 0) -> QuotaDecision:
         return await self._call(_quota(tenant_id, metric, requested))
 
+    async def invoice_preview(self, tenant_id: str) -> InvoicePreview:
+        return await self._call(_preview(tenant_id))
+
+    async def statement(self, tenant_id: str, period: date) -> Statement:
+        return await self._call(_statement(tenant_id, period))
+
+    async def statements(self, tenant_id: str) -> list[Statement]:
+        return await self._call(_statements(tenant_id))
+
+    async def invoice_csv(self, tenant_id: str, period: date | None = None) -> str:
+        return await self._call(_invoice_csv(tenant_id, period))
+
     async def get_tenant(self, tenant_id: str) -> TenantSettings:
         return await self._call(_get_tenant(tenant_id))
 
@@ -351,8 +416,15 @@ class AsyncMeteringClient(_Base):
         limits: dict[str, MetricLimits] | None = None,
         billing_anchor_day: int | None = None,
         timezone: str | None = None,
+        plan_effective_from: datetime | None = None,
     ) -> TenantSettings:
-        body = tenant_update(plan=plan, limits=limits, billing_anchor_day=billing_anchor_day, timezone=timezone)
+        body = tenant_update(
+            plan=plan,
+            limits=limits,
+            billing_anchor_day=billing_anchor_day,
+            timezone=timezone,
+            plan_effective_from=plan_effective_from,
+        )
         return await self._call(_set_tenant(tenant_id, body))
 
     async def close_periods(self) -> ClosedPeriods:

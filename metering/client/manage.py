@@ -118,11 +118,14 @@ def tenant_update(
     limits: dict[str, MetricLimits] | None = None,
     billing_anchor_day: int | None = None,
     timezone: str | None = None,
+    plan_effective_from: datetime | None = None,
 ) -> dict[str, Any]:
     """The PUT body: only the fields given, so the others keep their values."""
     body: dict[str, Any] = {}
     if plan is not None:
         body["plan"] = plan
+    if plan_effective_from is not None:
+        body["plan_effective_from"] = plan_effective_from.isoformat()
     if limits is not None:
         body["limits"] = {metric: limit.model_dump(mode="json", exclude_none=True) for metric, limit in limits.items()}
     if billing_anchor_day is not None:

@@ -64,6 +64,15 @@ def _print_tenant(settings: TenantSettings, output: OutputFormat) -> None:
 def set_tenant(
     tenant: Annotated[str, typer.Argument(help="Tenant id")],
     plan: Annotated[str | None, typer.Option(help="Plan name")] = None,
+    plan_from: Annotated[
+        datetime | None,
+        typer.Option(
+            "--plan-from",
+            formats=["%Y-%m-%dT%H:%M:%S%z"],
+            help="When --plan takes effect (e.g. 2026-11-01T00:00:00+00:00): now if omitted, or backdated into a "
+            "period not closed yet",
+        ),
+    ] = None,
     limit: Annotated[
         list[str] | None,
         typer.Option("--limit", help="metric=soft:hard per period, repeatable (e.g. api.requests=800:1000)"),
@@ -81,7 +90,14 @@ def set_tenant(
     """Change a tenant's settings; what is not given keeps its value."""
     limits = _limits(limit) if limit else None
     with connect(url, admin_key, admin=True) as client, service_errors(url):
-        settings = client.set_tenant(tenant, plan=plan, limits=limits, billing_anchor_day=anchor_day, timezone=timezone)
+        settings = client.set_tenant(
+            tenant,
+            plan=plan,
+            limits=limits,
+            billing_anchor_day=anchor_day,
+            timezone=timezone,
+            plan_effective_from=plan_from,
+        )
     _print_tenant(settings, output)
 
 

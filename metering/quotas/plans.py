@@ -1,9 +1,10 @@
-"""Plans: each plan's soft and hard limits per metric and period, and its ingest rate limit.
+"""Plans: each plan's soft and hard limits per metric and period, its ingest rate limit, and its prices.
 
 The plans are a TOML file (the default ships with the package; a path overrides it). It is checked when it is
 loaded, against the meter catalog: a bad file stops the app at start with a message naming the plan, the
 metric and the rule. A tenant is on a plan (the default one unless assigned) and may have per-metric
-overrides; `resolve_limits` says which limits apply.
+overrides; `resolve_limits` says which limits apply. A plan's `currency`, `base_fee` and `prices` (the models
+of core/prices.py) are what its tenants' periods are rated with.
 """
 
 from __future__ import annotations
@@ -16,12 +17,23 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from metering.core import decimals
 from metering.core.catalog_files import read_toml
 from metering.core.limits import Limits
-from metering.core.meters import MeterCatalog, load_catalog
+from metering.core.meters import Meter, MeterCatalog, load_catalog
+from metering.core.money import DEFAULT_CURRENCY, minor_digits
+from metering.core.prices import Price, PriceNumber, Pricing, places
 from metering.quotas.ratelimit import RateLimit
 
 PLAN_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
@@ -57,6 +69,14 @@ def _limit(value: Any) -> Decimal:
 LimitValue = Annotated[Decimal, BeforeValidator(_limit)]
 
 
+def _currency(code: str) -> str:
+    minor_digits(code)  # raises, naming the rule, for a code that is not an ISO 4217 currency with a minor unit
+    return code
+
+
+CurrencyCode = Annotated[str, AfterValidator(_currency)]
+
+
 class MetricLimits(BaseModel):
     """A plan's limits for one metric over a period: above `soft` warns, above `hard` is denied."""
 
@@ -87,6 +107,25 @@ class Plan(BaseModel):
     # None: no ingest rate limit.
     rate: RateLimit | None = None
     limits: dict[str, MetricLimits] = Field(default_factory=dict)
+    currency: CurrencyCode = DEFAULT_CURRENCY
+    # Charged once per period, as a line of kind "fee"; None: no such line.
+    base_fee: PriceNumber | None = None
+    prices: dict[str, Price] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _payable(self) -> Self:
+        # A fee is charged as written, so it must be an amount of the currency (no fraction of a cent).
+        digits = minor_digits(self.currency)
+        if self.base_fee is not None and places(self.base_fee) > digits:
+            raise ValueError(f"base_fee: {self.currency} amounts have {digits} digits after the point at most")
+        for metric, price in self.prices.items():
+            for index, tier in enumerate(price.tiers or ()):
+                if places(tier.flat_fee) > digits:
+                    raise ValueError(
+                        f"metric {metric!r}: price: tiers[{index}].flat_fee: {self.currency} amounts have "
+                        f"{digits} digits after the point at most"
+                    )
+        return self
 
     def limits_for(self, metric: str) -> Limits:
         """The plan's limits for `metric`; empty (unlimited) when the plan names none."""
@@ -118,6 +157,10 @@ class PlanCatalog(BaseModel):
     @cached_property
     def names(self) -> tuple[str, ...]:
         return tuple(sorted(self.plans))
+
+    def pricing(self, plan: Plan) -> Pricing:
+        """What rating needs of `plan`, with this catalog's version (statements record it)."""
+        return Pricing(plan.name, self.version, plan.currency, plan.base_fee, plan.prices)
 
 
 def resolve_limits(plan: Plan, overrides: Mapping[str, Limits], metric: str) -> Limits:
@@ -158,11 +201,21 @@ def parse_plans(document: dict[str, Any], catalog: MeterCatalog, source: str = "
         except ValidationError as error:
             problems = "; ".join(_describe(e) for e in error.errors())
             raise PlanCatalogError(f"{source}: plan {name!r}: {problems}") from None
-        for metric in plan.limits:
-            if catalog.get(metric) is None:
-                raise PlanCatalogError(f"{source}: plan {name!r}: metric {metric!r}: {_not_a_meter(metric, catalog)}")
+        _check_metrics(plan, catalog, f"{source}: plan {name!r}")
         plans[name] = plan
     return PlanCatalog(version=version, default_plan=default_plan, plans=plans)
+
+
+def _check_metrics(plan: Plan, catalog: MeterCatalog, where: str) -> None:
+    """Every metric the plan limits or prices is a meter of the catalog, and every one it prices can be."""
+    for metric in plan.limits:
+        if catalog.get(metric) is None:
+            raise PlanCatalogError(f"{where}: metric {metric!r}: {_not_a_meter(metric, catalog)}")
+    for metric in plan.prices:
+        meter = catalog.get(metric)
+        problem = _not_a_meter(metric, catalog) if meter is None else _unpriceable(meter)
+        if problem is not None:
+            raise PlanCatalogError(f"{where}: metric {metric!r}: price: {problem}")
 
 
 def _not_a_meter(metric: str, catalog: MeterCatalog) -> str:
@@ -171,14 +224,25 @@ def _not_a_meter(metric: str, catalog: MeterCatalog) -> str:
     return f"{message}; did you mean {close[0]!r}?" if close else message
 
 
+def _unpriceable(meter: Meter) -> str | None:
+    """Why a meter's figure cannot be billed, or None. A sampled meter's figure is an estimate (its `sampling`
+    flag comes with sampled meters); every other kind has an exact period figure."""
+    if getattr(meter, "sampling", False):
+        return "a sampled meter's figures are estimates, and an invoice cannot bill an estimate"
+    return None
+
+
 def _describe(error: Any) -> str:
-    """`metric 'api.requests': soft: must not be negative` rather than pydantic's `limits.api.requests.soft`."""
-    loc = [str(part) for part in error["loc"]]
+    """`metric 'api.requests': soft: must not be negative` rather than pydantic's `limits.api.requests.soft`,
+    and `metric 'api.requests': price: tiers[1].up_to: ...` for a price."""
+    loc = list(error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ")
-    if loc[:1] == ["limits"] and len(loc) > 1:
-        where = f"metric {loc[1]!r}" + "".join(f": {part}" for part in loc[2:])
+    if loc[:1] in (["limits"], ["prices"]) and len(loc) > 1:
+        where = f"metric {loc[1]!r}" + (": price" if loc[0] == "prices" else "")
+        rest = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[2:]).removeprefix(".")
+        where += f": {rest}" if rest else ""
     else:
-        where = ".".join(loc)
+        where = ".".join(str(part) for part in loc)
     return f"{where}: {message}" if where else message
 
 

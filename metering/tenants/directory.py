@@ -10,6 +10,7 @@ operator raising a blocked customer's limit expects the next quota check to see 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -17,12 +18,11 @@ from datetime import datetime, timedelta
 from metering.core.clock import format_timestamp
 from metering.core.limits import Limits
 from metering.core.meters import MeterCatalog
-from metering.core.periods import (
-    History,
-)
+from metering.core.periods import BillingPeriod, History
 from metering.quotas.plans import Plan, PlanCatalog, resolve_limits
 from metering.quotas.ratelimit import RateLimit
 from metering.stores import CommitConflict, Create, Replace, RowTable
+from metering.tenants.plan_history import plan_before
 from metering.tenants.records import (
     DEFAULT_RECORD,
     SETTINGS_ROW,
@@ -48,7 +48,11 @@ class TenantDirectory:
         clock: Callable[[], datetime],
         cache_seconds: float = CACHE_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
+        closed: Callable[[str, BillingPeriod], bool] | None = None,
     ) -> None:
+        # Whether a tenant's period is closed, so no plan change is backdated into it. Without a way to know,
+        # every period that has ended may be.
+        self.closed = closed or (lambda _tenant, period: period.end <= self.clock())
         self.table = table
         self.plans = plans
         self.catalog = catalog
@@ -68,7 +72,7 @@ class TenantDirectory:
         record = DEFAULT_RECORD if row is None else TenantRecord.from_row(row)
         if cached is not None and cached[1].history == record.history:
             # Keep the very same history object: the schedule recognises it by identity on its fast path.
-            record = TenantRecord(record.plan, record.limits, cached[1].history, record.etag)
+            record = dataclasses.replace(record, history=cached[1].history)
         if len(self._cache) > 100_000:
             self._cache.clear()
         self._cache[tenant_id] = (now + self.cache_seconds, record)
@@ -81,6 +85,15 @@ class TenantDirectory:
         name = self.record(tenant_id).plan
         plan = self.plans.get(name) if name is not None else None
         # A plan removed from the catalog falls back to the default rather than failing every request.
+        return plan if plan is not None else self.plans.default
+
+    def plan_for_period(self, tenant_id: str, end: datetime) -> Plan:
+        """The plan a period ending at `end` is rated with: the one in force at its end, read from the store
+        (not the cache), so a change made just before the end is seen."""
+        row = self.table.read(tenant_id, [SETTINGS_ROW]).get(SETTINGS_ROW)
+        record = DEFAULT_RECORD if row is None else TenantRecord.from_row(row)
+        name = plan_before(record.plans, end)
+        plan = self.plans.get(name) if name is not None else None
         return plan if plan is not None else self.plans.default
 
     def limits(self, tenant_id: str, metric: str) -> Limits:
@@ -99,8 +112,15 @@ class TenantDirectory:
         for _attempt in range(5):
             row = self.table.read(tenant_id, [SETTINGS_ROW]).get(SETTINGS_ROW)
             current = DEFAULT_RECORD if row is None else TenantRecord.from_row(row)
+            moment = self.clock()
             updated = apply_change(
-                current, change, plans=self.plans, catalog=self.catalog, not_before=self.clock() + SETTLE
+                current,
+                change,
+                plans=self.plans,
+                catalog=self.catalog,
+                now=moment,
+                not_before=moment + SETTLE,
+                closed=lambda period: self.closed(tenant_id, period),
             )
             now = self.clock()
             operation = (

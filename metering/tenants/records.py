@@ -2,17 +2,19 @@
 rules a change must keep. directory.py reads and writes them.
 
     <tenant> | settings    {"plan", "limits": {<metric>: {"soft", "hard"}},
-                            "terms": [{"from", "anchor", "tz"}], "updated"}
+                            "terms": [{"from", "anchor", "tz"}], "plans": [{"from", "plan"}], "updated"}
+
+Plans have a history like the billing terms (plan_history.py): a period is rated with the plan in force at its end.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from metering.core import decimals
 from metering.core.decimals import DecimalText
@@ -23,6 +25,7 @@ from metering.core.periods import (
     DEFAULT_HISTORY,
     MAX_ANCHOR_DAY,
     MIN_ANCHOR_DAY,
+    BillingPeriod,
     History,
     Terms,
     TermsError,
@@ -32,6 +35,7 @@ from metering.core.periods import (
 )
 from metering.quotas.plans import PlanCatalog
 from metering.stores import Row
+from metering.tenants.plan_history import PlanHistory, change_plan, history_from_json, history_json
 
 SETTINGS_ROW = "settings"
 
@@ -49,6 +53,8 @@ class TenantUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     plan: str | None = None
+    # When `plan` takes effect: now when omitted; earlier for a change backdated into a period not closed yet.
+    plan_effective_from: AwareDatetime | None = None
     limits: dict[str, LimitPair | None] | None = None
     billing_anchor_day: Annotated[int, Field(ge=MIN_ANCHOR_DAY, le=MAX_ANCHOR_DAY, strict=True)] | None = None
     timezone: str | None = None
@@ -65,6 +71,11 @@ class TermsView(BaseModel):
     effective_from: datetime | None
 
 
+class PlanChangeView(BaseModel):
+    plan: str
+    effective_from: datetime | None
+
+
 class TenantSettings(BaseModel):
     """A tenant's settings as stored: `billing_anchor_day` and `timezone` are the latest terms, in force from
     `terms_effective_from` (null: since always); `terms` is their whole history."""
@@ -77,6 +88,9 @@ class TenantSettings(BaseModel):
     terms_effective_from: datetime | None
     current_period: PeriodView
     terms: list[TermsView]
+    # Every plan change with when it took effect (null: since the tenant was first seen); empty for a tenant
+    # never assigned a plan, which is on the default one.
+    plan_history: list[PlanChangeView] = Field(default_factory=list)
 
 
 class TenantError(ValueError):
@@ -95,6 +109,7 @@ class TenantRecord:
     limits: Mapping[str, Limits]
     history: History
     etag: str | None = None
+    plans: PlanHistory = ()
 
     def to_json(self, now: str) -> dict[str, Any]:
         return {
@@ -110,6 +125,7 @@ class TenantRecord:
                 }
                 for t in self.history
             ],
+            "plans": history_json(self.plans),
             "updated": now,
         }
 
@@ -125,7 +141,7 @@ class TenantRecord:
                 for t in data["terms"]
             ]
         )
-        return cls(data["plan"], limits, history, row.etag)
+        return cls(data["plan"], limits, history, row.etag, history_from_json(data.get("plans"), data["plan"]))
 
 
 DEFAULT_RECORD = TenantRecord(None, {}, DEFAULT_HISTORY)
@@ -155,20 +171,32 @@ def settings_view(tenant_id: str, record: TenantRecord, default_plan: str, now: 
             TermsView(billing_anchor_day=t.anchor_day, timezone=t.timezone, effective_from=t.effective_from)
             for t in record.history
         ],
+        plan_history=[PlanChangeView(plan=c.plan, effective_from=c.effective_from) for c in record.plans],
     )
 
 
 def apply_change(
-    current: TenantRecord, change: TenantUpdate, *, plans: PlanCatalog, catalog: MeterCatalog, not_before: datetime
+    current: TenantRecord,
+    change: TenantUpdate,
+    *,
+    plans: PlanCatalog,
+    catalog: MeterCatalog,
+    now: datetime,
+    not_before: datetime,
+    closed: Callable[[BillingPeriod], bool],
 ) -> TenantRecord:
     """The record with `change` applied, or TenantError naming every rule it breaks. New terms take effect at the
-    first period boundary from `not_before`."""
+    first period boundary from `not_before`; a plan now, or from `plan_effective_from` when that falls in a period
+    `closed` says is not closed."""
     errors: list[FieldError] = []
-    plan = current.plan
+    plan, plan_changes = current.plan, current.plans
     if change.plan is not None:
         if plans.get(change.plan) is None:
             errors.append(FieldError(0, "plan", f"must be a plan of the catalog ({', '.join(plans.names)})"))
-        plan = change.plan
+        effective = _plan_start(current.history, change.plan_effective_from, now, closed, errors)
+        plan, plan_changes = change.plan, change_plan(current.plans, change.plan, effective)
+    elif change.plan_effective_from is not None:
+        errors.append(FieldError(0, "plan_effective_from", "needs plan: the plan that takes effect then"))
     limits = dict(current.limits)
     for metric, pair in (change.limits or {}).items():
         where = f"limits.{metric}"
@@ -194,7 +222,31 @@ def apply_change(
         history = change_terms(history, terms, not_before)
     if errors:
         raise TenantError(errors)
-    return TenantRecord(plan, limits, history)
+    return TenantRecord(plan, limits, history, plans=plan_changes)
+
+
+def _plan_start(
+    history: History,
+    requested: datetime | None,
+    now: datetime,
+    closed: Callable[[BillingPeriod], bool],
+    errors: list[FieldError],
+) -> datetime:
+    if requested is None:
+        return now
+    if requested > now:
+        errors.append(FieldError(0, "plan_effective_from", "must not be in the future: a plan change applies now"))
+    else:
+        period = period_in(history, requested)
+        if closed(period):
+            errors.append(
+                FieldError(
+                    0,
+                    "plan_effective_from",
+                    f"falls in the billing period starting {period.key}, which is closed: its statement is final",
+                )
+            )
+    return requested
 
 
 def _check_pair(where: str, pair: LimitPair) -> list[FieldError]:

@@ -223,9 +223,9 @@ def test_openapi_describes_every_route(api):
         if trigger.get_binding_name() == "httpTrigger":
             routes.add("/" + trigger.route)
     assert set(document["paths"]) == routes
-    assert len(routes) == 13
+    assert len(routes) == 14
     schemas = document["components"]["schemas"]
-    assert {"UsageEvent", "Problem", "UsageResponse", "QuotaDecision"} <= set(schemas)
+    assert {"UsageEvent", "Problem", "UsageResponse", "QuotaDecision", "InvoicePreview"} <= set(schemas)
     assert "tenant_id" in schemas["UsageEvent"]["required"]
 
 

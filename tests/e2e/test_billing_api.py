@@ -25,6 +25,7 @@ import pytest
 from azure.core.exceptions import ResourceExistsError
 
 from metering.core.meters import load_catalog
+from metering.quotas.plans import load_plans
 from metering.transport.queue import queue_client
 from tests.e2e.conftest import ADMIN_KEY, FUNCTION_KEY, eventually
 from tests.e2e.test_api import problem_of
@@ -221,16 +222,21 @@ def test_tenant_settings_round_trip(api, admin, tenant):
         "terms_effective_from": None,
         "current_period": {"start": stamp(THIS_START), "end": stamp(NEXT_START)},
         "terms": [{"billing_anchor_day": 1, "timezone": "UTC", "effective_from": None}],
+        "plan_history": [],
     }
     assert admin.get(path).json() == default
 
+    assigned = datetime.now(UTC)
     put = admin.put(
         path,
         json={"plan": "pro", "limits": {"api.requests": {"soft": "80", "hard": "100"}, "storage.gb": {"hard": 2.5}}},
     )
     assert put.status_code == 200, put.text
     limits = {"api.requests": {"soft": "80", "hard": "100"}, "storage.gb": {"soft": None, "hard": "2.5"}}
-    assert put.json() == {**default, "plan": "pro", "limits": limits}
+    [change] = put.json()["plan_history"]
+    assert change["plan"] == "pro"
+    assert assigned <= instant(change["effective_from"]) <= datetime.now(UTC)
+    assert put.json() == {**default, "plan": "pro", "limits": limits, "plan_history": [change]}
     assert admin.get(path).json() == put.json()
 
     # Every field is optional: what is left out stays; a metric's limits set to null remove its override.
@@ -288,6 +294,9 @@ def test_tenant_settings_round_trip(api, admin, tenant):
         ({"plan": "pro", "billing_anchor_day": "5"}, {"billing_anchor_day"}),
         ({"plan": "pro", "colour": "red"}, {"colour"}),
         ({"plan": "gold", "timezone": "Nowhere/Else"}, {"plan", "timezone"}),
+        ({"plan": "pro", "plan_effective_from": stamp(NOW + timedelta(days=1))}, {"plan_effective_from"}),
+        ({"plan": "pro", "plan_effective_from": "2026-01-01T00:00:00"}, {"plan_effective_from"}),
+        ({"plan_effective_from": stamp(THIS_START)}, {"plan_effective_from"}),
     ],
 )
 def test_tenant_settings_that_break_a_rule_are_422_and_change_nothing(admin, tenant, body, fields):
@@ -504,6 +513,16 @@ class PreviousMonth:
     after_cancel: dict[str, Any]
     report: dict[str, Any]
     closed_between: tuple[datetime, datetime]
+    # On pro from the previous period's start (a change backdated while it was in grace), so rated with it.
+    priced: str
+
+
+def priced_events(tenant: str) -> list[dict[str, Any]]:
+    return [
+        event(tenant, "r1", "250000", timestamp=LATE_TS),
+        event(tenant, "r2", "12.5", metric="storage.gb", timestamp=LATE_TS),
+        event(tenant, "r3", "150000000001", metric="transfer.bytes", timestamp=LATE_TS),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -511,12 +530,25 @@ def previous_month(devhost: Any) -> PreviousMonth:
     """Once a close has run, every period that ended before it is closed for every tenant, and an event of it
     is late even for a tenant that had no usage in it. So this module's usage of the previous period is all
     written, read and corrected first, and closed by one close; every test that closes periods uses this."""
-    closing, cancelling = (f"t-{uuid.uuid4().hex[:12]}" for _ in range(2))
+    closing, cancelling, priced = (f"t-{uuid.uuid4().hex[:12]}" for _ in range(3))
     with (
         httpx.Client(base_url=devhost.base_url, headers={"x-functions-key": FUNCTION_KEY}, timeout=30) as api,
         httpx.Client(base_url=devhost.base_url, headers={"x-functions-key": ADMIN_KEY}, timeout=30) as admin,
     ):
-        accepted(api, [*closing_events(closing), event(closing, "c1", "4"), *cancelling_events(cancelling)])
+        backdated = admin.put(
+            f"/manage/tenants/{priced}", json={"plan": "pro", "plan_effective_from": PREV_KEY + "T00:00:00Z"}
+        )
+        assert backdated.status_code == 200, backdated.text
+        accepted(
+            api,
+            [
+                *closing_events(closing),
+                event(closing, "c1", "4"),
+                *cancelling_events(cancelling),
+                *priced_events(priced),
+            ],
+        )
+        settle(api, priced, ("150000000001", 1), metric="transfer.bytes", period=PREV_KEY)
         for metric, pair in CLOSING_EXPECTED.items():
             settle(api, closing, pair, metric=metric, period=PREV_KEY)
         settle(api, closing, ("4", 1))
@@ -538,7 +570,15 @@ def previous_month(devhost: Any) -> PreviousMonth:
         report = close(admin)
         after = datetime.now(UTC)
     return PreviousMonth(
-        closing, cancelling, in_grace, statement_in_grace, cancel_in_grace, after_cancel, report, (before, after)
+        closing,
+        cancelling,
+        in_grace,
+        statement_in_grace,
+        cancel_in_grace,
+        after_cancel,
+        report,
+        (before, after),
+        priced,
     )
 
 
@@ -568,6 +608,9 @@ def test_a_period_closes_into_a_statement_and_stays_closed(api, admin, previous_
             "aggregation": previous_month.in_grace[metric]["aggregation"],
             "quantity": CLOSING_EXPECTED[metric][0],
             "event_count": CLOSING_EXPECTED[metric][1],
+            # The default plan prices nothing: rated, at zero.
+            "amount": "0.00",
+            "tiers": None,
         }
         for metric in sorted(CLOSING_EXPECTED)
     ]
@@ -583,7 +626,11 @@ def test_a_period_closes_into_a_statement_and_stays_closed(api, admin, previous_
         "period_end": stamp(THIS_START),
         "closed_at": closed["closed_at"],
         "catalog_version": load_catalog().version,
+        "currency": "USD",
+        "plan": "unlimited",
+        "plan_version": load_plans().version,
         "lines": lines,
+        "subtotal": "0.00",
     }
     # The same as CSV.
     as_csv = statement(api, tenant, PREV_KEY, accept="text/csv")
@@ -601,9 +648,12 @@ def test_a_period_closes_into_a_statement_and_stays_closed(api, admin, previous_
             "aggregation": r["aggregation"],
             "quantity": r["quantity"],
             "event_count": int(r["event_count"]),
+            "amount": r["amount"],
+            "tiers": None,
         }
         for r in rows
     ] == lines
+    assert {(r["currency"], r["plan"], r["plan_version"]) for r in rows} == {("USD", "unlimited", load_plans().version)}
     # All of the tenant's statements; the open period and bad dates.
     assert api.get(f"/statements/{tenant}").json() == {"items": [closed]}
     problem_of(statement(api, tenant, THIS_KEY), 404)
@@ -652,6 +702,47 @@ def test_a_period_closes_into_a_statement_and_stays_closed(api, admin, previous_
     assert statement(api, tenant, PREV_KEY).json() == closed
     assert totals(api, tenant) == ("4", 1)
     assert closed_for(close(admin), tenant) == []
+
+
+def test_a_statement_is_rated_with_the_plan_in_force_at_the_period_end(api, admin, previous_month):
+    tenant = previous_month.priced
+    response = statement(api, tenant, PREV_KEY)
+    assert response.status_code == 200, response.text
+    rated = response.json()
+    assert (rated["currency"], rated["plan"], rated["plan_version"]) == ("USD", "pro", load_plans().version)
+    assert [(line["metric"], line["kind"], line["quantity"], line["amount"]) for line in rated["lines"]] == [
+        (None, "fee", "1", "49.00"),
+        ("api.requests", "usage", "250000", "60.00"),  # 100K included, then 150 thousands at 0.40
+        ("storage.gb", "usage", "12.5", "1.25"),  # 0.10 per GB
+        ("transfer.bytes", "usage", "150000000001", "4.59"),  # 100 GB included, 51 started GB at 0.09
+    ]
+    assert rated["lines"][1]["tiers"] == [
+        {"up_to": "900000", "quantity": "150000", "unit_price": "0.4", "flat_fee": "0", "amount": "60"}
+    ]
+    assert rated["subtotal"] == "114.84"
+    rows = list(csv.DictReader(io.StringIO(statement(api, tenant, PREV_KEY, accept="text/csv").text)))
+    assert [(r["kind"], r["amount"]) for r in rows] == [
+        ("fee", "49.00"),
+        ("usage", "60.00"),
+        ("usage", "1.25"),
+        ("usage", "4.59"),
+    ]
+
+    # A plan change after the close changes nothing in it; one backdated into it is refused.
+    assert admin.put(f"/manage/tenants/{tenant}", json={"plan": "enterprise"}).status_code == 200
+    refused = problem_of(
+        admin.put(f"/manage/tenants/{tenant}", json={"plan": "free", "plan_effective_from": stamp(PREV_START)}), 422
+    )
+    assert refused["errors"][0]["field"] == "plan_effective_from"
+    assert "closed" in refused["errors"][0]["message"]
+    assert statement(api, tenant, PREV_KEY).json() == rated
+    # The open period is previewed with the plan now: enterprise's fee and nothing used yet.
+    preview = api.get(f"/invoices/{tenant}/preview").json()
+    assert (preview["plan"], preview["subtotal"], preview["period_start"]) == (
+        "enterprise",
+        "2000.00",
+        stamp(THIS_START),
+    )
 
 
 def test_an_event_of_a_passed_period_is_late_for_a_tenant_without_usage_in_it(api, tenant, previous_month):

@@ -32,6 +32,7 @@ def test_http_routes_methods_and_auth_levels():
         "cancel_event": ("events/{tenant_id}/cancel", ["POST"], "FUNCTION"),
         "statements": ("statements/{tenant_id}", ["GET"], "FUNCTION"),
         "late_events": ("late-events/{tenant_id}", ["GET"], "FUNCTION"),
+        "invoice_preview": ("invoices/{tenant_id}/preview", ["GET"], "FUNCTION"),
         # Operator routes take the admin (master) key only.
         "manage_tenant": ("manage/tenants/{tenant_id}", ["GET", "PUT"], "ADMIN"),
         "manage_close_periods": ("manage/periods/close", ["POST"], "ADMIN"),
