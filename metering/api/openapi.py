@@ -277,7 +277,7 @@ def document(catalog: MeterCatalog) -> dict[str, Any]:
                     "summary": "The open period rated as if it closed now, with a forecast to its end (CSV with "
                     "Accept: text/csv)",
                     "operationId": "previewInvoice",
-                    "parameters": [_path_parameters()[0]],
+                    "parameters": [_tenant_parameter()],
                     "responses": {
                         "200": {
                             "description": "The preview; `forecast` is null in the period's first 24 hours",

@@ -15,27 +15,26 @@ from typing import Any
 
 import pytest
 
-from metering.api.billing import Billing
-from metering.billing.cancels import Cancels
-from metering.billing.closing import PeriodCloser, Statement, period_closed
+from metering.billing.closing import PeriodCloser, Statement
 from metering.billing.invoices import InvoicePreview, Invoices
 from metering.billing.late import LateEvents
 from metering.billing.statements import LineKind
+from metering.bootstrap import Services
 from metering.core.decimals import to_str
 from metering.core.events import UsageEvent
 from metering.core.hub import Position
-from metering.core.periods import TenantSchedule
 from metering.core.prices import Pricing
 from metering.ledger import control
 from metering.ledger.batch import SourcedEvent
 from metering.ledger.ledger import Ledger
-from metering.notifications.outbox import Outbox, QueueSink
-from metering.quotas.plans import PlanCatalog, load_plans
+from metering.notifications.queue import QueueSink
+from metering.quotas.plans import PlanCatalog
 from metering.settings import LateEventPolicy
 from metering.stores import Store
-from metering.tenants.directory import TenantDirectory, TenantError, TenantUpdate
+from metering.tenants.directory import TenantDirectory
+from metering.tenants.records import TenantError, TenantUpdate
 from metering.transport.queue import QueueBacklog, queue_client
-from tests.support import FixedClock
+from tests.support import FixedClock, make_settings, wired
 
 OCT_15 = datetime(2026, 10, 15, 9, tzinfo=UTC)
 NOV_1 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -53,6 +52,7 @@ class Billed:
     late: LateEvents
     closer: PeriodCloser
     invoices: Invoices
+    services: Services
     sequence: int = 0
 
     def pricing(self, tenant: str, end: datetime) -> Pricing:
@@ -76,41 +76,27 @@ class Billed:
 
 def build(store: Store, azurite: Any, catalog: Any, policy: LateEventPolicy = LateEventPolicy.REVIEW) -> Billed:
     clock = FixedClock(OCT_15)
-    plans = load_plans(None, catalog)
-    holder: dict[str, Billed] = {}
-    directory = TenantDirectory(
-        store.tenants, plans, catalog, clock=clock, closed=lambda tenant, period: period_closed(store, tenant, period)
-    )
-    schedule = TenantSchedule(directory.history)
-    ledger = Ledger(store, catalog, schedule, clock=clock)
     suffix = uuid.uuid4().hex[:16]
-    outbox = Outbox(store.control, QueueSink(queue_client(azurite.connection_string, f"n{suffix}")))
-
-    def pricing(tenant: str, end: datetime) -> Pricing:
-        return holder["billed"].pricing(tenant, end)
-
-    closer = PeriodCloser(
+    settings = make_settings(grace_hours=24, dedupe_retention_days=35, late_event_policy=policy)
+    services = wired(
         store,
-        catalog,
-        outbox,
-        QueueBacklog(queue_client(azurite.connection_string, f"h{suffix}")),
-        grace=timedelta(hours=24),
-        retention=timedelta(days=35),
+        settings=settings,
         clock=clock,
-        pricing=pricing,
+        catalog=catalog,
+        sink=QueueSink(queue_client(azurite.connection_string, f"n{suffix}")),
+        backlog=QueueBacklog(queue_client(azurite.connection_string, f"h{suffix}")),
     )
-    billed = Billed(
+    return Billed(
         store=store,
         clock=clock,
-        plans=plans,
-        directory=directory,
-        ledger=ledger,
-        late=LateEvents(store.late_events, ledger, schedule, policy, clock),
-        closer=closer,
-        invoices=Invoices(store, catalog, schedule, pricing, clock),
+        plans=services.plans,
+        directory=services.directory,
+        ledger=services.ledger,
+        late=services.late_events,
+        closer=services.closer,
+        invoices=services.invoices,
+        services=services,
     )
-    holder["billed"] = billed
-    return billed
 
 
 @pytest.fixture
@@ -291,11 +277,7 @@ def test_statements_written_before_prices_read_as_unrated(table_store, azurite, 
         ],
     }
     table_store.statements.upsert(tenant, "2026-10-01", old)
-    api = Billing(
-        table_store.statements,
-        billed.late,
-        Cancels(table_store, catalog, billed.ledger.schedule, clock=billed.clock, max_future=timedelta(minutes=5)),
-    )
+    api = billed.services.http.billing
     body = api.statement(tenant, {"period": "2026-10-01"}, None).json()
     assert (body["currency"], body["plan"], body["subtotal"], body["lines"][0]["amount"]) == (None, None, None, None)
     assert not Statement.model_validate(old).rated

@@ -30,7 +30,9 @@ NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 
 
 def change(record: TenantRecord, **fields: object) -> TenantRecord:
-    return apply_change(record, TenantUpdate(**fields), plans=PLANS, catalog=CATALOG, not_before=NOW)
+    return apply_change(
+        record, TenantUpdate(**fields), plans=PLANS, catalog=CATALOG, now=NOW, not_before=NOW, closed=lambda _p: False
+    )
 
 
 def test_every_broken_rule_of_a_change_is_named_at_once():
@@ -69,7 +71,8 @@ def test_the_record_reads_back_as_it_was_written():
         DEFAULT_RECORD, plan="pro", limits={"api.requests": LimitPair(soft=Decimal("0.5"))}, timezone="Asia/Tokyo"
     )
     row = Row(SETTINGS_ROW, "etag", record.to_json("2026-11-24T12:00:00.000000Z"))
-    assert TenantRecord.from_row(row) == TenantRecord(record.plan, record.limits, record.history, "etag")
+    assert TenantRecord.from_row(row) == TenantRecord(record.plan, record.limits, record.history, "etag", record.plans)
+    assert [c.plan for c in record.plans] == ["pro"]
 
 
 def test_the_directory_caches_reads_and_drops_its_entry_on_a_write():
