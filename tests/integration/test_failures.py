@@ -29,11 +29,14 @@ from metering.ledger.batch import DayDelta, SourcedEvent
 from metering.ledger.cells import Cell
 from metering.ledger.keys import STATE_ROW, marker_key, partition_key
 from metering.ledger.ledger import Ledger, SystematicRejection, poison_allowance
+from metering.notifications.outbox import DiscardSink
 from metering.settings import LateEventPolicy
 from metering.stores import Create, StoreRejected
+from metering.stores.memory import MemoryStore
 from metering.stores.table import TableStore, encode, rejected_code, request_bytes
+from metering.transport import EmptyBacklog
 from tests.integration.test_billing import NOW, build, event
-from tests.support import ProbedStore, make_settings, wired
+from tests.support import FixedClock, ProbedStore, make_settings, wired
 
 pytestmark = pytest.mark.store
 
@@ -205,6 +208,30 @@ def test_a_closer_run_records_as_closed_only_the_periods_it_closed(store, azurit
     for tenant in tenants:
         assert pipe.total(tenant, "api.requests")[2] == "closed"
     assert pipe.statement(still_open, "2026-10-01").lines[0].quantity == Decimal(3)
+
+
+def test_more_due_periods_than_one_page_are_all_closed_and_only_then_recorded_as_closed():
+    # The defect's own size: 1,001 due periods against a page of 1,000 (the memory store keeps it to seconds).
+    services = wired(
+        MemoryStore(),
+        settings=make_settings(grace_hours=24),
+        clock=FixedClock(NOW),
+        sink=DiscardSink(),
+        backlog=EmptyBacklog(),
+    )
+    tenants = [f"t{i:04d}" for i in range(1001)]
+    services.ledger.apply([SourcedEvent(event(1, tenant=t), Position("0", i)) for i, t in enumerate(tenants)])
+    report = services.closer.run()
+    assert len(report.closed) == 1001
+    assert report.waiting == 0
+    last = tenants[-1]
+    assert services.store.statements.read(last, ["2026-10-01"])
+    # A new event of the last period is late, and its closed total stays as it was.
+    result = services.ledger.apply([SourcedEvent(event(2, tenant=last), Position("0", 2000))])
+    assert (result.applied, len(result.late)) == (0, 1)
+    period = services.schedule.period_at(last, event(2, tenant=last).timestamp)
+    aggregate = services.usage.for_period(last, "api.requests", period)
+    assert (aggregate.total, aggregate.event_count, aggregate.status.value) == (Decimal("1.5"), 1, "closed")
 
 
 # -- failure classes at the store boundary ---------------------------------------------------------------
