@@ -23,6 +23,7 @@ from metering.api.ingest import Ingest
 from metering.api.invoices import InvoicesApi
 from metering.api.manage import Manage
 from metering.api.openapi import OpenApiRoute
+from metering.api.operations import Operations
 from metering.api.reads import Reads
 from metering.api.webhooks import Webhooks
 from metering.billing.cancels import Cancels
@@ -30,6 +31,7 @@ from metering.billing.closing import PeriodCloser, period_closed
 from metering.billing.invoices import Invoices
 from metering.billing.journal import Journal
 from metering.billing.late import LateEvents
+from metering.billing.late_actions import LateActions
 from metering.core.clock import Clock, utc_now
 from metering.core.meters import MeterCatalog, load_catalog
 from metering.core.periods import PeriodSchedule, TenantSchedule
@@ -37,6 +39,7 @@ from metering.core.prices import Pricing
 from metering.ingest.consumer import AfterApply
 from metering.ingest.deadletters import DeadLetters
 from metering.ingest.health import HealthCheck
+from metering.ingest.redrive import Redrive
 from metering.ingest.service import IngestService
 from metering.ledger.control import HubProgress
 from metering.ledger.ledger import Ledger
@@ -198,6 +201,28 @@ class Services:
         )
 
     @cached_property
+    def late_actions(self) -> LateActions:
+        return LateActions(
+            self.store.late_events,
+            ledger=self.ledger,
+            schedule=self.schedule,
+            reader=self.usage,
+            journal=self.journal,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def redrive(self) -> Redrive:
+        return Redrive(
+            self.dead_letters,
+            ledger=self.ledger,
+            late=self.late_events,
+            reader=self.usage,
+            journal=self.journal,
+            clock=self.clock,
+        )
+
+    @cached_property
     def after_apply(self) -> AfterApply:
         return AfterApply(late=self.late_events, alerts=self.alerts, outbox=self.outbox, progress=self.progress)
 
@@ -297,7 +322,22 @@ class HttpHandlers:
     def webhooks(self) -> Webhooks:
         dispatcher = self._services.webhook_dispatcher
         return Webhooks(
-            self._services.webhook_deliveries, after_redrive=None if dispatcher is None else dispatcher.kick
+            self._services.webhook_deliveries,
+            after_redrive=None if dispatcher is None else dispatcher.kick,
+            journal=self._services.journal,
+            clock=self._services.clock,
+        )
+
+    @cached_property
+    def operations(self) -> Operations:
+        services = self._services
+        return Operations(
+            late=services.late_events,
+            late_actions=services.late_actions,
+            dead_letters=services.dead_letters,
+            redrive=services.redrive,
+            journal=services.journal,
+            conflicts=services.store.conflicts,
         )
 
 

@@ -39,6 +39,13 @@ def test_http_routes_methods_and_auth_levels():
         "manage_health": ("manage/health", ["GET"], "ADMIN"),
         "manage_webhooks": ("manage/webhooks", ["GET"], "ADMIN"),
         "manage_webhook_redrive": ("manage/webhooks/{id}/redrive", ["POST"], "ADMIN"),
+        "manage_late_events": ("manage/late-events", ["GET"], "ADMIN"),
+        "manage_late_event_apply": ("manage/late-events/{tenant_id}/{id}/apply", ["POST"], "ADMIN"),
+        "manage_late_event_discard": ("manage/late-events/{tenant_id}/{id}/discard", ["POST"], "ADMIN"),
+        "manage_dead_letters": ("manage/dead-letters", ["GET"], "ADMIN"),
+        "manage_dead_letter_redrive": ("manage/dead-letters/{id}/redrive", ["POST"], "ADMIN"),
+        "manage_conflicts": ("manage/conflicts", ["GET"], "ADMIN"),
+        "manage_journal": ("manage/journal", ["GET"], "ADMIN"),
     }
     # The host reserves routes and function names that start with "admin".
     assert not any(name.startswith("admin") or route.startswith("admin") for name, (route, _, _) in routes.items())
