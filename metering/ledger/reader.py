@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from metering.core import decimals
 from metering.core.clock import Clock, hour_key, utc_now
-from metering.core.meters import Aggregation, Meter, MeterCatalog
+from metering.core.meters import Aggregation, GroupKind, Meter, MeterCatalog
 from metering.core.periods import BillingPeriod, Granularity, PeriodSchedule, PeriodStatus, periods_between
 from metering.ledger.cells import Cell, combine
 from metering.ledger.control import closed_through
@@ -91,10 +91,12 @@ class Bucket(_Figures):
 
 @dataclass(frozen=True, slots=True)
 class GroupUsage(_Figures):
-    """One value of a dimension; `key` is None for the overflow bucket past the meter's `max_group_values`."""
+    """One group of a breakdown: a value of the dimension (`key`), the events without the dimension, or the
+    overflow bucket past the meter's `max_group_values` (those two with `key` None)."""
 
     key: str | None
     cell: Cell | None
+    kind: GroupKind = GroupKind.VALUE
 
 
 class UsageReader:
@@ -169,6 +171,7 @@ class UsageReader:
         kind = meter.aggregation
         values: dict[str, Cell | None] = {}
         overflow: Cell | None = None
+        absent: Cell | None = None
         for block in self._day_blocks(tenant_id, [period], None, None).values():
             cells = block.meter(metric)
             group = cells.group(dimension) if cells is not None else None
@@ -177,9 +180,12 @@ class UsageReader:
             for value, cell in group.values.items():
                 values[value] = combine(kind, [values.get(value), cell])
             overflow = combine(kind, [overflow, group.overflow])
+            absent = combine(kind, [absent, group.absent])
         groups = [GroupUsage(key, cell) for key, cell in sorted(values.items())]
+        if absent is not None:
+            groups.append(GroupUsage(None, absent, GroupKind.ABSENT))
         if overflow is not None:
-            groups.append(GroupUsage(None, overflow))
+            groups.append(GroupUsage(None, overflow, GroupKind.OVERFLOW))
         return groups
 
     # -- buckets -------------------------------------------------------------------------------------------

@@ -166,7 +166,7 @@ def test_reads(api, tenant):
     assert api.post("/events", json=[usage_event(tenant, "r1", "2", dimensions={"region": "eu"})]).status_code == 202
     settle(api, tenant, ("2", 1))
     usage = api.get(f"/usage/{tenant}/api.requests", params={"group_by": "region"}).json()
-    assert usage["groups"] == [{"key": "eu", "total": "2", "event_count": 1}]
+    assert usage["groups"] == [{"key": "eu", "total": "2", "event_count": 1, "kind": "value"}]
     assert usage["status"] == "open"
     assert "groups" not in api.get(f"/usage/{tenant}/api.requests").json()
     day = NOW.date().isoformat()
