@@ -135,6 +135,22 @@ class UsageReader:
             last_updated=state.updated if state is not None else None,
         )
 
+    def used_in(self, tenant_id: str, period: BillingPeriod) -> list[PeriodUsage]:
+        """The period's usage of every meter of the catalog it counted events of, from one read of its state
+        row (a meter since removed from the catalog is left out)."""
+        row = self.store.usage.read(partition_key(tenant_id, period), [STATE_ROW]).get(STATE_ROW)
+        if row is None:
+            return []
+        state = StateRow(row.data)
+        status = PeriodStatus.OPEN if self.clock() < period.end else PeriodStatus.GRACE
+        if state.is_closed or (status is PeriodStatus.GRACE and self._passed_by_closer(period)):
+            status = PeriodStatus.CLOSED
+        return [
+            PeriodUsage(tenant_id, meter, period, status, cell, state.updated)
+            for metric, cell in sorted(state.totals().items())
+            if (meter := self.catalog.get(metric)) is not None and cell.count > 0
+        ]
+
     def _passed_by_closer(self, period: BillingPeriod) -> bool:
         """A period without usage has no state row to close: it is closed once the closer has passed its end."""
         through = closed_through(self.store.control)
