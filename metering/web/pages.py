@@ -26,7 +26,8 @@ _PLACEHOLDER = re.compile(r"\{\{asset:([A-Za-z0-9._-]+)\}\}")
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain", ".svg": "image/svg+xml"}
 VERSION_LENGTH = 16
 
-HTML = "text/html; charset=utf-8"
+# Media types without their charset: the Functions runtime adds the response's (UTF-8).
+HTML = "text/html"
 ASSET_CACHE = "public, max-age=31536000, immutable"
 
 
@@ -100,6 +101,4 @@ def _asset(entry: Traversable) -> Asset:
     body = entry.read_bytes()
     suffix = entry.name[entry.name.rfind(".") :]
     content_type = _TYPES.get(suffix) or mimetypes.guess_type(entry.name)[0] or "application/octet-stream"
-    if content_type.startswith("text/"):
-        content_type += "; charset=utf-8"
     return Asset(entry.name, body, content_type, hashlib.sha256(body).hexdigest()[:VERSION_LENGTH])
