@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -38,11 +38,19 @@ def open_page(browser) -> Iterator[Any]:
     opened: list[Watched] = []
     contexts = []
 
-    def open_(url: str, viewport: dict[str, int] = DESKTOP, *, ready: bool = True) -> Watched:
+    def open_(
+        url: str,
+        viewport: dict[str, int] = DESKTOP,
+        *,
+        ready: bool = True,
+        before: Callable[[Any], None] | None = None,
+    ) -> Watched:
         context = browser.new_context(viewport=viewport, locale="en-US", accept_downloads=True)
         contexts.append(context)
         watched = watch(context.new_page())
         opened.append(watched)
+        if before is not None:
+            before(watched.page)
         watched.page.goto(url)
         if ready:
             watched.page.wait_for_selector("#portal[data-ready=true]", timeout=20_000)
@@ -118,6 +126,10 @@ def test_each_meter_shows_what_the_usage_routes_give(open_page, api, tenants, tm
     shown = text_of(page, 'article.meter[data-metric="compute.seconds"] .meter__amount')
     assert Decimal(shown.lstrip("$").replace(",", "")) == Decimal(line["amount"])
     assert text_of(page, "#tile-cost .tile__value") == f"${Decimal(preview['subtotal']):,.2f}"
+    # The screenshot shows the calls of the last three periods, by region (the HTML value among them, as text).
+    page.click(f"{card} [data-range=periods]")
+    page.wait_for_selector(f'{card} [data-range=periods][aria-pressed="true"]')
+    page.wait_for_selector(f'{card} [data-chart][aria-busy="false"]')
     screenshot(watched, "portal-desktop", tmp_path)
 
 
@@ -277,3 +289,53 @@ def test_a_statement_downloads_as_csv(open_page, api, tenants):
     assert saved == csv.content
     amount = text_of(page, f"#statements tr[data-period='{period}'] td.num")
     assert Decimal(amount.lstrip("$").replace(",", "")) == Decimal(statement["subtotal"])
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_nothing_moves_when_the_data_arrives(open_page, tenants, viewport, tmp_path):
+    tenant = tenants.priced
+    held: list[Any] = []
+    holding = [True]
+
+    def hold(route: Any) -> None:
+        if holding[0]:
+            held.append(route)
+        else:
+            route.continue_()
+
+    # The data requests are held from the first one: the page shows its loading state until they are let through.
+    url = tenants.page(tenant, mint(tenants.base_url, tenant)["token"])
+    watched = open_page(url, viewport, ready=False, before=lambda page: page.route("**/data/**", hold))
+    page = watched.page
+    # The overview, the preview and the statements. The sync API hands a held request to `hold` only inside one
+    # of its calls: each poll makes one.
+    eventually(lambda: page.evaluate("document.readyState") and len(held) == 3)
+    watched_boxes = ("#tile-period", "#tile-cost", "#tile-forecast", "#meters", "#title")
+    loading = {selector: page.locator(selector).bounding_box() for selector in watched_boxes}
+    assert page.get_attribute("#portal", "aria-busy") == "true"
+    assert page.locator("#tiles .skeleton").count() == 6
+    if viewport is DESKTOP:
+        screenshot(watched, "portal-loading", tmp_path)
+    holding[0] = False
+    for route in held:
+        route.continue_()
+    page.wait_for_selector("#portal[data-ready=true]")
+    page.wait_for_selector('[data-chart][aria-busy="false"]')
+    loaded = {selector: page.locator(selector).bounding_box() for selector in watched_boxes}
+    # Nothing moves; the tiles keep their size and the meters their width (the title's box may narrow to its
+    # text once the subtitle's skeleton is gone, its text stays where it was).
+    for selector in watched_boxes:
+        before, after = loading[selector], loaded[selector]
+        assert (before["x"], before["y"]) == pytest.approx((after["x"], after["y"]), abs=1), selector
+        if selector != "#title":
+            assert before["width"] == pytest.approx(after["width"], abs=1), selector
+        if selector.startswith("#tile"):
+            assert before["height"] == pytest.approx(after["height"], abs=1), selector
+
+
+def test_a_tenant_without_usage_sees_an_empty_state(open_page, tenants):
+    tenant = f"new-{uuid.uuid4().hex[:6]}"
+    page = open_page(tenants.page(tenant, mint(tenants.base_url, tenant)["token"])).page
+    assert "No usage yet this period" in text_of(page, "#meters")
+    assert "No closed periods yet" in text_of(page, "#statements")
+    assert text_of(page, "#tile-cost .tile__value") == "No charges"

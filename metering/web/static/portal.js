@@ -108,6 +108,7 @@
   function tile(id, value, note) {
     const node = document.getElementById(id);
     fill(node.querySelector(".tile__value"), value);
+    node.querySelector(".tile__value").title = value;
     fill(node.querySelector(".tile__note"), note);
   }
 
@@ -126,7 +127,7 @@
     }
     tile("tile-cost", money(preview.subtotal, preview.currency), "Invoice preview as of " + dates.time(asOf));
     if (preview.forecast) {
-      tile("tile-forecast", money(preview.forecast.subtotal, preview.currency), "If usage goes on as so far");
+      tile("tile-forecast", money(preview.forecast.subtotal, preview.currency), "At the period's end, at the pace so far");
     } else {
       tile("tile-forecast", "—", "After the period's first day");
     }
@@ -438,7 +439,12 @@
     const additive = ADDITIVE.has(meter.aggregation);
     const largest = Math.max(...groups.map((group) => Math.abs(Number(group.total))), 1e-12);
     const total = Number(usage.total);
-    fill(note, additive ? "Adds up to " + decimal(usage.total) + " " + meter.unit + " by " + dimension : "By " + dimension + ": each group's " + (KIND_WORD[meter.aggregation] || "figure"));
+    fill(
+      note,
+      additive
+        ? "This period by " + dimension + ": adds up to " + decimal(usage.total) + " " + meter.unit
+        : "This period by " + dimension + ": each group's " + (KIND_WORD[meter.aggregation] || "figure"),
+    );
     fill(
       list,
       groups.map((group) => {

@@ -158,6 +158,8 @@
   /** A bar chart of buckets on uPlot, sized to its container (and resized with it). `xs` are epoch seconds,
       `ys` numbers or null (no bucket yet: the future part of a range). */
   function barChart(container, { xs, ys, timeZone, xLabel, yLabel, hour, onHover }) {
+    // Half a bucket of room at either end, so the first and the last bar are whole.
+    const half = (hour ? 3600 : 86400) / 2;
     const height = container.clientHeight || 220;
     const colour = getComputedStyle(document.documentElement).getPropertyValue("--accent").trim() || "#2563eb";
     const options = {
@@ -168,7 +170,7 @@
       cursor: { y: false, points: { show: false }, drag: { x: false, y: false } },
       tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), timeZone),
       scales: {
-        x: { time: true },
+        x: { time: true, range: (u, min, max) => [min - half, max + half] },
         y: { range: (u, min, max) => [0, max > 0 ? max * 1.12 : 1] },
       },
       axes: [
