@@ -245,6 +245,7 @@ def test_a_token_that_does_not_open_the_tenant_shows_a_refusal_and_no_data(open_
     assert page.locator("article.meter[data-metric]").count() == 0
     assert page.locator("#tiles").is_hidden()
     assert page.locator("#meters").is_hidden()
+    assert page.locator(".skeleton:visible").count() == 0
 
 
 def test_it_can_be_framed_from_the_allowed_origins_only(open_page, tenants):

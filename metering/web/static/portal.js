@@ -71,6 +71,8 @@
     notice.className = "notice" + (bad ? " notice--bad" : "");
     fill(notice, h("p", { class: "notice__title" }, title), h("p", {}, detail));
     notice.hidden = false;
+    // Nothing is loading any more: no skeleton stays behind the refusal.
+    fill(document.getElementById("subtitle"));
     root.setAttribute("aria-busy", "false");
     root.setAttribute("data-ready", "true");
     root.setAttribute("data-state", "refused");
