@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -36,6 +36,7 @@ from metering.client.manage import (
     ClosedPeriods,
     HealthReport,
     MetricLimits,
+    PortalLink,
     TenantSettings,
     WebhookDeliveries,
     WebhookRedrive,
@@ -185,6 +186,11 @@ def _webhook_deliveries(status: str, after: str | None, limit: int | None) -> _C
     return _Call("GET", "/manage/webhooks", _model(WebhookDeliveries), params=params, admin=True)
 
 
+def _portal_token(tenant_id: str, ttl_seconds: int) -> _Call[PortalLink]:
+    body = json.dumps({"tenant_id": tenant_id, "ttl_seconds": ttl_seconds}).encode()
+    return _Call("POST", "/manage/portal-tokens", _model(PortalLink), body=body, admin=True)
+
+
 def _redrive_webhook(delivery_id: str) -> _Call[WebhookRedrive]:
     path = _path("manage", "webhooks", delivery_id, "redrive")
     return _Call("POST", path, _model(WebhookRedrive), body=b"{}", admin=True)
@@ -299,6 +305,7 @@ class MeteringClient(_Base):
         billing_anchor_day: int | None = None,
         timezone: str | None = None,
         plan_effective_from: datetime | None = None,
+        tokens_not_before: datetime | Literal["now"] | None = None,
     ) -> TenantSettings:
         body = tenant_update(
             plan=plan,
@@ -306,6 +313,7 @@ class MeteringClient(_Base):
             billing_anchor_day=billing_anchor_day,
             timezone=timezone,
             plan_effective_from=plan_effective_from,
+            tokens_not_before=tokens_not_before,
         )
         return self._call(_set_tenant(tenant_id, body))
 
@@ -322,6 +330,10 @@ class MeteringClient(_Base):
 
     def redrive_webhook(self, delivery_id: str) -> WebhookRedrive:
         return self._call(_redrive_webhook(delivery_id))
+
+    def portal_token(self, tenant_id: str, *, ttl_seconds: int = 3600) -> PortalLink:
+        """A portal token for the tenant (1 s to 24 h), and its portal page's URL carrying it (admin key)."""
+        return self._call(_portal_token(tenant_id, ttl_seconds))
 
     def _call(self, call: _Call[T]) -> T:
         try:
@@ -417,6 +429,7 @@ class AsyncMeteringClient(_Base):
         billing_anchor_day: int | None = None,
         timezone: str | None = None,
         plan_effective_from: datetime | None = None,
+        tokens_not_before: datetime | Literal["now"] | None = None,
     ) -> TenantSettings:
         body = tenant_update(
             plan=plan,
@@ -424,6 +437,7 @@ class AsyncMeteringClient(_Base):
             billing_anchor_day=billing_anchor_day,
             timezone=timezone,
             plan_effective_from=plan_effective_from,
+            tokens_not_before=tokens_not_before,
         )
         return await self._call(_set_tenant(tenant_id, body))
 
@@ -440,6 +454,9 @@ class AsyncMeteringClient(_Base):
 
     async def redrive_webhook(self, delivery_id: str) -> WebhookRedrive:
         return await self._call(_redrive_webhook(delivery_id))
+
+    async def portal_token(self, tenant_id: str, *, ttl_seconds: int = 3600) -> PortalLink:
+        return await self._call(_portal_token(tenant_id, ttl_seconds))
 
     async def _call(self, call: _Call[T]) -> T:
         try:
