@@ -181,6 +181,89 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
     return http_response(services().http.openapi())
 
 
+# The tenant portal: the page and its assets are anonymous; its data routes are anonymous to the host and
+# authorised by the portal token in Authorization (metering/api/portal.py), which nothing logs.
+@app.function_name("portal_page")
+@app.route(route="portal/{tenant_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@http_function
+def portal_page(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.portal.page(req.route_params["tenant_id"]))
+
+
+@app.function_name("web_assets")
+@app.route(route="assets/{name}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@http_function
+def web_assets(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.portal.asset(req.route_params["name"], req.params))
+
+
+@app.function_name("portal_overview")
+@app.route(route="portal/{tenant_id}/data/overview", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@http_function
+def portal_overview(req: func.HttpRequest) -> func.HttpResponse:
+    portal = services().http.portal
+    return http_response(portal.overview(req.route_params["tenant_id"], req.headers.get("authorization")))
+
+
+@app.function_name("portal_usage")
+@app.route(route="portal/{tenant_id}/data/usage/{metric}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@http_function
+def portal_usage(req: func.HttpRequest) -> func.HttpResponse:
+    params, portal = req.route_params, services().http.portal
+    return http_response(
+        portal.usage(params["tenant_id"], params["metric"], req.params, req.headers.get("authorization"))
+    )
+
+
+@app.function_name("portal_usage_history")
+@app.route(route="portal/{tenant_id}/data/usage/{metric}/history", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@http_function
+def portal_usage_history(req: func.HttpRequest) -> func.HttpResponse:
+    params, portal = req.route_params, services().http.portal
+    return http_response(
+        portal.history(params["tenant_id"], params["metric"], req.params, req.headers.get("authorization"))
+    )
+
+
+@app.function_name("portal_quota")
+@app.route(route="portal/{tenant_id}/data/quota/{metric}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@http_function
+def portal_quota(req: func.HttpRequest) -> func.HttpResponse:
+    params, portal = req.route_params, services().http.portal
+    return http_response(
+        portal.quota(params["tenant_id"], params["metric"], req.params, req.headers.get("authorization"))
+    )
+
+
+@app.function_name("portal_invoice_preview")
+@app.route(route="portal/{tenant_id}/data/invoices/preview", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@http_function
+def portal_invoice_preview(req: func.HttpRequest) -> func.HttpResponse:
+    portal = services().http.portal
+    return http_response(
+        portal.preview(req.route_params["tenant_id"], req.headers.get("accept"), req.headers.get("authorization"))
+    )
+
+
+@app.function_name("portal_statements")
+@app.route(route="portal/{tenant_id}/data/statements", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@http_function
+def portal_statements(req: func.HttpRequest) -> func.HttpResponse:
+    portal, headers = services().http.portal, req.headers
+    return http_response(
+        portal.statements(
+            req.route_params["tenant_id"], req.params, headers.get("accept"), headers.get("authorization")
+        )
+    )
+
+
+@app.function_name("manage_portal_tokens")
+@app.route(route="manage/portal-tokens", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_portal_tokens(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.portal.mint(req.get_body(), req.url))
+
+
 # The host checkpoints when this returns, failed or not, and holds the checkpoint only while the retry policy
 # runs: so a store outage is retried until the store is back (backoff capped at a minute), never skipped.
 @app.function_name("aggregate")

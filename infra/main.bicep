@@ -86,6 +86,15 @@ param webhookUrl string = ''
 @description('Key Vault URI of the webhook signing secret (whsec_ + base64), e.g. https://<vault>.vault.azure.net/secrets/metering-webhook; the app\'s identity needs Key Vault Secrets User on it.')
 param webhookSecretUri string = ''
 
+@description('Key Vault URI of the portal token secret (at least 32 characters), e.g. https://<vault>.vault.azure.net/secrets/metering-portal; empty: no portal. The app\'s identity needs Key Vault Secrets User on it.')
+param portalSecretUri string = ''
+
+@description('Key Vault URI of the previous portal secret while one is rotated (its tokens still verify until they expire); empty: none.')
+param portalSecretPreviousUri string = ''
+
+@description('Origins that may embed the portal in an iframe (CSP frame-ancestors, space-separated), e.g. https://app.example.com; \'none\' refuses every frame.')
+param portalFrameAncestors string = '\'none\''
+
 @description('Days Log Analytics keeps logs.')
 @minValue(30)
 @maxValue(730)
@@ -263,6 +272,9 @@ module functionApp 'modules/functionapp.bicep' = {
     deliverWebhooksSchedule: deliverWebhooksSchedule
     webhookUrl: webhookUrl
     webhookSecretUri: webhookSecretUri
+    portalSecretUri: portalSecretUri
+    portalSecretPreviousUri: portalSecretPreviousUri
+    portalFrameAncestors: portalFrameAncestors
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
   }

@@ -24,6 +24,7 @@ from metering.api.invoices import InvoicesApi
 from metering.api.manage import Manage
 from metering.api.openapi import OpenApiRoute
 from metering.api.operations import Operations
+from metering.api.portal import PortalApi
 from metering.api.reads import Reads
 from metering.api.webhooks import Webhooks
 from metering.billing.cancels import Cancels
@@ -49,12 +50,15 @@ from metering.notifications.queue import QueueSink
 from metering.notifications.webhooks.dispatcher import WebhookDispatcher
 from metering.notifications.webhooks.rows import WebhookDeliveries
 from metering.notifications.webhooks.sender import WebhookSender
+from metering.portal.overview import PortalOverviews
+from metering.portal.tokens import PortalTokens
 from metering.quotas.alerts import AlertWatch
 from metering.quotas.plans import PlanCatalog, load_plans
 from metering.settings import Settings, load_settings
 from metering.stores import Store
 from metering.tenants.directory import TenantDirectory
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, QUEUE_MESSAGE_BYTES, Backlog, Publisher
+from metering.web.pages import Pages
 
 
 class Services:
@@ -265,6 +269,23 @@ class Services:
         return Invoices(self.store, self.catalog, self.schedule, self.pricing_at, self.clock)
 
     @cached_property
+    def portal_tokens(self) -> PortalTokens | None:
+        """None without METERING_PORTAL_SECRET: the portal is off."""
+        settings = self.settings
+        if settings.portal_secret is None:
+            return None
+        keys = [settings.portal_secret, *([settings.portal_secret_previous] if settings.portal_secret_previous else [])]
+        return PortalTokens(keys, clock=self.clock, not_before=self.directory.tokens_not_before)
+
+    @cached_property
+    def portal_overviews(self) -> PortalOverviews:
+        return PortalOverviews(self.usage, self.directory.history, self.pricing_at, self.clock)
+
+    @cached_property
+    def pages(self) -> Pages:
+        return Pages()
+
+    @cached_property
     def ingest(self) -> IngestService:
         return IngestService(
             self.catalog,
@@ -317,6 +338,19 @@ class HttpHandlers:
     @cached_property
     def invoices(self) -> InvoicesApi:
         return InvoicesApi(self._services.invoices)
+
+    @cached_property
+    def portal(self) -> PortalApi:
+        services = self._services
+        return PortalApi(
+            tokens=services.portal_tokens,
+            overviews=services.portal_overviews,
+            reads=self.reads,
+            invoices=self.invoices,
+            billing=self.billing,
+            pages=services.pages,
+            frame_ancestors=services.settings.portal_frame_ancestors,
+        )
 
     @cached_property
     def webhooks(self) -> Webhooks:

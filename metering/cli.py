@@ -24,6 +24,7 @@ from metering.commands.common import Format, OutputFormat, err
 from metering.commands.invoices import invoice
 from metering.commands.manage import health, periods, tenants
 from metering.commands.operate import dead_letters, journal, late
+from metering.commands.portal import portal_revoke, portal_url
 from metering.commands.reads import history, quota, usage
 from metering.commands.rebuild import rebuild_command
 from metering.commands.send import send
@@ -101,6 +102,8 @@ app.command()(quota)
 app.command()(health)
 app.command()(invoice)
 app.command("rebuild")(rebuild_command)
+app.command("portal-url")(portal_url)
+app.command("portal-revoke")(portal_revoke)
 app.add_typer(tenants, name="tenants")
 app.add_typer(periods, name="periods")
 app.add_typer(webhooks, name="webhooks")

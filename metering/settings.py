@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import re
 from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -191,7 +192,35 @@ class Settings(BaseSettings):
         "*/30 * * * * *", validation_alias="DELIVER_WEBHOOKS_SCHEDULE", description="NCRONTAB, seconds first"
     )
 
-    @field_validator("meters_file", "plans_file", "webhook_url", "webhook_secret", mode="before")
+    # The tenant portal: its tokens are signed with the secret (and, while it is rotated, the previous one is
+    # still accepted); the origins that may frame it. No secret: no portal.
+    portal_secret: str | None = Field(
+        None,
+        validation_alias="METERING_PORTAL_SECRET",
+        repr=False,
+        description="HS256 key of portal tokens, at least 32 characters; empty: the portal is off",
+    )
+    portal_secret_previous: str | None = Field(
+        None,
+        validation_alias="METERING_PORTAL_SECRET_PREVIOUS",
+        repr=False,
+        description="The secret before a rotation: tokens it signed are still accepted until they expire",
+    )
+    portal_frame_ancestors: str = Field(
+        "'none'",
+        validation_alias="METERING_PORTAL_FRAME_ANCESTORS",
+        description="CSP frame-ancestors of the portal page: the origins that may embed it",
+    )
+
+    @field_validator(
+        "meters_file",
+        "plans_file",
+        "webhook_url",
+        "webhook_secret",
+        "portal_secret",
+        "portal_secret_previous",
+        mode="before",
+    )
     @classmethod
     def _empty_is_default(cls, value: object) -> object:
         # An app setting cannot always be removed, but it can be left empty: that means unset (the packaged
@@ -209,6 +238,32 @@ class Settings(BaseSettings):
         if value is not None:
             check_webhook_secret(value)
         return value
+
+    @field_validator("portal_secret", "portal_secret_previous")
+    @classmethod
+    def _portal_secret(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_portal_secret(value)
+        return value
+
+    @field_validator("portal_frame_ancestors", mode="before")
+    @classmethod
+    def _frame_ancestors(cls, value: object) -> object:
+        return "'none'" if value == "" else value
+
+    @field_validator("portal_frame_ancestors")
+    @classmethod
+    def _frame_ancestors_sources(cls, value: str) -> str:
+        return check_frame_ancestors(value)
+
+    @model_validator(mode="after")
+    def _portal_rotation(self) -> Settings:
+        if self.portal_secret_previous is not None and self.portal_secret is None:
+            raise SettingsError(
+                "METERING_PORTAL_SECRET_PREVIOUS is set but METERING_PORTAL_SECRET is not: during a rotation the "
+                "new secret signs and both verify"
+            )
+        return self
 
     @model_validator(mode="after")
     def _webhook_signed(self) -> Settings:
@@ -310,6 +365,44 @@ def check_webhook_secret(secret: str) -> bytes:
     if not low <= len(key) <= high:
         raise ValueError(f"{rule} (it holds {len(key)} bytes)")
     return key
+
+
+PORTAL_SECRET_MIN_LENGTH = 32
+# A CSP source expression as frame-ancestors takes one: a keyword, or scheme, host (a leading *. allowed) and
+# port (or *) in any combination, with no path but "/". Nothing else reaches the header: no ; or , (which would start
+# another directive or policy), no quotes but the keywords'.
+_FRAME_SOURCE = re.compile(
+    r"^(?:'none'|'self'|[a-z][a-z0-9+.-]*:|(?:[a-z][a-z0-9+.-]*://)?(?:\*|(?:\*\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*)"
+    r"(?::(?:\d{1,5}|\*))?/?)$",
+    re.IGNORECASE,
+)
+
+
+def check_portal_secret(secret: str) -> None:
+    """HS256 wants a key at least as long as its hash (RFC 7518 3.2); the message never includes the secret."""
+    if len(secret) < PORTAL_SECRET_MIN_LENGTH:
+        raise ValueError(
+            f"must be at least {PORTAL_SECRET_MIN_LENGTH} characters (it has {len(secret)}): e.g. the output of "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+
+
+def check_frame_ancestors(value: str) -> str:
+    """The sources of a CSP frame-ancestors directive, separated by spaces: 'none' alone, or 'self' and origins
+    such as https://app.example.com or https://*.example.com."""
+    # The keywords are quoted in CSP; a setting may leave the quotes out (they are awkward in some shells).
+    sources = [f"'{word}'" if word in ("none", "self") else word for word in value.split()]
+    if not sources:
+        raise ValueError("must name at least one source, or 'none'")
+    for source in sources:
+        if not _FRAME_SOURCE.fullmatch(source):
+            raise ValueError(
+                f"{source!r} is not a frame-ancestors source: use 'none', 'self' or origins such as "
+                "https://app.example.com or https://*.example.com, separated by spaces"
+            )
+    if "'none'" in sources and len(sources) > 1:
+        raise ValueError("'none' cannot be combined with other sources")
+    return " ".join(sources)
 
 
 @cache

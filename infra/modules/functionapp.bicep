@@ -49,6 +49,15 @@ param webhookUrl string
 @description('Key Vault URI of the webhook signing secret (whsec_...), read by a Key Vault reference with the app\'s identity.')
 param webhookSecretUri string
 
+@description('Key Vault URI of the portal token secret (HS256 key, at least 32 characters); empty: no portal.')
+param portalSecretUri string
+
+@description('Key Vault URI of the portal secret before a rotation (its tokens still verify); empty: none.')
+param portalSecretPreviousUri string
+
+@description('CSP frame-ancestors of the portal page: the origins that may embed it (space-separated), or \'none\'.')
+param portalFrameAncestors string
+
 @description('Memory of each instance, in MB.')
 @allowed([
   512
@@ -133,6 +142,15 @@ var webhookSettings = empty(webhookUrl)
       METERING_WEBHOOK_SECRET: '@Microsoft.KeyVault(SecretUri=${webhookSecretUri})'
     }
 
+// The tenant portal: its token secrets are Key Vault references, as the webhook secret's (no secret, no portal).
+var portalSettings = union(
+  { METERING_PORTAL_FRAME_ANCESTORS: portalFrameAncestors },
+  empty(portalSecretUri) ? {} : { METERING_PORTAL_SECRET: '@Microsoft.KeyVault(SecretUri=${portalSecretUri})' },
+  empty(portalSecretPreviousUri)
+    ? {}
+    : { METERING_PORTAL_SECRET_PREVIOUS: '@Microsoft.KeyVault(SecretUri=${portalSecretPreviousUri})' }
+)
+
 // Without a receiver the deliveries timer has nothing to do: the host does not run it (each run would wake an
 // instance every 30 s, and cost its lease writes).
 var hostSettings = {
@@ -148,7 +166,7 @@ var cosmosSettings = store == 'cosmos'
     }
   : {}
 
-var appSettings = union(storageSettings, eventHubSettings, monitoringSettings, meteringSettings, cosmosSettings, webhookSettings, hostSettings)
+var appSettings = union(storageSettings, eventHubSettings, monitoringSettings, meteringSettings, cosmosSettings, webhookSettings, portalSettings, hostSettings)
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from metering.core.decimals import DecimalText
 from metering.core.limits import Decision
-from metering.core.meters import Aggregation
+from metering.core.meters import Aggregation, GroupKind
 from metering.core.periods import PeriodStatus
 
 # Where the dev host serves the routes (`metering dev`, port 7071): the client's and the command line's default.
@@ -48,13 +48,16 @@ class UsageAggregate(BaseModel):
 
 
 class GroupTotal(BaseModel):
-    """One value of a dimension; `key` is None for the overflow bucket past the meter's `max_group_values`."""
+    """One group of a breakdown by a dimension. `kind` says which: `value` (the events with the value `key`),
+    `absent` (the events without the dimension) or `overflow` (values past the meter's `max_group_values`);
+    `key` is null for the last two, as it always was for the overflow bucket. The groups add up to the total."""
 
     model_config = ConfigDict(frozen=True, from_attributes=True)
 
     key: str | None
     total: DecimalText
     event_count: int
+    kind: GroupKind = GroupKind.VALUE
 
 
 class UsageResponse(UsageAggregate):

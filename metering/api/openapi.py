@@ -15,6 +15,7 @@ from metering.api.billing import LateEventList, StatementList
 from metering.api.contract import MAX_EVENTS, Accepted, HistoryResponse, QuotaDecision, UsageResponse
 from metering.api.http import Response, ok
 from metering.api.manage import CloseResponse
+from metering.api.portal import MintedPortalToken, MintRequest
 from metering.api.webhooks import MAX_PAGE, WebhookDeliveryList, WebhookRedrive
 from metering.billing.cancels import CancelResult
 from metering.billing.invoices import InvoicePreview
@@ -22,6 +23,7 @@ from metering.billing.statements import Statement
 from metering.core.events import TENANT_PATTERN, UsageEvent
 from metering.core.meters import MeterCatalog
 from metering.ingest.health import Health
+from metering.portal.overview import PortalOverview
 from metering.tenants.records import TenantSettings, TenantUpdate
 
 VERSION = "0.1.0"
@@ -75,7 +77,7 @@ class UsageCloudEvent(BaseModel):
     data: UsageEventData
 
 
-def _problem_responses(*statuses: int) -> dict[str, Any]:
+def _problem_responses(*statuses: int, reasons_here: dict[int, str] | None = None) -> dict[str, Any]:
     reasons = {
         400: "Bad request: not JSON, or a bad parameter (named in errors)",
         401: "Missing or wrong key",
@@ -88,6 +90,7 @@ def _problem_responses(*statuses: int) -> dict[str, Any]:
         503: "A store or the hub is unavailable, or the app's configuration is wrong (Retry-After). For events: "
         "some may be forwarded already; `event_ids` are their ids, in request order, and a retry with them is safe",
     }
+    reasons.update(reasons_here or {})
     problem_body = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     return {str(status): {"description": reasons[status], "content": problem_body} for status in statuses}
 
@@ -255,6 +258,9 @@ def document(catalog: MeterCatalog) -> dict[str, Any]:
         (Health, "serialization"),
         (WebhookDeliveryList, "serialization"),
         (WebhookRedrive, "serialization"),
+        (PortalOverview, "serialization"),
+        (MintRequest, "validation"),
+        (MintedPortalToken, "serialization"),
     ]
     _, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
     components = schemas["$defs"]
@@ -266,6 +272,12 @@ def document(catalog: MeterCatalog) -> dict[str, Any]:
             {"type": "array", "items": _ref("UsageEvent"), "minItems": 1, "maxItems": MAX_EVENTS},
         ]
     }
+    paths: dict[str, Any] = {
+        **_core_paths(catalog, events_body),
+        **_portal_paths(),
+        **_operator_paths(),
+    }
+    paths.update(_portal_data_paths(paths))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -281,207 +293,305 @@ def document(catalog: MeterCatalog) -> dict[str, Any]:
             "securitySchemes": {
                 "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
                 "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
+                "portalToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": 'A portal token (README "Portal tokens"): HS256, sub = the tenant, '
+                    "aud = metering-portal",
+                },
             },
         },
-        "paths": {
-            "/events": {
-                "post": {
-                    "summary": "Record usage events (all or nothing)",
-                    "operationId": "recordEvents",
-                    "requestBody": {
-                        "required": True,
+        "paths": paths,
+    }
+
+
+def _core_paths(catalog: MeterCatalog, events_body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "/events": {
+            "post": {
+                "summary": "Record usage events (all or nothing)",
+                "operationId": "recordEvents",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": events_body},
+                        "application/cloudevents+json": {"schema": _ref("UsageCloudEvent")},
+                        "application/cloudevents-batch+json": {
+                            "schema": {"type": "array", "items": _ref("UsageCloudEvent"), "maxItems": MAX_EVENTS}
+                        },
+                    },
+                },
+                "responses": {
+                    **_ok("Accepted", "All events durably handed to the transport", 202),
+                    **_problem_responses(400, 401, 413, 415, 422, 429, 503),
+                },
+            }
+        },
+        "/usage/{tenant_id}/{metric}": {
+            "get": {
+                "summary": "Usage of a meter in the current (or a given) billing period",
+                "operationId": "getUsage",
+                "parameters": [
+                    *_path_parameters(catalog.names),
+                    _query("period", "Start date of another period", format="date", type="string"),
+                    _query("group_by", "A group_by dimension of the meter"),
+                ],
+                "responses": {**_ok("UsageResponse", "The aggregate"), **_problem_responses(400, 401, 404, 503)},
+            }
+        },
+        "/usage/{tenant_id}/{metric}/history": {
+            "get": {
+                "summary": "Usage in hour, day or period buckets, empty buckets included",
+                "operationId": "getUsageHistory",
+                "parameters": [
+                    *_path_parameters(catalog.names),
+                    _query("start", "First day (tenant's time zone)", True, type="string", format="date"),
+                    _query("end", "Last day, inclusive", True, type="string", format="date"),
+                    _query("granularity", "Bucket size", type="string", enum=["hour", "day", "period"], default="day"),
+                ],
+                "responses": {**_ok("HistoryResponse", "The buckets"), **_problem_responses(400, 401, 404, 503)},
+            }
+        },
+        "/quota/{tenant_id}/{metric}": {
+            "get": {
+                "summary": "May the tenant use `requested` more in its current period?",
+                "operationId": "checkQuota",
+                "parameters": [
+                    *_path_parameters(catalog.names),
+                    _query("requested", "Amount to add (decimal)", type="string"),
+                ],
+                "responses": {**_ok("QuotaDecision", "The decision"), **_problem_responses(400, 401, 404, 503)},
+            }
+        },
+        "/events/{tenant_id}/cancel": {
+            "post": {
+                "summary": "Cancel a counted event of a sum or count meter in its open period (idempotent)",
+                "operationId": "cancelEvent",
+                "parameters": [_tenant_parameter()],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("CancelRequest")}},
+                },
+                "responses": {
+                    **_ok("CancelResult", "Cancelled (a repeat returns the same result)"),
+                    **_problem_responses(400, 401, 404, 409, 422, 503),
+                },
+            }
+        },
+        "/statements/{tenant_id}": {
+            "get": {
+                "summary": "The statement of a closed period (or all of them); CSV with Accept: text/csv",
+                "operationId": "getStatements",
+                "parameters": [
+                    _tenant_parameter(),
+                    _query("period", "Start date of the closed period", type="string", format="date"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "A Statement with period, a StatementList without",
                         "content": {
-                            "application/json": {"schema": events_body},
-                            "application/cloudevents+json": {"schema": _ref("UsageCloudEvent")},
-                            "application/cloudevents-batch+json": {
-                                "schema": {"type": "array", "items": _ref("UsageCloudEvent"), "maxItems": MAX_EVENTS}
-                            },
+                            "application/json": {"schema": {"oneOf": [_ref("Statement"), _ref("StatementList")]}},
+                            "text/csv": {"schema": {"type": "string"}},
                         },
                     },
-                    "responses": {
-                        **_ok("Accepted", "All events durably handed to the transport", 202),
-                        **_problem_responses(400, 401, 413, 415, 422, 429, 503),
-                    },
-                }
-            },
-            "/usage/{tenant_id}/{metric}": {
-                "get": {
-                    "summary": "Usage of a meter in the current (or a given) billing period",
-                    "operationId": "getUsage",
-                    "parameters": [
-                        *_path_parameters(catalog.names),
-                        _query("period", "Start date of another period", format="date", type="string"),
-                        _query("group_by", "A group_by dimension of the meter"),
-                    ],
-                    "responses": {**_ok("UsageResponse", "The aggregate"), **_problem_responses(400, 401, 404, 503)},
-                }
-            },
-            "/usage/{tenant_id}/{metric}/history": {
-                "get": {
-                    "summary": "Usage in hour, day or period buckets, empty buckets included",
-                    "operationId": "getUsageHistory",
-                    "parameters": [
-                        *_path_parameters(catalog.names),
-                        _query("start", "First day (tenant's time zone)", True, type="string", format="date"),
-                        _query("end", "Last day, inclusive", True, type="string", format="date"),
-                        _query(
-                            "granularity", "Bucket size", type="string", enum=["hour", "day", "period"], default="day"
-                        ),
-                    ],
-                    "responses": {**_ok("HistoryResponse", "The buckets"), **_problem_responses(400, 401, 404, 503)},
-                }
-            },
-            "/quota/{tenant_id}/{metric}": {
-                "get": {
-                    "summary": "May the tenant use `requested` more in its current period?",
-                    "operationId": "checkQuota",
-                    "parameters": [
-                        *_path_parameters(catalog.names),
-                        _query("requested", "Amount to add (decimal)", type="string"),
-                    ],
-                    "responses": {**_ok("QuotaDecision", "The decision"), **_problem_responses(400, 401, 404, 503)},
-                }
-            },
-            "/events/{tenant_id}/cancel": {
-                "post": {
-                    "summary": "Cancel a counted event of a sum or count meter in its open period (idempotent)",
-                    "operationId": "cancelEvent",
-                    "parameters": [_tenant_parameter()],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("CancelRequest")}},
-                    },
-                    "responses": {
-                        **_ok("CancelResult", "Cancelled (a repeat returns the same result)"),
-                        **_problem_responses(400, 401, 404, 409, 422, 503),
-                    },
-                }
-            },
-            "/statements/{tenant_id}": {
-                "get": {
-                    "summary": "The statement of a closed period (or all of them); CSV with Accept: text/csv",
-                    "operationId": "getStatements",
-                    "parameters": [
-                        _tenant_parameter(),
-                        _query("period", "Start date of the closed period", type="string", format="date"),
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "A Statement with period, a StatementList without",
-                            "content": {
-                                "application/json": {"schema": {"oneOf": [_ref("Statement"), _ref("StatementList")]}},
-                                "text/csv": {"schema": {"type": "string"}},
-                            },
-                        },
-                        **_problem_responses(400, 401, 404, 503),
-                    },
-                }
-            },
-            "/invoices/{tenant_id}/preview": {
-                "get": {
-                    "summary": "The open period rated as if it closed now, with a forecast to its end (CSV with "
-                    "Accept: text/csv)",
-                    "operationId": "previewInvoice",
-                    "parameters": [_tenant_parameter()],
-                    "responses": {
-                        "200": {
-                            "description": "The preview; `forecast` is null in the period's first 24 hours",
-                            "content": {
-                                "application/json": {"schema": _ref("InvoicePreview")},
-                                "text/csv": {"schema": {"type": "string"}},
-                            },
-                        },
-                        **_problem_responses(400, 401, 503),
-                    },
-                }
-            },
-            "/late-events/{tenant_id}": {
-                "get": {
-                    "summary": "Events that arrived for an already closed period",
-                    "operationId": "getLateEvents",
-                    "parameters": [_tenant_parameter()],
-                    "responses": {**_ok("LateEventList", "Oldest first"), **_problem_responses(400, 401, 503)},
-                }
-            },
-            "/manage/tenants/{tenant_id}": {
-                "get": {
-                    "summary": "A tenant's settings (admin key)",
-                    "operationId": "getTenant",
-                    "parameters": [_tenant_parameter()],
-                    "responses": {**_ok("TenantSettings", "The settings"), **_problem_responses(400, 401, 503)},
+                    **_problem_responses(400, 401, 404, 503),
                 },
-                "put": {
-                    "summary": "Change a tenant's plan, limit overrides, billing anchor day or time zone (admin key)",
-                    "operationId": "setTenant",
-                    "parameters": [_tenant_parameter()],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("TenantUpdate")}},
+            }
+        },
+        "/invoices/{tenant_id}/preview": {
+            "get": {
+                "summary": "The open period rated as if it closed now, with a forecast to its end (CSV with "
+                "Accept: text/csv)",
+                "operationId": "previewInvoice",
+                "parameters": [_tenant_parameter()],
+                "responses": {
+                    "200": {
+                        "description": "The preview; `forecast` is null in the period's first 24 hours",
+                        "content": {
+                            "application/json": {"schema": _ref("InvoicePreview")},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
                     },
-                    "responses": {**_ok("TenantSettings", "The settings"), **_problem_responses(400, 401, 422, 503)},
+                    **_problem_responses(400, 401, 503),
                 },
+            }
+        },
+        "/late-events/{tenant_id}": {
+            "get": {
+                "summary": "Events that arrived for an already closed period",
+                "operationId": "getLateEvents",
+                "parameters": [_tenant_parameter()],
+                "responses": {**_ok("LateEventList", "Oldest first"), **_problem_responses(400, 401, 503)},
+            }
+        },
+        "/manage/tenants/{tenant_id}": {
+            "get": {
+                "summary": "A tenant's settings (admin key)",
+                "operationId": "getTenant",
+                "parameters": [_tenant_parameter()],
+                "responses": {**_ok("TenantSettings", "The settings"), **_problem_responses(400, 401, 503)},
             },
-            "/manage/periods/close": {
-                "post": {
-                    "summary": "Close every due period now (admin key); the timer does this on its schedule",
-                    "operationId": "closePeriods",
-                    "responses": {**_ok("CloseResponse", "What closed"), **_problem_responses(401, 503)},
-                }
+            "put": {
+                "summary": "Change a tenant's plan, limit overrides, billing anchor day or time zone (admin key)",
+                "operationId": "setTenant",
+                "parameters": [_tenant_parameter()],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("TenantUpdate")}},
+                },
+                "responses": {**_ok("TenantSettings", "The settings"), **_problem_responses(400, 401, 422, 503)},
             },
-            "/manage/health": {
-                "get": {
-                    "summary": "Hub partitions with their applied positions and lag, and the records waiting for an "
-                    "operator (admin key)",
-                    "operationId": "getHealth",
-                    "responses": {**_ok("Health", "The report"), **_problem_responses(401, 503)},
-                }
-            },
-            "/manage/webhooks": {
-                "get": {
-                    "summary": "Webhook deliveries, failed (given up on) or pending, in id order, a page at a time "
-                    "(admin key)",
-                    "operationId": "listWebhookDeliveries",
-                    "parameters": [
-                        _query("status", "Which ones", type="string", enum=["failed", "pending"], default="failed"),
-                        _query("limit", "Page size", type="integer", minimum=1, maximum=MAX_PAGE, default=100),
-                        _query("after", "The `next` of the previous page"),
-                    ],
-                    "responses": {
-                        **_ok("WebhookDeliveryList", "A page of deliveries"),
-                        **_problem_responses(400, 401, 503),
-                    },
-                }
-            },
-            "/manage/webhooks/{id}/redrive": {
-                "post": {
-                    "summary": "Deliver a failed webhook again: pending, due now, attempts reset (admin key; "
-                    "idempotent: a pending one is left as it is)",
-                    "operationId": "redriveWebhookDelivery",
-                    "parameters": [
-                        {
-                            "name": "id",
-                            "in": "path",
-                            "required": True,
-                            "description": "The delivery's id (the notification's id, its webhook-id)",
-                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,512}$"},
-                        }
-                    ],
-                    "responses": {
-                        **_ok("WebhookRedrive", "Pending (again, or still)"),
-                        **_problem_responses(400, 401, 404, 503),
-                    },
-                }
-            },
-            **_operator_paths(),
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document",
-                    "operationId": "getOpenApi",
-                    "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
-                }
-            },
+        },
+        "/manage/periods/close": {
+            "post": {
+                "summary": "Close every due period now (admin key); the timer does this on its schedule",
+                "operationId": "closePeriods",
+                "responses": {**_ok("CloseResponse", "What closed"), **_problem_responses(401, 503)},
+            }
+        },
+        "/manage/health": {
+            "get": {
+                "summary": "Hub partitions with their applied positions and lag, and the records waiting for an "
+                "operator (admin key)",
+                "operationId": "getHealth",
+                "responses": {**_ok("Health", "The report"), **_problem_responses(401, 503)},
+            }
+        },
+        "/manage/webhooks": {
+            "get": {
+                "summary": "Webhook deliveries, failed (given up on) or pending, in id order, a page at a time "
+                "(admin key)",
+                "operationId": "listWebhookDeliveries",
+                "parameters": [
+                    _query("status", "Which ones", type="string", enum=["failed", "pending"], default="failed"),
+                    _query("limit", "Page size", type="integer", minimum=1, maximum=MAX_PAGE, default=100),
+                    _query("after", "The `next` of the previous page"),
+                ],
+                "responses": {
+                    **_ok("WebhookDeliveryList", "A page of deliveries"),
+                    **_problem_responses(400, 401, 503),
+                },
+            }
+        },
+        "/manage/webhooks/{id}/redrive": {
+            "post": {
+                "summary": "Deliver a failed webhook again: pending, due now, attempts reset (admin key; "
+                "idempotent: a pending one is left as it is)",
+                "operationId": "redriveWebhookDelivery",
+                "parameters": [
+                    {
+                        "name": "id",
+                        "in": "path",
+                        "required": True,
+                        "description": "The delivery's id (the notification's id, its webhook-id)",
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,512}$"},
+                    }
+                ],
+                "responses": {
+                    **_ok("WebhookRedrive", "Pending (again, or still)"),
+                    **_problem_responses(400, 401, 404, 503),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "getOpenApi",
+                "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
+            }
         },
     }
+
+
+_PORTAL_401 = {
+    401: "No portal token in `Authorization: Bearer`, or one that is expired, revoked (the tenant's "
+    "tokens_not_before), altered, signed with another key, or for another tenant",
+    404: "Unknown meter or statement, or the deployment has no portal (METERING_PORTAL_SECRET unset)",
+}
+# Each portal data route answers as the route it mirrors, for the tenant its token opens.
+_PORTAL_MIRRORS = {
+    "/portal/{tenant_id}/data/usage/{metric}": ("/usage/{tenant_id}/{metric}", "getPortalUsage"),
+    "/portal/{tenant_id}/data/usage/{metric}/history": ("/usage/{tenant_id}/{metric}/history", "getPortalHistory"),
+    "/portal/{tenant_id}/data/quota/{metric}": ("/quota/{tenant_id}/{metric}", "getPortalQuota"),
+    "/portal/{tenant_id}/data/invoices/preview": ("/invoices/{tenant_id}/preview", "getPortalInvoicePreview"),
+    "/portal/{tenant_id}/data/statements": ("/statements/{tenant_id}", "getPortalStatements"),
+}
+
+
+def _portal_paths() -> dict[str, Any]:
+    html = {"text/html": {"schema": {"type": "string"}}}
+    return {
+        "/portal/{tenant_id}": {
+            "get": {
+                "summary": "The tenant's usage page, to embed in an iframe (no key: the page reads its data with the "
+                "portal token of its URL fragment, #token=...)",
+                "operationId": "getPortalPage",
+                "security": [],
+                "parameters": [_tenant_parameter()],
+                "responses": {
+                    "200": {"description": "The page (no data in it)", "content": html},
+                    **_problem_responses(400, 404, 503, reasons_here=_PORTAL_401),
+                },
+            }
+        },
+        "/assets/{name}": {
+            "get": {
+                "summary": "A script, stylesheet or icon of the pages (cached for good under its ?v= version)",
+                "operationId": "getWebAsset",
+                "security": [],
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                    _query("v", "The asset's version, as the page names it"),
+                ],
+                "responses": {"200": {"description": "The asset"}, **_problem_responses(404)},
+            }
+        },
+        "/portal/{tenant_id}/data/overview": {
+            "get": {
+                "summary": "What the portal page starts from: the billing period and the two before it, the meters "
+                "used this period, the plan and whether it prices them (portal token)",
+                "operationId": "getPortalOverview",
+                "security": [{"portalToken": []}],
+                "parameters": [_tenant_parameter()],
+                "responses": {
+                    **_ok("PortalOverview", "The overview"),
+                    **_problem_responses(400, 401, 404, 503, reasons_here=_PORTAL_401),
+                },
+            }
+        },
+        "/manage/portal-tokens": {
+            "post": {
+                "summary": "Mint a portal token for a tenant, and the page URL that carries it (admin key)",
+                "operationId": "mintPortalToken",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("MintRequest")}}},
+                "responses": {
+                    **_ok("MintedPortalToken", "The token, its page URL and when it expires"),
+                    **_problem_responses(400, 401, 404, 422, 503, reasons_here={404: "The deployment has no portal"}),
+                },
+            }
+        },
+    }
+
+
+def _portal_data_paths(paths: dict[str, Any]) -> dict[str, Any]:
+    mirrored: dict[str, Any] = {}
+    for path, (source, operation_id) in _PORTAL_MIRRORS.items():
+        operation = dict(paths[source]["get"])
+        statuses = sorted({*map(int, (k for k in operation["responses"] if k != "200")), 401, 404})
+        mirrored[path] = {
+            "get": {
+                **operation,
+                "summary": f"As GET {source}, for the tenant the portal token opens",
+                "operationId": operation_id,
+                "security": [{"portalToken": []}],
+                "responses": {
+                    "200": operation["responses"]["200"],
+                    **_problem_responses(*statuses, reasons_here=_PORTAL_401),
+                },
+            }
+        }
+    return mirrored
 
 
 class OpenApiRoute:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -36,6 +36,7 @@ from metering.client.manage import (
     ClosedPeriods,
     HealthReport,
     MetricLimits,
+    PortalLink,
     TenantSettings,
     WebhookDeliveries,
     WebhookRedrive,
@@ -183,6 +184,11 @@ def _webhook_deliveries(status: str, after: str | None, limit: int | None) -> _C
     if limit is not None:
         params["limit"] = str(limit)
     return _Call("GET", "/manage/webhooks", _model(WebhookDeliveries), params=params, admin=True)
+
+
+def _portal_token(tenant_id: str, ttl_seconds: int) -> _Call[PortalLink]:
+    body = json.dumps({"tenant_id": tenant_id, "ttl_seconds": ttl_seconds}).encode()
+    return _Call("POST", "/manage/portal-tokens", _model(PortalLink), body=body, admin=True)
 
 
 def _redrive_webhook(delivery_id: str) -> _Call[WebhookRedrive]:
@@ -334,6 +340,7 @@ class MeteringClient(_Base):
         billing_anchor_day: int | None = None,
         timezone: str | None = None,
         plan_effective_from: datetime | None = None,
+        tokens_not_before: datetime | Literal["now"] | None = None,
     ) -> TenantSettings:
         body = tenant_update(
             plan=plan,
@@ -341,6 +348,7 @@ class MeteringClient(_Base):
             billing_anchor_day=billing_anchor_day,
             timezone=timezone,
             plan_effective_from=plan_effective_from,
+            tokens_not_before=tokens_not_before,
         )
         return self._call(_set_tenant(tenant_id, body))
 
@@ -377,6 +385,10 @@ class MeteringClient(_Base):
 
     def journal(self, tenant_id: str, *, limit: int = 100, offset: int = 0) -> dict[str, Any]:
         return self._call(_journal(tenant_id, limit, offset))
+
+    def portal_token(self, tenant_id: str, *, ttl_seconds: int = 3600) -> PortalLink:
+        """A portal token for the tenant (1 s to 24 h), and its portal page's URL carrying it (admin key)."""
+        return self._call(_portal_token(tenant_id, ttl_seconds))
 
     def _call(self, call: _Call[T]) -> T:
         try:
@@ -472,6 +484,7 @@ class AsyncMeteringClient(_Base):
         billing_anchor_day: int | None = None,
         timezone: str | None = None,
         plan_effective_from: datetime | None = None,
+        tokens_not_before: datetime | Literal["now"] | None = None,
     ) -> TenantSettings:
         body = tenant_update(
             plan=plan,
@@ -479,6 +492,7 @@ class AsyncMeteringClient(_Base):
             billing_anchor_day=billing_anchor_day,
             timezone=timezone,
             plan_effective_from=plan_effective_from,
+            tokens_not_before=tokens_not_before,
         )
         return await self._call(_set_tenant(tenant_id, body))
 
@@ -515,6 +529,9 @@ class AsyncMeteringClient(_Base):
 
     async def journal(self, tenant_id: str, *, limit: int = 100, offset: int = 0) -> dict[str, Any]:
         return await self._call(_journal(tenant_id, limit, offset))
+
+    async def portal_token(self, tenant_id: str, *, ttl_seconds: int = 3600) -> PortalLink:
+        return await self._call(_portal_token(tenant_id, ttl_seconds))
 
     async def _call(self, call: _Call[T]) -> T:
         try:

@@ -1,5 +1,5 @@
 """The operator routes' bodies (`/api/manage/...`, admin key): tenant settings, closed periods, health, webhook
-deliveries.
+deliveries, portal tokens.
 
 Lenient on purpose: fields the service adds later are kept, not refused, so an older client keeps working.
 """
@@ -7,7 +7,7 @@ Lenient on purpose: fields the service adds later are kept, not refused, so an o
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +33,8 @@ class TenantSettings(BaseModel):
     limits: dict[str, MetricLimits] = Field(default_factory=dict)
     billing_anchor_day: int | None = None
     timezone: str | None = None
+    # Portal tokens issued before it are refused (None: none revoked).
+    tokens_not_before: datetime | None = None
 
 
 class ClosedPeriod(BaseModel):
@@ -112,6 +114,19 @@ class WebhookRedrive(BaseModel):
     detail: str
 
 
+class PortalLink(BaseModel):
+    """`POST /api/manage/portal-tokens`: a portal token for one tenant, and its portal page's URL carrying it in
+    the fragment (what an iframe loads)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    token: str
+    url: str
+    expires_at: datetime
+    tenant_id: str
+    token_id: str
+
+
 def tenant_update(
     *,
     plan: str | None = None,
@@ -119,9 +134,14 @@ def tenant_update(
     billing_anchor_day: int | None = None,
     timezone: str | None = None,
     plan_effective_from: datetime | None = None,
+    tokens_not_before: datetime | Literal["now"] | None = None,
 ) -> dict[str, Any]:
     """The PUT body: only the fields given, so the others keep their values."""
     body: dict[str, Any] = {}
+    if tokens_not_before is not None:
+        body["tokens_not_before"] = (
+            tokens_not_before if isinstance(tokens_not_before, str) else tokens_not_before.isoformat()
+        )
     if plan is not None:
         body["plan"] = plan
     if plan_effective_from is not None:

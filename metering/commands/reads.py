@@ -23,6 +23,7 @@ from metering.commands.common import (
     out,
     service_errors,
 )
+from metering.core.meters import GroupKind
 from metering.core.periods import Granularity
 
 
@@ -44,10 +45,10 @@ def usage(
     out.print(fields_table(result, skip=("groups",)))
     if result.groups is not None:
         groups = Table(group_by or "group", "total", "events")
+        labels = {GroupKind.ABSENT: f"(without {group_by})", GroupKind.OVERFLOW: "(other values)"}
         for group in result.groups:
-            groups.add_row(
-                "(other values)" if group.key is None else group.key, str(group.total), str(group.event_count)
-            )
+            label = labels.get(group.kind, group.key or "")
+            groups.add_row(label, str(group.total), str(group.event_count))
         out.print(groups)
 
 

@@ -44,6 +44,15 @@ class Aggregation(StrEnum):
         return self in (Aggregation.SUM, Aggregation.COUNT)
 
 
+class GroupKind(StrEnum):
+    """What a group of a breakdown by one dimension holds. The groups of a period add up to its total by the
+    meter's aggregation (sum and count add, max and min take the extreme, latest the latest)."""
+
+    VALUE = "value"  # the events with one value of the dimension
+    ABSENT = "absent"  # the events without the dimension
+    OVERFLOW = "overflow"  # values past the meter's `max_group_values` for a day, together
+
+
 class CatalogError(ValueError):
     """The meter catalog cannot be used; the message names the meter and the problem."""
 

@@ -60,7 +60,9 @@ class PlannedEvent:
     day: str
     hour: str  # the UTC hour bucket, e.g. 2026-11-24T09
     cell: Cell
-    groups: dict[str, str]
+    # Every group_by dimension of its meter to the event's value, None for a dimension the event lacks: events
+    # without a dimension are a group of their own, so a breakdown adds up to the total.
+    groups: dict[str, str | None]
     unique: str | None = None  # the row key of its distinct value, for unique_count meters
     unique_value: str | None = None
     adjustment: bool = False  # a late event of a closed period, carried into a later one
@@ -158,7 +160,7 @@ def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: P
         hour = hour_key(instant)
         day = schedule.day_of(tenant, instant).isoformat()
         dimensions = event.dimensions
-        groups = {dim: dimensions[dim] for dim in meter.group_by if dim in dimensions} if dimensions else {}
+        groups = {dim: dimensions.get(dim) for dim in meter.group_by} if meter.group_by else {}
         planned = PlannedEvent(
             event=event,
             meter=meter,
@@ -207,14 +209,16 @@ def plan_adjustment(planned: PlannedEvent, period: BillingPeriod, day: str, hour
 
 @dataclass(slots=True)
 class DayDelta:
-    """One meter's deltas for one day: the day cell, its UTC hour cells, its groups per dimension and value
-    (and, when a stored block is moved, its overflow cells)."""
+    """One meter's deltas for one day: the day cell, its UTC hour cells, its groups per dimension and value,
+    the cells of events without a dimension (`absent`, per dimension) and, when a stored block is moved, its
+    overflow cells."""
 
     kind: Aggregation
     day: Cell | None = None
     hours: dict[str, Cell] = field(default_factory=dict)
     groups: dict[str, dict[str, Cell]] = field(default_factory=dict)
     overflow: dict[str, Cell] = field(default_factory=dict)
+    absent: dict[str, Cell] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -265,6 +269,9 @@ def chunk_deltas(events: Iterable[PlannedEvent]) -> ChunkDeltas:
         if kind is not Aggregation.UNIQUE_COUNT:
             absorb(kind, delta.hours, planned.hour, cell)
         for dim, value in planned.groups.items():
+            if value is None:
+                absorb(kind, delta.absent, dim, cell)
+                continue
             values = delta.groups.get(dim)
             if values is None:
                 values = delta.groups[dim] = {}

@@ -1,10 +1,11 @@
 """The arithmetic of a cancel (pure): what subtracting one counted event's contribution writes.
 
 The event's marker holds its contribution (quantity, day, hour, groups), so a cancel subtracts exactly that
-from the period total, the day, the hour and the groups (or the overflow cell the event was counted in), in one
-transaction with the cancel's own row, which makes a repeat a no-op answered the same way. The state row is
-rewritten under its ETag like every aggregator commit, so a cancel is ordered against them and against the
-period closer. Only additive contributions (sum, count) can be subtracted.
+from the period total, the day, the hour and the groups (the value's cell, the overflow cell or the cell of the
+events without the dimension: wherever it was counted), in one transaction with the cancel's own row, which
+makes a repeat a no-op answered the same way. The state row is rewritten under its ETag like every aggregator
+commit, so a cancel is ordered against them and against the period closer. Only additive contributions (sum,
+count) can be subtracted.
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def subtraction(
     cells = DayBlock(stored).meter(meter.name) if stored is not None else None
     for dim, value in marker.groups.items():
         group = cells.group(dim) if cells is not None else None
-        if group is not None and group.has(value):
+        if value is None:  # counted in the cell of events without the dimension
+            delta.absent[dim] = minus
+        elif group is not None and group.has(value):
             delta.groups.setdefault(dim, {})[value] = minus
         else:  # it was counted in the dimension's overflow cell
             delta.overflow[dim] = minus

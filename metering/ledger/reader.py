@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from metering.core import decimals
 from metering.core.clock import Clock, hour_key, utc_now
-from metering.core.meters import Aggregation, Meter, MeterCatalog
+from metering.core.meters import Aggregation, GroupKind, Meter, MeterCatalog
 from metering.core.periods import BillingPeriod, Granularity, PeriodSchedule, PeriodStatus, periods_between
 from metering.ledger.cells import Cell, combine
 from metering.ledger.control import closed_through
@@ -91,10 +91,12 @@ class Bucket(_Figures):
 
 @dataclass(frozen=True, slots=True)
 class GroupUsage(_Figures):
-    """One value of a dimension; `key` is None for the overflow bucket past the meter's `max_group_values`."""
+    """One group of a breakdown: a value of the dimension (`key`), the events without the dimension, or the
+    overflow bucket past the meter's `max_group_values` (those two with `key` None)."""
 
     key: str | None
     cell: Cell | None
+    kind: GroupKind = GroupKind.VALUE
 
 
 class UsageReader:
@@ -133,6 +135,22 @@ class UsageReader:
             last_updated=state.updated if state is not None else None,
         )
 
+    def used_in(self, tenant_id: str, period: BillingPeriod) -> list[PeriodUsage]:
+        """The period's usage of every meter of the catalog it counted events of, from one read of its state
+        row (a meter since removed from the catalog is left out)."""
+        row = self.store.usage.read(partition_key(tenant_id, period), [STATE_ROW]).get(STATE_ROW)
+        if row is None:
+            return []
+        state = StateRow(row.data)
+        status = PeriodStatus.OPEN if self.clock() < period.end else PeriodStatus.GRACE
+        if state.is_closed or (status is PeriodStatus.GRACE and self._passed_by_closer(period)):
+            status = PeriodStatus.CLOSED
+        return [
+            PeriodUsage(tenant_id, meter, period, status, cell, state.updated)
+            for metric, cell in sorted(state.totals().items())
+            if (meter := self.catalog.get(metric)) is not None and cell.count > 0
+        ]
+
     def _passed_by_closer(self, period: BillingPeriod) -> bool:
         """A period without usage has no state row to close: it is closed once the closer has passed its end."""
         through = closed_through(self.store.control)
@@ -169,6 +187,7 @@ class UsageReader:
         kind = meter.aggregation
         values: dict[str, Cell | None] = {}
         overflow: Cell | None = None
+        absent: Cell | None = None
         for block in self._day_blocks(tenant_id, [period], None, None).values():
             cells = block.meter(metric)
             group = cells.group(dimension) if cells is not None else None
@@ -177,9 +196,12 @@ class UsageReader:
             for value, cell in group.values.items():
                 values[value] = combine(kind, [values.get(value), cell])
             overflow = combine(kind, [overflow, group.overflow])
+            absent = combine(kind, [absent, group.absent])
         groups = [GroupUsage(key, cell) for key, cell in sorted(values.items())]
+        if absent is not None:
+            groups.append(GroupUsage(None, absent, GroupKind.ABSENT))
         if overflow is not None:
-            groups.append(GroupUsage(None, overflow))
+            groups.append(GroupUsage(None, overflow, GroupKind.OVERFLOW))
         return groups
 
     # -- buckets -------------------------------------------------------------------------------------------

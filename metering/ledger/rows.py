@@ -3,7 +3,8 @@ deltas change them. The one place that reads or writes a usage row's fields; key
 
     s          period state: status, period totals per meter, carried adjustments, applied hub positions, and
                the block of the latest day (its cells are written here, not in its day row)
-    d|<day>    one tenant-local day's block: per meter the day cell, UTC hour cells and groups
+    d|<day>    one tenant-local day's block: per meter the day cell, UTC hour cells and groups (per dimension
+               its values' cells, the overflow cell and the cell of events without the dimension)
     m|<...>    dedupe marker: the event's payload hash and its contribution (what a cancel subtracts)
     u|<...>    a distinct value of a unique_count meter and the days of the period it was met on
     c|<...>    a cancel (its result, so a repeat answers the same)
@@ -63,7 +64,8 @@ MAX_HUB_PARTITIONS = 32
 
 @dataclass(frozen=True, slots=True)
 class GroupCells:
-    """One dimension's values on one day, and its overflow cell (values past the meter's bounds)."""
+    """One dimension's values on one day, its overflow cell (values past the meter's bounds) and the cell of the
+    events without the dimension (`n`; missing in rows written before it was kept)."""
 
     data: Mapping[str, Any]
 
@@ -74,6 +76,10 @@ class GroupCells:
     @property
     def overflow(self) -> Cell | None:
         return cell_of(self.data["o"])
+
+    @property
+    def absent(self) -> Cell | None:
+        return cell_of(self.data.get("n"))
 
     def has(self, value: str) -> bool:
         """Whether `value` has a cell of its own (else its events were counted in the overflow)."""
@@ -207,7 +213,9 @@ class Marker:
         return str(self.data.get("hr") or self.data["t"][:13])
 
     @property
-    def groups(self) -> dict[str, str]:
+    def groups(self) -> dict[str, str | None]:
+        """Its group_by dimensions to its values; None for a dimension it lacked (markers written before
+        those were kept name only the dimensions it had)."""
         return dict(self.data.get("g", {}))
 
     @property
@@ -306,16 +314,17 @@ def add_to_block(
         hours = updated["h"]
         for hour, cell in delta.hours.items():
             hours[hour] = merge_json(kind, hours.get(hour), cell)
-        if delta.groups or delta.overflow or "g" in stored:
+        if delta.groups or delta.overflow or delta.absent or "g" in stored:
             cap = meters[name].max_group_values if name in meters else DEFAULT_MAX_GROUP_VALUES
             groups = dict(stored.get("g", {}))
-            for dim in delta.groups.keys() | delta.overflow.keys():
+            for dim in delta.groups.keys() | delta.overflow.keys() | delta.absent.keys():
                 groups[dim], spent = _merge_groups(
                     kind,
                     cap if bounded else None,
                     stored=groups.get(dim),
                     deltas=delta.groups.get(dim, {}),
                     overflow_delta=delta.overflow.get(dim),
+                    absent_delta=delta.absent.get(dim),
                     budget=GROUP_BUDGET - used if bounded else None,
                 )
                 used += spent
@@ -334,6 +343,8 @@ def block_deltas(block: Mapping[str, Any]) -> dict[str, DayDelta]:
             delta.groups[dim] = {value: Cell.from_json(cell) for value, cell in group["v"].items()}
             if group["o"] is not None:
                 delta.overflow[dim] = Cell.from_json(group["o"])
+            if group.get("n") is not None:
+                delta.absent[dim] = Cell.from_json(group["n"])
         deltas[name] = delta
     return deltas
 
@@ -360,12 +371,15 @@ def _merge_groups(
     stored: Mapping[str, Any] | None,
     deltas: Mapping[str, Cell],
     overflow_delta: Cell | None,
+    absent_delta: Cell | None,
     budget: int | None,
 ) -> tuple[dict[str, Any], int]:
     """One dimension's values with deltas merged, and the budget its new values took. Without a cap and a
-    budget (readers), every value is kept."""
+    budget (readers), every value is kept. The cell of events without the dimension is one cell whatever the
+    values, so it takes no budget."""
     values = dict(stored["v"]) if stored else {}
     overflow = stored["o"] if stored else None
+    absent = stored.get("n") if stored else None
     spent = 0
     for value, delta in deltas.items():
         if value in values:
@@ -380,7 +394,12 @@ def _merge_groups(
             overflow = merge_json(kind, overflow, delta)
     if overflow_delta is not None:
         overflow = merge_json(kind, overflow, overflow_delta)
-    return {"v": values, "o": overflow}, spent
+    merged: dict[str, Any] = {"v": values, "o": overflow}
+    if absent_delta is not None:
+        absent = merge_json(kind, absent, absent_delta)
+    if absent is not None:
+        merged["n"] = absent
+    return merged, spent
 
 
 def group_value_size(value: str, cell: list[Any]) -> int:

@@ -96,6 +96,12 @@ class TenantDirectory:
         plan = self.plans.get(name) if name is not None else None
         return plan if plan is not None else self.plans.default
 
+    def tokens_not_before(self, tenant_id: str) -> datetime | None:
+        """The tenant's revocation instant for portal tokens, read from the store (not the cache): a revoked
+        token stops working on every instance at once."""
+        row = self.table.read(tenant_id, [SETTINGS_ROW]).get(SETTINGS_ROW)
+        return None if row is None else TenantRecord.from_row(row).tokens_not_before
+
     def limits(self, tenant_id: str, metric: str) -> Limits:
         return resolve_limits(self.plan_of(tenant_id), self.record(tenant_id).limits, metric)
 

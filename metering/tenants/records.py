@@ -2,7 +2,8 @@
 rules a change must keep. directory.py reads and writes them.
 
     <tenant> | settings    {"plan", "limits": {<metric>: {"soft", "hard"}},
-                            "terms": [{"from", "anchor", "tz"}], "plans": [{"from", "plan"}], "updated"}
+                            "terms": [{"from", "anchor", "tz"}], "plans": [{"from", "plan"}], "updated",
+                            "tnb": <tokens_not_before, when set>}
 
 Plans have a history like the billing terms (plan_history.py): a period is rated with the plan in force at its end.
 """
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -38,6 +39,8 @@ from metering.stores import Row
 from metering.tenants.plan_history import PlanHistory, change_plan, history_from_json, history_json
 
 SETTINGS_ROW = "settings"
+# How far ahead of the server's clock a revocation instant may be: a client's clock runs a little ahead.
+TOKENS_NOT_BEFORE_SKEW = timedelta(minutes=5)
 
 
 class LimitPair(BaseModel):
@@ -58,6 +61,8 @@ class TenantUpdate(BaseModel):
     limits: dict[str, LimitPair | None] | None = None
     billing_anchor_day: Annotated[int, Field(ge=MIN_ANCHOR_DAY, le=MAX_ANCHOR_DAY, strict=True)] | None = None
     timezone: str | None = None
+    # Portal tokens issued before this instant are refused ("now": the server's clock); it only moves forward.
+    tokens_not_before: AwareDatetime | Literal["now"] | None = None
 
 
 class PeriodView(BaseModel):
@@ -91,6 +96,8 @@ class TenantSettings(BaseModel):
     # Every plan change with when it took effect (null: since the tenant was first seen); empty for a tenant
     # never assigned a plan, which is on the default one.
     plan_history: list[PlanChangeView] = Field(default_factory=list)
+    # Portal tokens issued before it are refused (null: none revoked).
+    tokens_not_before: datetime | None = None
 
 
 class TenantError(ValueError):
@@ -110,9 +117,10 @@ class TenantRecord:
     history: History
     etag: str | None = None
     plans: PlanHistory = ()
+    tokens_not_before: datetime | None = None
 
     def to_json(self, now: str) -> dict[str, Any]:
-        return {
+        data = {
             "plan": self.plan,
             "limits": {
                 metric: {"soft": _text(pair.soft), "hard": _text(pair.hard)} for metric, pair in self.limits.items()
@@ -128,6 +136,9 @@ class TenantRecord:
             "plans": history_json(self.plans),
             "updated": now,
         }
+        if self.tokens_not_before is not None:
+            data["tnb"] = self.tokens_not_before.isoformat()
+        return data
 
     @classmethod
     def from_row(cls, row: Row) -> TenantRecord:
@@ -141,7 +152,15 @@ class TenantRecord:
                 for t in data["terms"]
             ]
         )
-        return cls(data["plan"], limits, history, row.etag, history_from_json(data.get("plans"), data["plan"]))
+        revoked = data.get("tnb")
+        return cls(
+            data["plan"],
+            limits,
+            history,
+            row.etag,
+            history_from_json(data.get("plans"), data["plan"]),
+            None if revoked is None else datetime.fromisoformat(revoked),
+        )
 
 
 DEFAULT_RECORD = TenantRecord(None, {}, DEFAULT_HISTORY)
@@ -172,6 +191,7 @@ def settings_view(tenant_id: str, record: TenantRecord, default_plan: str, now: 
             for t in record.history
         ],
         plan_history=[PlanChangeView(plan=c.plan, effective_from=c.effective_from) for c in record.plans],
+        tokens_not_before=record.tokens_not_before,
     )
 
 
@@ -220,9 +240,34 @@ def apply_change(
     else:
         # Pending terms are compared with what is in force: changing back before they apply cancels them.
         history = change_terms(history, terms, not_before)
+    revoked = _tokens_not_before(current.tokens_not_before, change.tokens_not_before, now, errors)
     if errors:
         raise TenantError(errors)
-    return TenantRecord(plan, limits, history, plans=plan_changes)
+    return TenantRecord(plan, limits, history, plans=plan_changes, tokens_not_before=revoked)
+
+
+def _tokens_not_before(
+    current: datetime | None, requested: datetime | str | None, now: datetime, errors: list[FieldError]
+) -> datetime | None:
+    """The revocation instant after a change: it moves forward only, so a revoked token stays revoked."""
+    if requested is None:
+        return current
+    instant = now if requested == "now" else requested
+    assert isinstance(instant, datetime)
+    if instant > now + TOKENS_NOT_BEFORE_SKEW:
+        errors.append(FieldError(0, "tokens_not_before", 'must not be in the future ("now" revokes every token)'))
+    elif current is not None and instant < current:
+        errors.append(
+            FieldError(
+                0,
+                "tokens_not_before",
+                f"must not be before the current one ({current.isoformat()}): a revocation cannot be undone",
+            )
+        )
+    else:
+        # An instant a little ahead (a client's clock) is now: every token issued so far is revoked either way.
+        return min(instant, now)
+    return current
 
 
 def _plan_start(

@@ -20,6 +20,11 @@ ADMIN_KEY = "test-admin-key"
 GATEWAY_KEY = "test-gateway-key"
 READ_KEY = "test-read-only-key"
 FUNCTION_KEYS = {"ingest": [GATEWAY_KEY], "usage": [READ_KEY], "usage_history": [READ_KEY], "quota": [READ_KEY]}
+# The portal: its token secrets (the previous one as during a rotation), and the origins that may frame it
+# (tests/e2e/browser.py serves an embedding page from localhost; 127.0.0.1 is another origin).
+PORTAL_SECRET = "test-portal-secret-" + "0123456789abcdef" * 2
+PORTAL_SECRET_PREVIOUS = "test-portal-previous-" + "fedcba9876543210" * 2
+PORTAL_FRAME_ANCESTORS = "http://localhost:*"
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +42,9 @@ def devhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHost]:
             # Periods close only when a test asks (POST /api/manage/periods/close), never behind its back
             # between two of its steps: once a year instead of every five minutes.
             "CLOSE_PERIODS_SCHEDULE": "0 0 0 1 1 *",
+            "METERING_PORTAL_SECRET": PORTAL_SECRET,
+            "METERING_PORTAL_SECRET_PREVIOUS": PORTAL_SECRET_PREVIOUS,
+            "METERING_PORTAL_FRAME_ANCESTORS": PORTAL_FRAME_ANCESTORS,
         }
     )
     host = DevHost(port=0, data=tmp_path_factory.mktemp("devhost-azurite"))
@@ -50,6 +58,23 @@ def devhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHost]:
         host.stop()
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the session's browser tests (tests/e2e/browser.py)."""
+    from tests.e2e.browser import launch  # noqa: PLC0415 (Playwright: only for the browser tests)
+
+    with launch() as chromium:
+        yield chromium
+
+
+@pytest.fixture(scope="session")
+def portal_tenants(devhost: DevHost) -> Any:
+    """Tenants with usage for the portal's tests, seeded once (tests/e2e/portal.py)."""
+    from tests.e2e.portal import seed  # noqa: PLC0415
+
+    return seed(devhost)
 
 
 @pytest.fixture

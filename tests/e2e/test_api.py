@@ -166,7 +166,7 @@ def test_reads(api, tenant):
     assert api.post("/events", json=[usage_event(tenant, "r1", "2", dimensions={"region": "eu"})]).status_code == 202
     settle(api, tenant, ("2", 1))
     usage = api.get(f"/usage/{tenant}/api.requests", params={"group_by": "region"}).json()
-    assert usage["groups"] == [{"key": "eu", "total": "2", "event_count": 1}]
+    assert usage["groups"] == [{"key": "eu", "total": "2", "event_count": 1, "kind": "value"}]
     assert usage["status"] == "open"
     assert "groups" not in api.get(f"/usage/{tenant}/api.requests").json()
     day = NOW.date().isoformat()
@@ -223,7 +223,7 @@ def test_openapi_describes_every_route(api):
         if trigger.get_binding_name() == "httpTrigger":
             routes.add("/" + trigger.route)
     assert set(document["paths"]) == routes
-    assert len(routes) == 14
+    assert len(routes) == 23
     schemas = document["components"]["schemas"]
     assert {"UsageEvent", "Problem", "UsageResponse", "QuotaDecision", "InvoicePreview"} <= set(schemas)
     assert "tenant_id" in schemas["UsageEvent"]["required"]

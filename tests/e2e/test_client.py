@@ -29,7 +29,7 @@ from metering.client import (
     ValidationFailed,
     new_event,
 )
-from metering.core.meters import Aggregation
+from metering.core.meters import Aggregation, GroupKind
 from metering.core.periods import PeriodStatus
 from tests.e2e.conftest import FUNCTION_KEY, eventually
 
@@ -195,7 +195,11 @@ def test_async_client_every_call(devhost, tenant):
                 await asyncio.sleep(0.05)
             assert usage.total == Decimal(7)
             grouped = await client.current_usage(tenant, "api.requests", group_by="region")
-            assert grouped.groups == [GroupTotal(key="eu", total=Decimal(1), event_count=1)]
+            # The three events without a region are a group of their own: the groups add up to the total.
+            assert grouped.groups == [
+                GroupTotal(key="eu", total=Decimal(1), event_count=1),
+                GroupTotal(key=None, total=Decimal(6), event_count=3, kind=GroupKind.ABSENT),
+            ]
             today = datetime.now(UTC).date()
             [day] = await client.usage_history(tenant, "api.requests", today, today)
             assert (day.total, day.event_count) == (Decimal(7), 4)

@@ -46,6 +46,16 @@ def test_http_routes_methods_and_auth_levels():
         "manage_dead_letter_redrive": ("manage/dead-letters/{id}/redrive", ["POST"], "ADMIN"),
         "manage_conflicts": ("manage/conflicts", ["GET"], "ADMIN"),
         "manage_journal": ("manage/journal", ["GET"], "ADMIN"),
+        "manage_portal_tokens": ("manage/portal-tokens", ["POST"], "ADMIN"),
+        # The portal: the page and its assets need no key; its data routes take a portal token instead.
+        "portal_page": ("portal/{tenant_id}", ["GET"], "ANONYMOUS"),
+        "web_assets": ("assets/{name}", ["GET"], "ANONYMOUS"),
+        "portal_overview": ("portal/{tenant_id}/data/overview", ["GET"], "ANONYMOUS"),
+        "portal_usage": ("portal/{tenant_id}/data/usage/{metric}", ["GET"], "ANONYMOUS"),
+        "portal_usage_history": ("portal/{tenant_id}/data/usage/{metric}/history", ["GET"], "ANONYMOUS"),
+        "portal_quota": ("portal/{tenant_id}/data/quota/{metric}", ["GET"], "ANONYMOUS"),
+        "portal_invoice_preview": ("portal/{tenant_id}/data/invoices/preview", ["GET"], "ANONYMOUS"),
+        "portal_statements": ("portal/{tenant_id}/data/statements", ["GET"], "ANONYMOUS"),
     }
     # The host reserves routes and function names that start with "admin".
     assert not any(name.startswith("admin") or route.startswith("admin") for name, (route, _, _) in routes.items())

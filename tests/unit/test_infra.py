@@ -34,7 +34,11 @@ LOCAL_ONLY = {
 
 # Secrets the platform reads from Key Vault with the app's identity (a Key Vault reference is the setting's value),
 # with a valid stand-in for what the reference resolves to.
-KEY_VAULT_REFERENCES = {"METERING_WEBHOOK_SECRET": "whsec_" + "A" * 32}
+KEY_VAULT_REFERENCES = {
+    "METERING_WEBHOOK_SECRET": "whsec_" + "A" * 32,
+    "METERING_PORTAL_SECRET": "p" * 32,
+    "METERING_PORTAL_SECRET_PREVIOUS": "q" * 32,
+}
 KEY_VAULT_REFERENCE = re.compile(r"^'@Microsoft\.KeyVault\(SecretUri=\$\{\w+\}\)'$")
 
 # Read by the Functions host, not by the app, and only on one side.
@@ -467,7 +471,9 @@ def test_host_json_extension_bundle_fits_flex_consumption():
 def test_azd_deploys_this_folder_to_the_tagged_function_app():
     project = yaml.safe_load((ROOT / "azure.yaml").read_text(encoding="utf-8"))
     assert project["infra"] == {"provider": "bicep", "path": "infra", "module": "main"}
-    assert project["services"] == {"api": {"project": ".", "language": "python", "host": "function"}}
+    # The portal's vendored assets are copied into the package before azd packages it.
+    hooks = {"prepackage": {"shell": "sh", "run": "bin/web-assets"}}
+    assert project["services"] == {"api": {"project": ".", "language": "python", "host": "function", "hooks": hooks}}
     site = one(function_app().of_type("Microsoft.Web/sites"))
     assert "'azd-service-name': 'api'" in text(prop(site.body, "tags"))
     parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
@@ -476,6 +482,10 @@ def test_azd_deploys_this_folder_to_the_tagged_function_app():
     assert parameters["location"]["value"] == "${AZURE_LOCATION}"
     ignored = (ROOT / ".funcignore").read_text(encoding="utf-8").split()
     assert {".venv/", "node_modules/", "tests/", "infra/"} <= set(ignored)
+    # Git ignores the vendored assets; the deployment must not.
+    patterns = [line for line in (ROOT / ".funcignore").read_text(encoding="utf-8").splitlines() if line[:1] != "#"]
+    vendored = ("metering", "static", "vendor", "*.js", "*.css", "*.txt")
+    assert not any(pattern.lstrip("/").startswith(vendored) for pattern in patterns)
 
 
 def test_outputs_say_where_the_api_is_and_how_to_get_its_key():

@@ -33,6 +33,9 @@ def test_every_place_a_request_names_a_meter_lists_the_catalogs_meters():
         "get /usage/{tenant_id}/{metric}",
         "get /usage/{tenant_id}/{metric}/history",
         "get /quota/{tenant_id}/{metric}",
+        "get /portal/{tenant_id}/data/usage/{metric}",
+        "get /portal/{tenant_id}/data/usage/{metric}/history",
+        "get /portal/{tenant_id}/data/quota/{metric}",
         "UsageEvent.metric",
         "UsageCloudEvent.type",
     }

@@ -75,6 +75,23 @@ def test_the_record_reads_back_as_it_was_written():
     assert [c.plan for c in record.plans] == ["pro"]
 
 
+def test_tokens_not_before_moves_forward_only_and_reads_back():
+    revoked = change(DEFAULT_RECORD, tokens_not_before="now")
+    assert revoked.tokens_not_before == NOW
+    row = Row(SETTINGS_ROW, "etag", revoked.to_json("2026-11-24T12:00:00.000000Z"))
+    assert TenantRecord.from_row(row).tokens_not_before == NOW
+    # Other changes keep it; a revocation cannot be undone, nor set ahead of the clock.
+    assert change(revoked, plan="pro").tokens_not_before == NOW
+    for instant, rule in (
+        (datetime(2026, 11, 1, tzinfo=UTC), "must not be before the current one"),
+        (datetime(2026, 11, 25, tzinfo=UTC), "must not be in the future"),
+    ):
+        with pytest.raises(TenantError) as refused:
+            change(revoked, tokens_not_before=instant)
+        [error] = refused.value.errors
+        assert (error.field, error.message.startswith(rule)) == ("tokens_not_before", True)
+
+
 def test_the_directory_caches_reads_and_drops_its_entry_on_a_write():
     store = MemoryStore()
     ticks = [0.0]
