@@ -143,6 +143,21 @@ def manage_conflicts(req: func.HttpRequest) -> func.HttpResponse:
     return http_response(services().http.operations.conflict_list(req.params))
 
 
+@app.function_name("console_page")
+@app.route(route="console", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@http_function
+def console_page(req: func.HttpRequest) -> func.HttpResponse:
+    # A shell without data: every figure it shows comes from admin routes called with the operator's key.
+    return http_response(services().http.console.page())
+
+
+@app.function_name("manage_console_tenants")
+@app.route(route="manage/console/tenants", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_console_tenants(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.console.tenants(req.params))
+
+
 @app.function_name("manage_journal")
 @app.route(route="manage/journal", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
 @http_function

@@ -18,6 +18,7 @@ from azure.storage.blob import ContainerClient
 
 from metering import connections
 from metering.api.billing import Billing
+from metering.api.console import Console
 from metering.api.health import HealthRoute
 from metering.api.ingest import Ingest
 from metering.api.invoices import InvoicesApi
@@ -53,6 +54,7 @@ from metering.notifications.webhooks.sender import WebhookSender
 from metering.portal.overview import PortalOverviews
 from metering.portal.tokens import PortalTokens
 from metering.quotas.alerts import AlertWatch
+from metering.quotas.overview import TenantOverview
 from metering.quotas.plans import PlanCatalog, load_plans
 from metering.settings import Settings, load_settings
 from metering.stores import Store
@@ -361,6 +363,14 @@ class HttpHandlers:
             journal=self._services.journal,
             clock=self._services.clock,
         )
+
+    @cached_property
+    def console(self) -> Console:
+        services = self._services
+        overview = TenantOverview(
+            services.store, services.catalog, services.usage, services.directory.limits, services.clock
+        )
+        return Console(overview, services.pages)
 
     @cached_property
     def operations(self) -> Operations:
