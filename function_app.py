@@ -158,6 +158,13 @@ def manage_console_tenants(req: func.HttpRequest) -> func.HttpResponse:
     return http_response(services().http.console.tenants(req.params))
 
 
+@app.function_name("manage_alerts")
+@app.route(route="manage/alerts", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_alerts(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.operations.alert_list(req.params))
+
+
 @app.function_name("manage_journal")
 @app.route(route="manage/journal", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
 @http_function

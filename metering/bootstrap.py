@@ -44,7 +44,7 @@ from metering.ingest.health import HealthCheck
 from metering.ingest.redrive import Redrive
 from metering.ingest.service import IngestService
 from metering.ledger.control import HubProgress
-from metering.ledger.ledger import Ledger
+from metering.ledger.ledger import ApplyResult, Ledger
 from metering.ledger.reader import UsageReader
 from metering.notifications.outbox import Outbox, Sink
 from metering.notifications.queue import QueueSink
@@ -215,7 +215,18 @@ class Services:
             reader=self.usage,
             journal=self.journal,
             clock=self.clock,
+            after_apply=self.alert_after,
         )
+
+    def alert_after(self, result: ApplyResult) -> None:
+        """Threshold alerts of what an operator's action counted, as the aggregator raises them for a batch."""
+        raised = sum(
+            self.alerts.check(first.event.tenant_id, first.period, state.totals())
+            for first, state in result.states.values()
+            if state is not None and not state.is_closed
+        )
+        if raised:
+            self.outbox.dispatch()
 
     @cached_property
     def redrive(self) -> Redrive:
@@ -226,6 +237,7 @@ class Services:
             reader=self.usage,
             journal=self.journal,
             clock=self.clock,
+            after_apply=self.alert_after,
         )
 
     @cached_property
@@ -382,6 +394,7 @@ class HttpHandlers:
             redrive=services.redrive,
             journal=services.journal,
             conflicts=services.store.conflicts,
+            control=services.store.control,
         )
 
 

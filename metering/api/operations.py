@@ -24,8 +24,12 @@ from metering.billing.late_actions import (
 )
 from metering.ingest.deadletters import DeadLetters
 from metering.ingest.redrive import DeadLetterNotFound, Redrive, RedriveRefused, describe
+from metering.notifications.outbox import OUTBOX
 from metering.stores import RowTable
 
+# The outbox keeps a record of each message sent once (notifications/outbox.py): threshold alerts among them.
+SENT = "r|"
+ALERT_KIND = "quota.threshold_crossed"
 PRINCIPAL_HEADER = "x-ms-client-principal-name"
 ADMIN_KEY_ACTOR = "admin key"
 MAX_REASON = 500
@@ -100,6 +104,7 @@ class Operations:
         redrive: Redrive,
         journal: Journal,
         conflicts: RowTable,
+        control: RowTable,
     ) -> None:
         self.late = late
         self.late_actions = late_actions
@@ -107,6 +112,7 @@ class Operations:
         self.redrive = redrive
         self.journal = journal
         self.conflicts = conflicts
+        self.control = control
 
     # -- late events -------------------------------------------------------------------------------------------
 
@@ -195,6 +201,18 @@ class Operations:
             {"tenant_id": partition, "id": row.key, **row.data} for partition, row in self.conflicts.scan(SCAN_LIMIT)
         ]
         items.sort(key=lambda item: str(item.get("detected") or item.get("recorded") or ""), reverse=True)
+        return _page(items, params)
+
+    def alert_list(self, params: Mapping[str, str]) -> Response:
+        """Threshold alerts sent (each once per tenant, meter, period and threshold), newest first."""
+        tenant = params.get("tenant_id")
+        if tenant is not None and (refused := bad_tenant(tenant)) is not None:
+            return refused
+        prefix = f"{SENT}{ALERT_KIND}:" + (f"{tenant}:" if tenant else "")
+        rows = self.control.range(OUTBOX, prefix, prefix + "~", limit=SCAN_LIMIT)
+        keys = ("id", "tenant_id", "metric", "period_start", "threshold_percent", "hard_limit", "usage", "detected")
+        items = [{key: row.data.get(key) for key in keys} for row in rows]
+        items.sort(key=lambda item: str(item["detected"] or ""), reverse=True)
         return _page(items, params)
 
     # -- the journal -------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from metering.core.clock import format_timestamp, hour_key
 from metering.core.events import parse_event
 from metering.core.periods import BillingPeriod, PeriodSchedule
 from metering.ledger.batch import BatchPlan, PlannedEvent, SourcedEvent, plan_adjustment
-from metering.ledger.ledger import Ledger
+from metering.ledger.ledger import ApplyResult, Ledger
 from metering.ledger.reader import UsageReader
 from metering.stores import CommitConflict, Replace, Row, RowTable
 
@@ -66,7 +66,9 @@ class LateActions:
         reader: UsageReader,
         journal: Journal,
         clock: Callable[[], datetime],
+        after_apply: Callable[[ApplyResult], None] | None = None,
     ) -> None:
+        self.after_apply = after_apply  # threshold alerts, as after the aggregator's own applies
         self.table = table
         self.ledger = ledger
         self.schedule = schedule
@@ -120,6 +122,8 @@ class LateActions:
                 f"the period starting {period.key} already counted another event under the dedupe key "
                 f"{record.event.get('event_id') or record.event.get('idempotency_key')!r}"
             )
+        if self.after_apply is not None:
+            self.after_apply(result)
         after = self.reader.for_period(tenant_id, metric, period).total
         if result.duplicates:  # counted by an earlier click that did not finish: the change is already in
             before = after - _contribution(planned)

@@ -22,7 +22,7 @@ from metering.core.clock import format_timestamp
 from metering.core.events import BodyError, UsageEvent, parse_event
 from metering.ingest.deadletters import DeadLetters, StoredLetter
 from metering.ledger.batch import SourcedEvent
-from metering.ledger.ledger import Ledger
+from metering.ledger.ledger import ApplyResult, Ledger
 from metering.ledger.reader import UsageReader
 from metering.stores import CommitConflict, Replace
 from metering.transport import decode_message
@@ -93,7 +93,9 @@ class Redrive:
         reader: UsageReader,
         journal: Journal,
         clock: Callable[[], datetime],
+        after_apply: Callable[[ApplyResult], None] | None = None,
     ) -> None:
+        self.after_apply = after_apply  # threshold alerts, as after the aggregator's own applies
         self.dead_letters = dead_letters
         self.ledger = ledger
         self.late = late
@@ -131,6 +133,8 @@ class Redrive:
             raise RedriveRefused(
                 "its dedupe key was counted before with another payload: recorded as a conflict, not counted"
             )
+        if self.after_apply is not None:
+            self.after_apply(result)
         late = self.late.handle(result.late) if result.late else None
         if late is not None and late.rejected:
             raise RedriveRefused(f"the store refused its late-event carry: {late.rejected[0].reason}")

@@ -54,6 +54,8 @@ def test_the_console_lists_what_was_set_aside_and_acts_on_it_once(browser, devho
         httpx.Client(base_url=devhost.base_url, headers={"x-functions-key": FUNCTION_KEY}, timeout=30) as api,
         httpx.Client(base_url=devhost.base_url, headers={"x-functions-key": ADMIN_KEY}, timeout=30) as admin,
     ):
+        limits = {"limits": {"api.requests": {"soft": "2", "hard": "5"}}}
+        assert admin.put(f"/manage/tenants/{tenant}", json=limits).status_code == 200
         sent = [_event(tenant, "now-1", "4", now), _event(tenant, "late-a", "3", previous)]
         sent.append(_event(tenant, "late-b", "5", previous))
         assert api.post("/events", json=sent).status_code == 202
@@ -88,7 +90,10 @@ def test_the_console_lists_what_was_set_aside_and_acts_on_it_once(browser, devho
             tenant_row = page.locator(f"tr[data-tenant='{tenant}']")
             page.fill("#tenant-search", tenant)
             eventually(lambda: page.locator("#tenants-body tr[data-tenant]").count() == 1)
-            assert "api.requests: 4" in tenant_row.inner_text()
+            assert "api.requests: 4 (soft 2, hard 5)" in tenant_row.inner_text()
+            assert tenant_row.locator("td").nth(1).inner_text() == "soft"
+            alerts = page.locator(f"tr[data-alert^='quota.threshold_crossed:{tenant}:api.requests:']")
+            assert [alerts.nth(i).locator("td").nth(2).inner_text() for i in range(alerts.count())] == ["80 %"]
             health = admin.get("/manage/health").json()
             assert page.locator("#health-body tr[data-partition]").count() == len(health["partitions"])
             assert page.locator(f"tr[data-dead='{letters[0]['id']}']").count() == 1
@@ -97,6 +102,8 @@ def test_the_console_lists_what_was_set_aside_and_acts_on_it_once(browser, devho
             row.locator("[data-action=apply]").dblclick()
             page.wait_for_selector("#journal-body tr[data-journal='late.apply']", timeout=20_000)
             assert _total(api, tenant) == "7"
+            # The apply took the tenant over its hard limit: the 100% alert was sent, once, after the 80% one.
+            eventually(lambda: page.locator(f"tr[data-alert^='quota.threshold_crossed:{tenant}:']").count() == 2)
             again = admin.post(f"/manage/late-events/{tenant}/{late['late-a']}/apply")
             assert again.json()["repeated"] is True
             assert _total(api, tenant) == "7"

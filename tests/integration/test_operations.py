@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from metering.core.hub import hub_partition
 from metering.core.meters import MeterCatalog, load_catalog
 from metering.ingest.consumer import HubMessage, consume
 from metering.settings import LateEventPolicy
+from metering.tenants.records import LimitPair, TenantUpdate
 from tests.integration.test_billing import NOW, Pipeline, build, event
 
 pytestmark = pytest.mark.store
@@ -189,3 +191,22 @@ def test_a_dead_letter_redriven_once_its_cause_is_fixed_counts_once(store, azuri
     assert waiting == []
     assert operations.dead_letter_redrive("AAAA", OPERATOR).status == 404
     assert operations.dead_letter_redrive("../x", OPERATOR).status == 400
+
+
+def test_alerts_sent_and_tenants_standing_are_listed_for_the_console(pipe):
+    pipe.directory.update("acme", TenantUpdate(limits={"api.requests": LimitPair(soft=Decimal(5), hard=Decimal(10))}))
+    at = NOW - timedelta(hours=1)
+    pipe.apply([event(i, at=at, quantity="3") for i in range(3)], start=100)  # 9 of 10: the 80% alert
+    alerts = pipe.services.http.operations.alert_list({"tenant_id": "acme"}).json()
+    assert [(a["metric"], a["threshold_percent"], a["usage"], a["hard_limit"]) for a in alerts["items"]] == [
+        ("api.requests", "80", "9", "10")
+    ]
+    assert pipe.services.http.operations.alert_list({"tenant_id": "other"}).json()["items"] == []
+    pipe.apply([event("o1", tenant="globex", at=at, quantity="1")], start=200)
+    standing = pipe.services.http.console.tenants({"sort": "state"}).json()
+    assert [(t["tenant_id"], t["state"]) for t in standing["items"]] == [("acme", "soft"), ("globex", "unlimited")]
+    [meter] = standing["items"][0]["meters"]
+    assert (meter["metric"], meter["total"], meter["soft"], meter["hard"]) == ("api.requests", "9", "5", "10")
+    found = pipe.services.http.console.tenants({"q": "GLOB"}).json()["items"]
+    assert [t["tenant_id"] for t in found] == ["globex"]
+    assert pipe.services.http.console.tenants({"limit": "0"}).status == 400

@@ -46,6 +46,9 @@ def test_http_routes_methods_and_auth_levels():
         "manage_dead_letter_redrive": ("manage/dead-letters/{id}/redrive", ["POST"], "ADMIN"),
         "manage_conflicts": ("manage/conflicts", ["GET"], "ADMIN"),
         "manage_journal": ("manage/journal", ["GET"], "ADMIN"),
+        "manage_alerts": ("manage/alerts", ["GET"], "ADMIN"),
+        "manage_console_tenants": ("manage/console/tenants", ["GET"], "ADMIN"),
+        "console_page": ("console", ["GET"], "ANONYMOUS"),
         "manage_portal_tokens": ("manage/portal-tokens", ["POST"], "ADMIN"),
         # The portal: the page and its assets need no key; its data routes take a portal token instead.
         "portal_page": ("portal/{tenant_id}", ["GET"], "ANONYMOUS"),

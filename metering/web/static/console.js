@@ -129,7 +129,9 @@
               "div",
               { "data-metric": m.metric },
               m.metric + ": " + decimal(m.total),
-              m.hard !== null || m.soft !== null ? " of " + [m.soft, m.hard].map((v) => (v === null ? "–" : decimal(v))).join(" / ") : "",
+              m.hard !== null || m.soft !== null
+                ? " (" + [["soft", m.soft], ["hard", m.hard]].filter(([, v]) => v !== null).map(([n, v]) => n + " " + decimal(v)).join(", ") + ")"
+                : "",
               " ",
               chip(m.state),
             ),
@@ -140,8 +142,28 @@
     );
     fill(
       $("tenants-body"),
-      table([{ label: "Tenant" }, { label: "State" }, { label: "Meters (total of soft / hard)" }, { label: "Period" }], rows, "No tenant has usage this period."),
+      table([{ label: "Tenant" }, { label: "State" }, { label: "Meters this period (limits)" }, { label: "Period" }], rows, "No tenant has usage this period."),
       page.next_offset !== null ? h("p", { class: "muted small" }, `${page.total} tenants; the first ${page.items.length} shown.`) : null,
+    );
+  }
+
+  async function showAlerts() {
+    const page = await call("GET", "manage/alerts", { params: { limit: 100 } });
+    fill($("alerts-note"), `${page.total} sent`);
+    const rows = page.items.map((a) =>
+      h(
+        "tr",
+        { "data-alert": a.id },
+        h("td", { class: "mono" }, a.tenant_id),
+        h("td", {}, a.metric),
+        h("td", { class: "num" }, decimal(a.threshold_percent) + " %"),
+        h("td", { class: "num" }, decimal(a.usage) + " of " + decimal(a.hard_limit)),
+        h("td", {}, when(a.detected)),
+      ),
+    );
+    fill(
+      $("alerts-body"),
+      table([{ label: "Tenant" }, { label: "Metric" }, { label: "Threshold", num: true }, { label: "Usage of hard limit", num: true }, { label: "Sent" }], rows, "No threshold alert sent."),
     );
   }
 
@@ -281,7 +303,7 @@
   }
 
   async function refresh() {
-    const parts = [showHealth, showTenants, showLate, showDeadLetters, showConflicts, showWebhooks, showJournal];
+    const parts = [showHealth, showTenants, showAlerts, showLate, showDeadLetters, showConflicts, showWebhooks, showJournal];
     const results = await Promise.allSettled(parts.map((show) => show()));
     const failed = results.find((r) => r.status === "rejected");
     if (failed) {
@@ -303,6 +325,7 @@
     $("key").value = "";
     $("login").hidden = true;
     $("panels").hidden = false;
+    fill($("subtitle"), "The admin key is kept in this tab's memory only; reload the page to forget it.");
     notice("", false);
     await refresh();
   });
