@@ -187,6 +187,27 @@ def _operator_paths() -> dict[str, Any]:
                 "responses": {**_object("A page: items, total, next_offset"), **_problem_responses(400, 401, 503)},
             }
         },
+        "/manage/console/tenants": {
+            "get": {
+                "summary": "Tenants with usage this period, each meter's total against its limits, worst state "
+                "first (admin key)",
+                "operationId": "listTenantStandings",
+                "parameters": [
+                    _query("q", "Part of a tenant id"),
+                    _query("sort", "Order", type="string", enum=["state", "tenant"], default="state"),
+                    *page,
+                ],
+                "responses": {**_object("A page: items, total, next_offset"), **_problem_responses(400, 401, 503)},
+            }
+        },
+        "/manage/alerts": {
+            "get": {
+                "summary": "Threshold alerts sent, newest first (admin key)",
+                "operationId": "listAlerts",
+                "parameters": [_query("tenant_id", "One tenant's only"), *page],
+                "responses": {**_object("A page: items, total, next_offset"), **_problem_responses(400, 401, 503)},
+            }
+        },
         "/manage/journal": {
             "get": {
                 "summary": "A tenant's journal, newest first: cancels, carries and operator actions, with the "
