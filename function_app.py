@@ -10,6 +10,7 @@ import logging
 import azure.functions as func
 
 from metering import configuration
+from metering.api.operations import actor_of
 from metering.bootstrap import services
 from metering.ingest import consumer
 from metering.triggers import http_function, http_response, hub_messages
@@ -94,7 +95,81 @@ def manage_webhooks(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="manage/webhooks/{id}/redrive", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 @http_function
 def manage_webhook_redrive(req: func.HttpRequest) -> func.HttpResponse:
-    return http_response(services().http.webhooks.redrive(req.route_params["id"]))
+    return http_response(services().http.webhooks.redrive(req.route_params["id"], actor_of(req.headers)))
+
+
+@app.function_name("manage_late_events")
+@app.route(route="manage/late-events", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_late_events(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.operations.late_events(req.params))
+
+
+@app.function_name("manage_late_event_apply")
+@app.route(route="manage/late-events/{tenant_id}/{id}/apply", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_late_event_apply(req: func.HttpRequest) -> func.HttpResponse:
+    params = req.route_params
+    return http_response(services().http.operations.late_apply(params["tenant_id"], params["id"], req.headers))
+
+
+@app.function_name("manage_late_event_discard")
+@app.route(route="manage/late-events/{tenant_id}/{id}/discard", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_late_event_discard(req: func.HttpRequest) -> func.HttpResponse:
+    params = req.route_params
+    operations = services().http.operations
+    return http_response(operations.late_discard(params["tenant_id"], params["id"], req.get_body(), req.headers))
+
+
+@app.function_name("manage_dead_letters")
+@app.route(route="manage/dead-letters", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_dead_letters(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.operations.dead_letter_list(req.params))
+
+
+@app.function_name("manage_dead_letter_redrive")
+@app.route(route="manage/dead-letters/{id}/redrive", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_dead_letter_redrive(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.operations.dead_letter_redrive(req.route_params["id"], req.headers))
+
+
+@app.function_name("manage_conflicts")
+@app.route(route="manage/conflicts", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_conflicts(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.operations.conflict_list(req.params))
+
+
+@app.function_name("console_page")
+@app.route(route="console", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@http_function
+def console_page(req: func.HttpRequest) -> func.HttpResponse:
+    # A shell without data: every figure it shows comes from admin routes called with the operator's key.
+    return http_response(services().http.console.page())
+
+
+@app.function_name("manage_console_tenants")
+@app.route(route="manage/console/tenants", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_console_tenants(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.console.tenants(req.params))
+
+
+@app.function_name("manage_alerts")
+@app.route(route="manage/alerts", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_alerts(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.operations.alert_list(req.params))
+
+
+@app.function_name("manage_journal")
+@app.route(route="manage/journal", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_journal(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.operations.journal_list(req.params))
 
 
 @app.function_name("usage")

@@ -18,11 +18,13 @@ from azure.storage.blob import ContainerClient
 
 from metering import connections
 from metering.api.billing import Billing
+from metering.api.console import Console
 from metering.api.health import HealthRoute
 from metering.api.ingest import Ingest
 from metering.api.invoices import InvoicesApi
 from metering.api.manage import Manage
 from metering.api.openapi import OpenApiRoute
+from metering.api.operations import Operations
 from metering.api.portal import PortalApi
 from metering.api.reads import Reads
 from metering.api.webhooks import Webhooks
@@ -31,6 +33,7 @@ from metering.billing.closing import PeriodCloser, period_closed
 from metering.billing.invoices import Invoices
 from metering.billing.journal import Journal
 from metering.billing.late import LateEvents
+from metering.billing.late_actions import LateActions
 from metering.core.clock import Clock, utc_now
 from metering.core.meters import MeterCatalog, load_catalog
 from metering.core.periods import PeriodSchedule, TenantSchedule
@@ -38,9 +41,10 @@ from metering.core.prices import Pricing
 from metering.ingest.consumer import AfterApply
 from metering.ingest.deadletters import DeadLetters
 from metering.ingest.health import HealthCheck
+from metering.ingest.redrive import Redrive
 from metering.ingest.service import IngestService
 from metering.ledger.control import HubProgress
-from metering.ledger.ledger import Ledger
+from metering.ledger.ledger import ApplyResult, Ledger
 from metering.ledger.reader import UsageReader
 from metering.notifications.outbox import Outbox, Sink
 from metering.notifications.queue import QueueSink
@@ -50,6 +54,7 @@ from metering.notifications.webhooks.sender import WebhookSender
 from metering.portal.overview import PortalOverviews
 from metering.portal.tokens import PortalTokens
 from metering.quotas.alerts import AlertWatch
+from metering.quotas.overview import TenantOverview
 from metering.quotas.plans import PlanCatalog, load_plans
 from metering.settings import Settings, load_settings
 from metering.stores import Store
@@ -202,6 +207,40 @@ class Services:
         )
 
     @cached_property
+    def late_actions(self) -> LateActions:
+        return LateActions(
+            self.store.late_events,
+            ledger=self.ledger,
+            schedule=self.schedule,
+            reader=self.usage,
+            journal=self.journal,
+            clock=self.clock,
+            after_apply=self.alert_after,
+        )
+
+    def alert_after(self, result: ApplyResult) -> None:
+        """Threshold alerts of what an operator's action counted, as the aggregator raises them for a batch."""
+        raised = sum(
+            self.alerts.check(first.event.tenant_id, first.period, state.totals())
+            for first, state in result.states.values()
+            if state is not None and not state.is_closed
+        )
+        if raised:
+            self.outbox.dispatch()
+
+    @cached_property
+    def redrive(self) -> Redrive:
+        return Redrive(
+            self.dead_letters,
+            ledger=self.ledger,
+            late=self.late_events,
+            reader=self.usage,
+            journal=self.journal,
+            clock=self.clock,
+            after_apply=self.alert_after,
+        )
+
+    @cached_property
     def after_apply(self) -> AfterApply:
         return AfterApply(late=self.late_events, alerts=self.alerts, outbox=self.outbox, progress=self.progress)
 
@@ -331,7 +370,31 @@ class HttpHandlers:
     def webhooks(self) -> Webhooks:
         dispatcher = self._services.webhook_dispatcher
         return Webhooks(
-            self._services.webhook_deliveries, after_redrive=None if dispatcher is None else dispatcher.kick
+            self._services.webhook_deliveries,
+            after_redrive=None if dispatcher is None else dispatcher.kick,
+            journal=self._services.journal,
+            clock=self._services.clock,
+        )
+
+    @cached_property
+    def console(self) -> Console:
+        services = self._services
+        overview = TenantOverview(
+            services.store, services.catalog, services.usage, services.directory.limits, services.clock
+        )
+        return Console(overview, services.pages)
+
+    @cached_property
+    def operations(self) -> Operations:
+        services = self._services
+        return Operations(
+            late=services.late_events,
+            late_actions=services.late_actions,
+            dead_letters=services.dead_letters,
+            redrive=services.redrive,
+            journal=services.journal,
+            conflicts=services.store.conflicts,
+            control=services.store.control,
         )
 
 

@@ -23,6 +23,7 @@ from rich.table import Table
 from metering.commands.common import Format, OutputFormat, err
 from metering.commands.invoices import invoice
 from metering.commands.manage import health, periods, tenants
+from metering.commands.operate import dead_letters, journal, late
 from metering.commands.portal import portal_revoke, portal_url
 from metering.commands.reads import history, quota, usage
 from metering.commands.rebuild import rebuild_command
@@ -106,6 +107,9 @@ app.command("portal-revoke")(portal_revoke)
 app.add_typer(tenants, name="tenants")
 app.add_typer(periods, name="periods")
 app.add_typer(webhooks, name="webhooks")
+app.add_typer(late, name="late")
+app.add_typer(dead_letters, name="dead-letters")
+app.add_typer(journal, name="journal")
 
 meters = typer.Typer(help="The meter catalog.")
 app.add_typer(meters, name="meters")

@@ -99,6 +99,132 @@ def _ok(model: str, description: str, status: int = 200) -> dict[str, Any]:
     return {str(status): {"description": description, "content": {"application/json": {"schema": _ref(model)}}}}
 
 
+def _object(description: str) -> dict[str, Any]:
+    return {"200": {"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}}
+
+
+def _path_parameter(name: str, description: str, pattern: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "pattern": pattern},
+    }
+
+
+def _operator_paths() -> dict[str, Any]:
+    """The console's lists and actions (admin key; each action idempotent and journaled; docs/api.md)."""
+    page = [
+        _query("limit", "Page size", type="integer", minimum=1, maximum=MAX_PAGE, default=100),
+        _query("offset", "The `next_offset` of the previous page", type="integer", minimum=0, default=0),
+    ]
+    late_id = _path_parameter("id", "The late event's id, from the list", "^[0-9a-f]{32}$")
+    tenant = _path_parameter("tenant_id", "Tenant id", "^[A-Za-z0-9._:-]{1,128}$")
+    return {
+        "/manage/late-events": {
+            "get": {
+                "summary": "Late events of every tenant, newest first, with their status (admin key)",
+                "operationId": "listLateEvents",
+                "parameters": [
+                    _query("tenant_id", "One tenant's only"),
+                    _query(
+                        "status",
+                        "Which ones",
+                        type="string",
+                        enum=["waiting", "carried", "applying", "applied", "discarded"],
+                    ),
+                    *page,
+                ],
+                "responses": {**_object("A page: items, total, next_offset"), **_problem_responses(400, 401, 503)},
+            }
+        },
+        "/manage/late-events/{tenant_id}/{id}/apply": {
+            "post": {
+                "summary": "Count a late event in the open period as an adjustment: once, however often it is "
+                "asked; journaled with the totals before and after (admin key)",
+                "operationId": "applyLateEvent",
+                "parameters": [tenant, late_id],
+                "responses": {
+                    **_object("The late event and its journal entry"),
+                    **_problem_responses(400, 401, 404, 409, 503),
+                },
+            }
+        },
+        "/manage/late-events/{tenant_id}/{id}/discard": {
+            "post": {
+                "summary": 'Leave a late event uncounted, with {"reason"}; journaled (admin key)',
+                "operationId": "discardLateEvent",
+                "parameters": [tenant, late_id],
+                "responses": {
+                    **_object("The late event and its journal entry"),
+                    **_problem_responses(400, 401, 404, 409, 503),
+                },
+            }
+        },
+        "/manage/dead-letters": {
+            "get": {
+                "summary": "Dead letters, newest first, with their reason (admin key)",
+                "operationId": "listDeadLetters",
+                "parameters": [_query("status", "Which ones", type="string", enum=["waiting", "redriven"]), *page],
+                "responses": {**_object("A page: items, total, next_offset"), **_problem_responses(400, 401, 503)},
+            }
+        },
+        "/manage/dead-letters/{id}/redrive": {
+            "post": {
+                "summary": "Count a dead letter's events once its cause is fixed, or refuse with the reason "
+                "(409, nothing written); journaled (admin key)",
+                "operationId": "redriveDeadLetter",
+                "parameters": [_path_parameter("id", "The dead letter's id, from the list", "^[A-Za-z0-9_-]+$")],
+                "responses": {**_object("What came of it"), **_problem_responses(400, 401, 404, 409, 503)},
+            }
+        },
+        "/manage/conflicts": {
+            "get": {
+                "summary": "Payloads met under a dedupe key counted with another payload (admin key)",
+                "operationId": "listConflicts",
+                "parameters": page,
+                "responses": {**_object("A page: items, total, next_offset"), **_problem_responses(400, 401, 503)},
+            }
+        },
+        "/manage/console/tenants": {
+            "get": {
+                "summary": "Tenants with usage this period, each meter's total against its limits, worst state "
+                "first (admin key)",
+                "operationId": "listTenantStandings",
+                "parameters": [
+                    _query("q", "Part of a tenant id"),
+                    _query("sort", "Order", type="string", enum=["state", "tenant"], default="state"),
+                    *page,
+                ],
+                "responses": {**_object("A page: items, total, next_offset"), **_problem_responses(400, 401, 503)},
+            }
+        },
+        "/manage/alerts": {
+            "get": {
+                "summary": "Threshold alerts sent, newest first (admin key)",
+                "operationId": "listAlerts",
+                "parameters": [_query("tenant_id", "One tenant's only"), *page],
+                "responses": {**_object("A page: items, total, next_offset"), **_problem_responses(400, 401, 503)},
+            }
+        },
+        "/manage/journal": {
+            "get": {
+                "summary": "A tenant's journal, newest first: cancels, carries and operator actions, with the "
+                "actor and the totals before and after (admin key)",
+                "operationId": "listJournal",
+                "parameters": [
+                    _query("tenant_id", "The tenant", required=True),
+                    _query("since", "From this RFC 3339 time", format="date-time", type="string"),
+                    _query("until", "Before this RFC 3339 time", format="date-time", type="string"),
+                    *page,
+                ],
+                "responses": {**_object("A page: items, total, next_offset"), **_problem_responses(400, 401, 503)},
+            }
+        },
+    }
+
+
 def _ref(model: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model}"}
 
@@ -170,6 +296,7 @@ def document(catalog: MeterCatalog) -> dict[str, Any]:
     paths: dict[str, Any] = {
         **_core_paths(catalog, events_body),
         **_portal_paths(),
+        **_operator_paths(),
     }
     paths.update(_portal_data_paths(paths))
     return {

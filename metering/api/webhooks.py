@@ -9,6 +9,8 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from metering.api.http import Response, bad_request, ok, problem
+from metering.billing.journal import Journal, JournalEntry, JournalKind
+from metering.core.clock import utc_now
 from metering.notifications.webhooks.backoff import RetrySchedule
 from metering.notifications.webhooks.rows import (
     Delivery,
@@ -70,10 +72,23 @@ class WebhookRedrive(BaseModel):
     detail: str
 
 
+# The journal is kept per tenant; a delivery of no tenant (none today) is journaled here.
+OPERATOR_PARTITION = "_operator"
+
+
 class Webhooks:
-    def __init__(self, deliveries: WebhookDeliveries, after_redrive: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        deliveries: WebhookDeliveries,
+        after_redrive: Callable[[], None] | None = None,
+        *,
+        journal: Journal | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self.deliveries = deliveries
         self.after_redrive = after_redrive
+        self.journal = journal
+        self.clock = clock
 
     def list(self, params: Mapping[str, str]) -> Response:
         status_text = params.get("status", DeliveryStatus.FAILED.value)
@@ -90,7 +105,7 @@ class Webhooks:
         page = self.deliveries.page(status, after, int(limit_text))
         return ok(WebhookDeliveryList(items=[WebhookDeliveryView.of(d) for d in page.items], next=page.next))
 
-    def redrive(self, message_id: str) -> Response:
+    def redrive(self, message_id: str, actor: str = "admin key") -> Response:
         if not _ID.fullmatch(message_id):
             return bad_request("id", "must be the id of a webhook delivery, 1 to 512 of A-Z a-z 0-9 . _ : -")
         result, delivery = self.deliveries.redrive(message_id)
@@ -108,6 +123,19 @@ class Webhooks:
                 f"{delivery.next_attempt.isoformat()}: nothing changed"
             )
             return ok(WebhookRedrive(id=message_id, status=DeliveryStatus.PENDING, redriven=False, detail=detail))
+        if self.journal is not None and delivery is not None:
+            # After the change (it moves no total), before the answer: a crash between leaves the delivery
+            # pending again, which a second redrive reports as such.
+            self.journal.record(
+                JournalEntry(
+                    kind=JournalKind.WEBHOOK_REDRIVE,
+                    tenant_id=delivery.tenant_id or OPERATOR_PARTITION,
+                    time=self.clock(),
+                    subject=message_id,
+                    actor=actor,
+                    details={"type": delivery.type},
+                )
+            )
         if self.after_redrive is not None:
             self.after_redrive()
         return ok(

@@ -36,7 +36,14 @@ class JournalKind(StrEnum):
 
 
 # Changes that move totals: what a rebuild must replay. The others are recorded for the audit trail only.
-CHANGES_TOTALS = frozenset({JournalKind.CANCEL, JournalKind.LATE_CARRY, JournalKind.LATE_APPLY})
+CHANGES_TOTALS = frozenset(
+    {
+        JournalKind.CANCEL,
+        JournalKind.LATE_CARRY,
+        JournalKind.LATE_APPLY,
+        JournalKind.DEAD_LETTER_REDRIVE,
+    }
+)
 
 
 class JournalEntry(BaseModel):

@@ -32,6 +32,12 @@ class LateEvent(BaseModel):
     period_start: date  # the key of the closed period the event belongs to
     detected: datetime
     carried_to: date | None  # the period it was counted in (policy adjust), if any
+    # An operator's decision (billing/late_actions.py): waiting when absent.
+    status: str | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    applied_to: date | None = None  # the open period it was counted in
+    discard_reason: str | None = None
 
 
 @dataclass(slots=True)

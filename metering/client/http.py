@@ -196,6 +196,41 @@ def _redrive_webhook(delivery_id: str) -> _Call[WebhookRedrive]:
     return _Call("POST", path, _model(WebhookRedrive), body=b"{}", admin=True)
 
 
+# The operator's actions and lists (admin key): plain JSON, as docs/api.md describes them.
+def _json(content: bytes) -> dict[str, Any]:
+    decoded = json.loads(content)
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+def _late_events(tenant_id: str | None, status: str | None, limit: int, offset: int) -> _Call[dict[str, Any]]:
+    params = {"limit": str(limit), "offset": str(offset)}
+    params |= {"tenant_id": tenant_id} if tenant_id else {}
+    params |= {"status": status} if status else {}
+    return _Call("GET", "/manage/late-events", _json, params=params, admin=True)
+
+
+def _late_action(tenant_id: str, late_id: str, action: str, reason: str | None) -> _Call[dict[str, Any]]:
+    body = json.dumps({"reason": reason} if reason is not None else {}).encode()
+    path = _path("manage", "late-events", tenant_id, late_id, action)
+    return _Call("POST", path, _json, body=body, admin=True)
+
+
+def _dead_letters(status: str | None, limit: int, offset: int) -> _Call[dict[str, Any]]:
+    params = {"limit": str(limit), "offset": str(offset)} | ({"status": status} if status else {})
+    return _Call("GET", "/manage/dead-letters", _json, params=params, admin=True)
+
+
+def _redrive_dead_letter(letter_id: str) -> _Call[dict[str, Any]]:
+    path = _path("manage", "dead-letters", letter_id, "redrive")
+    return _Call("POST", path, _json, body=b"{}", admin=True)
+
+
+def _journal(tenant_id: str, limit: int, offset: int) -> _Call[dict[str, Any]]:
+    params = {"tenant_id": tenant_id, "limit": str(limit), "offset": str(offset)}
+    return _Call("GET", "/manage/journal", _json, params=params, admin=True)
+
+
 class _Base:
     def __init__(self, base_url: str, key: str, admin_key: str | None, source: str) -> None:
         if not key:
@@ -331,6 +366,26 @@ class MeteringClient(_Base):
     def redrive_webhook(self, delivery_id: str) -> WebhookRedrive:
         return self._call(_redrive_webhook(delivery_id))
 
+    def late_events(
+        self, tenant_id: str | None = None, *, status: str | None = None, limit: int = 100, offset: int = 0
+    ) -> dict[str, Any]:
+        return self._call(_late_events(tenant_id, status, limit, offset))
+
+    def apply_late_event(self, tenant_id: str, late_id: str) -> dict[str, Any]:
+        return self._call(_late_action(tenant_id, late_id, "apply", None))
+
+    def discard_late_event(self, tenant_id: str, late_id: str, reason: str) -> dict[str, Any]:
+        return self._call(_late_action(tenant_id, late_id, "discard", reason))
+
+    def dead_letters(self, *, status: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        return self._call(_dead_letters(status, limit, offset))
+
+    def redrive_dead_letter(self, letter_id: str) -> dict[str, Any]:
+        return self._call(_redrive_dead_letter(letter_id))
+
+    def journal(self, tenant_id: str, *, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        return self._call(_journal(tenant_id, limit, offset))
+
     def portal_token(self, tenant_id: str, *, ttl_seconds: int = 3600) -> PortalLink:
         """A portal token for the tenant (1 s to 24 h), and its portal page's URL carrying it (admin key)."""
         return self._call(_portal_token(tenant_id, ttl_seconds))
@@ -454,6 +509,26 @@ class AsyncMeteringClient(_Base):
 
     async def redrive_webhook(self, delivery_id: str) -> WebhookRedrive:
         return await self._call(_redrive_webhook(delivery_id))
+
+    async def late_events(
+        self, tenant_id: str | None = None, *, status: str | None = None, limit: int = 100, offset: int = 0
+    ) -> dict[str, Any]:
+        return await self._call(_late_events(tenant_id, status, limit, offset))
+
+    async def apply_late_event(self, tenant_id: str, late_id: str) -> dict[str, Any]:
+        return await self._call(_late_action(tenant_id, late_id, "apply", None))
+
+    async def discard_late_event(self, tenant_id: str, late_id: str, reason: str) -> dict[str, Any]:
+        return await self._call(_late_action(tenant_id, late_id, "discard", reason))
+
+    async def dead_letters(self, *, status: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        return await self._call(_dead_letters(status, limit, offset))
+
+    async def redrive_dead_letter(self, letter_id: str) -> dict[str, Any]:
+        return await self._call(_redrive_dead_letter(letter_id))
+
+    async def journal(self, tenant_id: str, *, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        return await self._call(_journal(tenant_id, limit, offset))
 
     async def portal_token(self, tenant_id: str, *, ttl_seconds: int = 3600) -> PortalLink:
         return await self._call(_portal_token(tenant_id, ttl_seconds))

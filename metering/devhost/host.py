@@ -25,7 +25,7 @@ from metering.configuration import ConfigurationError
 from metering.devhost.azurite import PROJECT_ROOT, Azurite
 from metering.devhost.cosmos import CosmosServer
 from metering.devhost.feed import HubFeed
-from metering.devhost.http import HttpHost, http_routes, trigger_of
+from metering.devhost.http import FunctionKeysError, HttpHost, http_routes, parse_function_keys, trigger_of
 from metering.devhost.timers import Timer, timers
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,14 @@ class DevHost:
             raise ConfigurationError(problem)
         self.timers = timers(functions)
         self.feeds = self._feeds(functions)
-        self._serve(HttpHost(http_routes(functions), self.function_key, self.admin_key))
+        routes = http_routes(functions)
+        try:
+            function_keys = parse_function_keys(
+                os.environ.get("METERING_FUNCTION_KEYS"), {route.name for route in routes}
+            )
+        except FunctionKeysError as error:
+            raise ConfigurationError(str(error)) from None
+        self._serve(HttpHost(routes, self.function_key, self.admin_key, function_keys=function_keys))
         for timer in self.timers:
             self._spawn(f"timer {timer.name}", timer.run)
         for feed in self.feeds:

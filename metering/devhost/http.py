@@ -12,7 +12,7 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -73,12 +73,53 @@ def http_routes(functions: list[Any]) -> list[HttpRoute]:
     return routes
 
 
+class FunctionKeysError(ValueError):
+    pass
+
+
+def parse_function_keys(text: str | None, names: Collection[str]) -> dict[str, list[str]]:
+    """METERING_FUNCTION_KEYS: a JSON object from function name to the keys that open that function alone, as
+    Azure's per-function keys do (`{"ingest": ["k-gw"], "usage": ["k-ro"]}`)."""
+    if not text:
+        return {}
+    try:
+        decoded = json.loads(text)
+    except ValueError as error:
+        raise FunctionKeysError(f"METERING_FUNCTION_KEYS is not JSON: {error}") from None
+    if not isinstance(decoded, dict):
+        raise FunctionKeysError("METERING_FUNCTION_KEYS must be a JSON object from function name to a list of keys")
+    keys: dict[str, list[str]] = {}
+    for name, value in decoded.items():
+        if name not in names:
+            raise FunctionKeysError(
+                f"METERING_FUNCTION_KEYS names {name!r}, which is no HTTP function of the app "
+                f"(they are: {', '.join(sorted(names))})"
+            )
+        if not isinstance(value, list) or not all(isinstance(k, str) and len(k) >= 8 for k in value):
+            raise FunctionKeysError(f"METERING_FUNCTION_KEYS[{name!r}] must be a list of keys of 8 characters or more")
+        keys[name] = list(value)
+    return keys
+
+
+# What App Service Authentication puts in a request for its signed-in user; it strips a client's own copy.
+PRINCIPAL_HEADERS = ("x-ms-client-principal-name", "x-ms-client-principal-id", "x-ms-client-principal")
+LOCAL_ACTOR = "local-admin"
+
+
 class HttpHost:
-    def __init__(self, routes: list[HttpRoute], function_key: str, admin_key: str, base_url: str = "") -> None:
+    def __init__(
+        self,
+        routes: list[HttpRoute],
+        function_key: str,
+        admin_key: str,
+        base_url: str = "",
+        function_keys: Mapping[str, list[str]] | None = None,
+    ) -> None:
         self.routes = routes
         self.function_key = function_key
         self.admin_key = admin_key
         self.base_url = base_url
+        self.function_keys = dict(function_keys or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,8 +151,13 @@ class HttpHost:
             return _problem(405, "Method not allowed", f"{path} takes {', '.join(sorted(candidates[0][0].methods))}")
         route, match = allowed[0]
         key = headers.get("x-functions-key") or params.get("code")
-        if not self.authorised(route.auth_level, key):
+        if not self.authorised(route, key):
             return _problem(401, "Unauthorized", "a valid key is required in the x-functions-key header or ?code=")
+        # The dev host stands in for App Service Authentication too: the operator is the local one.
+        for name in PRINCIPAL_HEADERS:
+            headers.pop(name, None)
+        if route.auth_level == "ADMIN":
+            headers[PRINCIPAL_HEADERS[0]] = LOCAL_ACTOR
         query = scope.get("query_string", b"").decode()
         request = func.HttpRequest(
             method,
@@ -132,14 +178,20 @@ class HttpHost:
             out_headers.append((b"content-type", content_type.encode()))
         return response.status_code, out_headers, response.get_body() or b""
 
-    def authorised(self, level: str, key: str | None) -> bool:
+    def authorised(self, route: HttpRoute, key: str | None) -> bool:
+        level = route.auth_level
         if level == "ANONYMOUS":
             return True
         if key is None:
             return False
         if hmac.compare_digest(key, self.admin_key):
             return True
-        return level == "FUNCTION" and hmac.compare_digest(key, self.function_key)
+        if level != "FUNCTION":
+            return False
+        own = self.function_keys.get(route.name, [])
+        # Every candidate is compared, so the time taken says nothing of which one matched.
+        matches = [hmac.compare_digest(key, candidate) for candidate in [self.function_key, *own]]
+        return any(matches)
 
 
 def _problem(status: int, title: str, detail: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

@@ -7,6 +7,8 @@ the record points at it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +43,37 @@ class DeadLetter:
         return "unknown", "h:" + digest(self.body)
 
 
+def letter_id(partition: str, key: str) -> str:
+    """A dead letter's id in routes: its partition and key, URL-safe and reversible."""
+    return base64.urlsafe_b64encode(f"{partition}\n{key}".encode()).decode().rstrip("=")
+
+
+def letter_address(letter_id: str) -> tuple[str, str] | None:
+    """The partition and key an id names; None for text that is no id."""
+    try:
+        text = base64.urlsafe_b64decode(letter_id + "=" * (-len(letter_id) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    partition, sep, key = text.partition("\n")
+    return (partition, key) if sep and partition and key else None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLetter:
+    """A dead letter as stored, with its id and, once re-driven, what came of it."""
+
+    id: str
+    partition: str
+    key: str
+    etag: str
+    data: dict[str, Any]
+
+    @property
+    def redriven(self) -> dict[str, Any] | None:
+        value = self.data.get("redriven")
+        return value if isinstance(value, dict) else None
+
+
 class DeadLetters:
     def __init__(
         self, table: RowTable, container: Callable[[], ContainerClient], clock: Callable[[], datetime]
@@ -67,6 +100,28 @@ class DeadLetters:
             self.container().upload_blob(name, letter.body.encode(), overwrite=True)
             data["blob"] = name
         self.table.upsert(partition, key, data)
+
+    def get(self, letter_id: str) -> StoredLetter | None:
+        address = letter_address(letter_id)
+        if address is None:
+            return None
+        partition, key = address
+        row = self.table.read(partition, [key]).get(key)
+        return None if row is None else StoredLetter(letter_id, partition, key, row.etag, row.data)
+
+    def list(self, limit: int = 1000) -> list[StoredLetter]:
+        """Dead letters, oldest recorded first (at most `limit` read: a scan, for operators)."""
+        letters = [
+            StoredLetter(letter_id(partition, row.key), partition, row.key, row.etag, row.data)
+            for partition, row in self.table.scan(limit)
+        ]
+        return sorted(letters, key=lambda letter: (str(letter.data.get("recorded") or ""), letter.id))
+
+    def body(self, letter: StoredLetter) -> str:
+        """The raw body, from the row or from blob storage when it was too large for a property."""
+        if "body" in letter.data:
+            return str(letter.data["body"])
+        return self.container().download_blob(str(letter.data["blob"])).readall().decode("utf-8", errors="replace")
 
     def container(self) -> ContainerClient:
         if self._container is None:

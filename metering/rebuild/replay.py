@@ -254,8 +254,10 @@ class Replay:
                 self.cancels.cancel(entry.tenant_id, entry.subject)
             except (NotCounted, PeriodClosed, NotCancellable) as error:
                 self._problem(entry, f"the cancel did not replay ({type(error).__name__}: {error})")
-        elif entry.kind == JournalKind.LATE_CARRY:
-            self._carry(entry)
+        elif entry.kind in (JournalKind.LATE_CARRY, JournalKind.LATE_APPLY):
+            self._carry(entry)  # an operator's apply is recorded as a carry is
+        elif entry.kind == JournalKind.DEAD_LETTER_REDRIVE:
+            self._redrive(entry)
         elif entry.kind in CHANGES_TOTALS:
             self._problem(entry, "this version cannot replay it")
 
@@ -278,6 +280,16 @@ class Replay:
         result = self.ledger.apply_plan(carry, {})
         if result.late:
             self._problem(entry, f"the period starting {target.key} was closed before the carry")
+
+    def _redrive(self, entry: JournalEntry) -> None:
+        """Count a re-driven dead letter as the redrive did: once under its dedupe key (the replay of its hub
+        message may have counted it already, when its cause was a catalog fixed since), and as a late event
+        when its period had closed, whose carry, if any, has an entry of its own."""
+        event, errors = parse_event(entry.details["event"])
+        if event is None:
+            self._problem(entry, f"the re-driven event did not replay ({errors})")
+            return
+        self.ledger.apply([SourcedEvent(event)], {})
 
     def _problem(self, entry: JournalEntry, text: str) -> None:
         message = f"{entry.kind} of {entry.subject!r} for {entry.tenant_id} at {entry.time.isoformat()}: {text}"

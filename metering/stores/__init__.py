@@ -138,6 +138,11 @@ class RowTable(Protocol):
         of the keys: for operators (health), never for the counting path."""
         ...
 
+    def scan(self, limit: int | None = None) -> list[tuple[str, Row]]:
+        """Rows across partitions as (partition, row), at most `limit` of them, in no promised order. Costs a
+        scan: for operators (the console's lists of what was set aside), never for the counting path."""
+        ...
+
 
 class Store(Protocol):
     usage: RowTable

@@ -157,6 +157,15 @@ class CosmosRows:
         total = sum(int(value) for value in documents)
         return total if limit is None else min(total, limit)
 
+    def scan(self, limit: int | None = None) -> list[tuple[str, Row]]:
+        documents = self._container.query_items(
+            "SELECT * FROM c WHERE @all",
+            parameters=[{"name": "@all", "value": True}],
+            enable_cross_partition_query=True,
+            max_item_count=min(limit or 1000, 1000),
+        )
+        return [(document["pk"], _row(document)) for document in itertools.islice(documents, limit)]
+
     def commit(self, partition: str, operations: Sequence[Operation]) -> list[str]:
         return self._execute_batch(partition, operations)
 

@@ -76,6 +76,15 @@ class MemoryRows:
             total = sum(len(rows) for rows in self._rows.values())
         return total if limit is None else min(total, limit)
 
+    def scan(self, limit: int | None = None) -> list[tuple[str, Row]]:
+        with self._lock:
+            rows = [
+                (partition, self._row(key, self._rows[partition][key]))
+                for partition in sorted(self._rows)
+                for key in self._keys.get(partition, [])
+            ]
+        return rows[:limit] if limit is not None else rows
+
     def commit(self, partition: str, operations: Sequence[Operation]) -> list[str]:
         texts = [_encode(op.data) for op in operations]
         check_limits(

@@ -142,6 +142,10 @@ class TableRows:
         entities = self._client.list_entities(select=["PartitionKey", "RowKey"], results_per_page=1000)
         return sum(1 for _ in itertools.islice(entities, limit))
 
+    def scan(self, limit: int | None = None) -> list[tuple[str, Row]]:
+        entities = self._client.list_entities(results_per_page=min(limit or 1000, 1000))
+        return [(entity["PartitionKey"], decode(entity)) for entity in itertools.islice(entities, limit)]
+
     def commit(self, partition: str, operations: Sequence[Operation]) -> list[str]:
         batch: list[Any] = []
         sizes: list[tuple[int, int]] = []

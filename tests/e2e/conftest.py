@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -15,6 +16,10 @@ from metering.devhost.host import DevHost
 
 FUNCTION_KEY = "test-function-key"
 ADMIN_KEY = "test-admin-key"
+# Least-privilege keys, as Azure's per-function keys: a gateway may only ingest, a quota checker only read.
+GATEWAY_KEY = "test-gateway-key"
+READ_KEY = "test-read-only-key"
+FUNCTION_KEYS = {"ingest": [GATEWAY_KEY], "usage": [READ_KEY], "usage_history": [READ_KEY], "quota": [READ_KEY]}
 # The portal: its token secrets (the previous one as during a rotation), and the origins that may frame it
 # (tests/e2e/browser.py serves an embedding page from localhost; 127.0.0.1 is another origin).
 PORTAL_SECRET = "test-portal-secret-" + "0123456789abcdef" * 2
@@ -30,6 +35,7 @@ def devhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHost]:
             "AzureWebJobsStorage": "UseDevelopmentStorage=true",
             "METERING_FUNCTION_KEY": FUNCTION_KEY,
             "METERING_ADMIN_KEY": ADMIN_KEY,
+            "METERING_FUNCTION_KEYS": json.dumps(FUNCTION_KEYS),
             # The billing tests close the previous calendar month on demand; with the default 24 h grace it
             # would not be due on the first day of a month.
             "METERING_GRACE_HOURS": "0",

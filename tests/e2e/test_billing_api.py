@@ -755,6 +755,33 @@ def test_an_event_of_a_passed_period_is_late_for_a_tenant_without_usage_in_it(ap
     problem_of(statement(api, tenant, PREV_KEY), 404)
 
 
+def test_an_operator_applies_or_discards_a_late_event_as_local_admin_whatever_the_client_claims(
+    api, admin, tenant, previous_month
+):
+    accepted(api, [event(tenant, "l-apply", "3", timestamp=LATE_TS), event(tenant, "l-drop", "5", timestamp=LATE_TS)])
+    eventually(lambda: len(late_items(api, tenant)) == 2)
+    listed = admin.get("/manage/late-events", params={"tenant_id": tenant, "status": "waiting"}).json()["items"]
+    ids = {item["event"]["event_id"]: item["id"] for item in listed}
+    # App Service Authentication strips a client's principal headers; the dev host, standing in for it, too.
+    spoofed = {"x-ms-client-principal-name": "mallory"}
+    for _ in range(2):  # a double click counts once
+        applied = admin.post(f"/manage/late-events/{tenant}/{ids['l-apply']}/apply", headers=spoofed)
+        assert applied.status_code == 200, applied.text
+    assert applied.json()["late_event"]["resolved_by"] == "local-admin"
+    assert totals(api, tenant) == ("3", 1)
+    dropped = admin.post(
+        f"/manage/late-events/{tenant}/{ids['l-drop']}/discard", json={"reason": "duplicate upload"}, headers=spoofed
+    )
+    assert dropped.status_code == 200, dropped.text
+    assert totals(api, tenant) == ("3", 1)
+    journal = admin.get("/manage/journal", params={"tenant_id": tenant}).json()["items"]
+    assert [(e["kind"], e["actor"]) for e in journal] == [
+        ("late.discard", "local-admin"),
+        ("late.apply", "local-admin"),
+    ]
+    assert api.get("/manage/journal", params={"tenant_id": tenant}).status_code == 401  # the function key cannot
+
+
 def test_a_period_the_closer_passed_reads_closed_for_a_tenant_without_usage_in_it(api, tenant, previous_month):
     # Its events are late (above), so its usage is final: a reader waiting for "closed" must get it.
     assert usage(api, tenant, period=PREV_KEY)["status"] == "closed"

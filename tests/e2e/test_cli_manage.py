@@ -82,3 +82,22 @@ def test_the_client_operator_calls(devhost, tenant):
         assert isinstance(client.close_periods().closed, list)
     with MeteringClient(devhost.base_url, FUNCTION_KEY) as user, pytest.raises(Unauthorized):
         user.get_tenant(tenant)
+
+
+def test_the_operators_commands_reach_their_routes(run, tenant):
+    journal = run("journal", "list", tenant)
+    assert journal.exit_code == 0, journal.output
+    assert "no journal entries" in journal.stdout
+    letters = run("dead-letters", "list", "--status", "waiting", "--format", "json")
+    assert letters.exit_code == 0, letters.output
+    assert {"items", "total", "next_offset"} <= set(json.loads(letters.stdout))
+    late = run("late", "list", "--tenant", tenant, "--format", "json")
+    assert json.loads(late.stdout)["items"] == []
+    unknown = run("late", "apply", tenant, "0" * 32)
+    assert unknown.exit_code == 1
+    assert "404" in unknown.stderr
+    assert f"{tenant} has no late event" in unknown.stderr
+    refused = run("late", "discard", tenant, "0" * 32, "--reason", "")
+    assert refused.exit_code == 1
+    assert "reason must be 1 to 500 printable characters" in refused.stderr
+    assert run("dead-letters", "redrive", "AAAA").exit_code == 1

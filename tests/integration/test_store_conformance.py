@@ -193,6 +193,18 @@ def test_a_table_counts_its_rows_across_partitions_up_to_a_limit(store):
     assert store.dead_letters.count() == 81
 
 
+def test_a_table_scans_its_rows_across_partitions_with_their_partition(store):
+    for partition in ("a", "b|1"):
+        store.dead_letters.commit(partition, [Create(f"k{i}", {"p": partition, "i": i}) for i in range(3)])
+    store.late_events.upsert("a", "other", {})  # another table's rows are not scanned
+    scanned = store.dead_letters.scan()
+    assert sorted((partition, row.key, row.data["p"], row.data["i"]) for partition, row in scanned) == sorted(
+        (p, f"k{i}", p, i) for p in ("a", "b|1") for i in range(3)
+    )
+    assert all(row.etag for _, row in scanned)
+    assert len(store.dead_letters.scan(limit=4)) == 4
+
+
 def test_the_app_refuses_the_non_atomic_path_off_loopback_before_any_request():
     settings = Settings(  # type: ignore[call-arg]
         storage_connection="UseDevelopmentStorage=true",
