@@ -2,13 +2,18 @@
 rules a change must keep. directory.py reads and writes them.
 
     <tenant> | settings    {"plan", "limits": {<metric>: {"soft", "hard"}},
-                            "terms": [{"from", "anchor", "tz"}], "plans": [{"from", "plan"}], "updated"}
+                            "terms": [{"from", "anchor", "tz"}], "plans": [{"from", "plan"}],
+                            "links": {"stripe_customer_id", "marketplace_resource_id", "marketplace_plan_id"},
+                            "updated"}
+
+`links` name the tenant at the billing targets its usage is exported to (billing/exports/).
 
 Plans have a history like the billing terms (plan_history.py): a period is rated with the plan in force at its end.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +43,17 @@ from metering.stores import Row
 from metering.tenants.plan_history import PlanHistory, change_plan, history_from_json, history_json
 
 SETTINGS_ROW = "settings"
+# Stripe ids are ASCII letters, digits and underscores (cus_...); a Marketplace resource id is a SaaS subscription
+# GUID or a managed application's resource usage id; a plan id is the offer's plan id.
+STRIPE_CUSTOMER_PATTERN = r"^[A-Za-z0-9_]{1,255}$"
+MARKETPLACE_RESOURCE_PATTERN = r"^[A-Za-z0-9._:/()-]{1,512}$"
+MARKETPLACE_PLAN_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
+LINK_FIELDS = ("stripe_customer_id", "marketplace_resource_id", "marketplace_plan_id")
+
+
+def _link(pattern: str) -> Any:
+    # An empty string removes the link.
+    return Annotated[str, Field(pattern=f"(?:{pattern})|^$")] | None
 
 
 class LimitPair(BaseModel):
@@ -58,6 +74,11 @@ class TenantUpdate(BaseModel):
     limits: dict[str, LimitPair | None] | None = None
     billing_anchor_day: Annotated[int, Field(ge=MIN_ANCHOR_DAY, le=MAX_ANCHOR_DAY, strict=True)] | None = None
     timezone: str | None = None
+    # Billing targets: the Stripe customer, and the Marketplace resource and plan, usage is exported to; an
+    # empty string removes one.
+    stripe_customer_id: _link(STRIPE_CUSTOMER_PATTERN) = None
+    marketplace_resource_id: _link(MARKETPLACE_RESOURCE_PATTERN) = None
+    marketplace_plan_id: _link(MARKETPLACE_PLAN_PATTERN) = None
 
 
 class PeriodView(BaseModel):
@@ -91,6 +112,9 @@ class TenantSettings(BaseModel):
     # Every plan change with when it took effect (null: since the tenant was first seen); empty for a tenant
     # never assigned a plan, which is on the default one.
     plan_history: list[PlanChangeView] = Field(default_factory=list)
+    stripe_customer_id: str | None = None
+    marketplace_resource_id: str | None = None
+    marketplace_plan_id: str | None = None
 
 
 class TenantError(ValueError):
@@ -110,6 +134,11 @@ class TenantRecord:
     history: History
     etag: str | None = None
     plans: PlanHistory = ()
+    # Billing target links by field name (LINK_FIELDS); absent: not linked.
+    links: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def link(self, name: str) -> str | None:
+        return self.links.get(name)
 
     def to_json(self, now: str) -> dict[str, Any]:
         return {
@@ -126,6 +155,7 @@ class TenantRecord:
                 for t in self.history
             ],
             "plans": history_json(self.plans),
+            "links": dict(self.links),
             "updated": now,
         }
 
@@ -141,7 +171,14 @@ class TenantRecord:
                 for t in data["terms"]
             ]
         )
-        return cls(data["plan"], limits, history, row.etag, history_from_json(data.get("plans"), data["plan"]))
+        return cls(
+            data["plan"],
+            limits,
+            history,
+            row.etag,
+            history_from_json(data.get("plans"), data["plan"]),
+            dict(data.get("links", {})),
+        )
 
 
 DEFAULT_RECORD = TenantRecord(None, {}, DEFAULT_HISTORY)
@@ -172,6 +209,7 @@ def settings_view(tenant_id: str, record: TenantRecord, default_plan: str, now: 
             for t in record.history
         ],
         plan_history=[PlanChangeView(plan=c.plan, effective_from=c.effective_from) for c in record.plans],
+        **{name: record.link(name) for name in LINK_FIELDS},
     )
 
 
@@ -220,9 +258,26 @@ def apply_change(
     else:
         # Pending terms are compared with what is in force: changing back before they apply cancels them.
         history = change_terms(history, terms, not_before)
+    links = _changed_links(current.links, change, errors)
     if errors:
         raise TenantError(errors)
-    return TenantRecord(plan, limits, history, plans=plan_changes)
+    return TenantRecord(plan, limits, history, plans=plan_changes, links=links)
+
+
+def _changed_links(current: Mapping[str, str], change: TenantUpdate, errors: list[FieldError]) -> dict[str, str]:
+    links = dict(current)
+    for name in LINK_FIELDS:
+        value = getattr(change, name)
+        if value == "":
+            links.pop(name, None)
+        elif value is not None:
+            links[name] = value
+    if ("marketplace_resource_id" in links) != ("marketplace_plan_id" in links):
+        missing = "marketplace_plan_id" if "marketplace_resource_id" in links else "marketplace_resource_id"
+        errors.append(
+            FieldError(0, missing, "is needed too: a Marketplace usage event names both the resource and its plan")
+        )
+    return links
 
 
 def _plan_start(
