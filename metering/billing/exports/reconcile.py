@@ -113,6 +113,8 @@ class Reconciler:
                     metric=meter.name,
                     period=period,
                     hours=hours.get(meter.name, {}),
+                    hourly=target.hourly(meter),
+                    ours=ours,
                     intents=intents,
                     difference=difference,
                     now=now,
@@ -141,6 +143,8 @@ class Reconciler:
         metric: str,
         period: BillingPeriod,
         hours: Mapping[str, Cell],
+        hourly: bool,
+        ours: Decimal,
         intents: Sequence[Stored],
         difference: Decimal,
         now: datetime,
@@ -162,12 +166,14 @@ class Reconciler:
                 )
         cut = decimals.ZERO
         too_old = decimals.ZERO
-        for hour, cell in sorted(hours.items()):
-            value = cell.value
-            held = target.exact(value)
-            cut = decimals.add(cut, decimals.subtract(value, held))
-            if target.stamp_hour(period, hour, now) is None and not any(s.intent.slot == hour for s in intents):
-                too_old = decimals.add(too_old, held)
+        if hourly:
+            for hour, cell in sorted(hours.items()):
+                held = target.exact(cell.value)
+                cut = decimals.add(cut, decimals.subtract(cell.value, held))
+                if target.stamp_hour(period, hour, now) is None and not any(s.intent.slot == hour for s in intents):
+                    too_old = decimals.add(too_old, held)
+        else:
+            cut = decimals.subtract(ours, target.exact(ours))
         if cut:
             reasons.append(
                 f"{decimals.to_str(cut)} of our figure cannot be held exactly by {label} (whole numbers unless "
