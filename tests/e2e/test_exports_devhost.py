@@ -1,0 +1,122 @@
+"""Exports end to end: `metering dev` (a process of its own, since a process builds its services from its settings
+once) with Stripe on, pointed at a local server that behaves as Stripe does (tests/targets.py). Usage posted to
+the API reaches Stripe through `POST /api/manage/exports/run`, and `GET /api/manage/exports/{tenant_id}` shows
+it reconciled, to the last digit; a second run sends nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from metering.core.clock import utc_now
+from tests.e2e.conftest import eventually
+from tests.targets import STRIPE_KEY, StripeServer
+
+KEY = "exports-function-key"
+ADMIN = "exports-admin-key"
+
+
+@pytest.fixture(scope="module")
+def stripe() -> Iterator[StripeServer]:
+    server = StripeServer(utc_now).meter("api_requests", "active_users", "storage_gb", "compute_seconds").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def exports_devhost(tmp_path_factory: pytest.TempPathFactory, stripe: StripeServer) -> Iterator[str]:
+    env = {
+        **os.environ,
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+        "METERING_STORE": "table",
+        "METERING_FUNCTION_KEY": KEY,
+        "METERING_ADMIN_KEY": ADMIN,
+        "METERING_STRIPE_API_KEY": STRIPE_KEY,
+        "METERING_STRIPE_API_BASE": stripe.url,
+        # Hours are exported once the hub has applied past their end: no settle delay on top here.
+        "EXPORT_SETTLE_MINUTES": "0",
+        # Runs only when the test asks, never behind its back.
+        "EXPORT_SCHEDULE": "0 0 0 1 1 *",
+        "CLOSE_PERIODS_SCHEDULE": "0 0 0 1 1 *",
+    }
+    data = tmp_path_factory.mktemp("exports-devhost")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "metering", "dev", "--port", "0", "--data", str(data)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output: list[str] = []
+    try:
+        assert process.stdout is not None
+        url = None
+        for line in process.stdout:
+            output.append(line)
+            if "Functions running at" in line:
+                url = line.split("Functions running at", 1)[1].split()[0]
+                break
+        assert url, "the dev host did not start:\n" + "".join(output)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.communicate(timeout=30)
+
+
+def test_usage_reaches_stripe_once_and_reconciles_through_the_routes(exports_devhost, stripe):
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    # Two hours ago, at least: settled once the hub (the local queue) has applied it. (Early on the first of a
+    # month, the previous period: the reconciliation is then asked for that one.)
+    at = (datetime.now(UTC) - timedelta(hours=2)).replace(minute=5, second=0, microsecond=0)
+    with httpx.Client(base_url=exports_devhost, timeout=30) as client:
+        admin = {"x-functions-key": ADMIN}
+        linked = client.put(f"/manage/tenants/{tenant}", headers=admin, json={"stripe_customer_id": "cus_e2e"})
+        assert linked.status_code == 200, linked.text
+        assert linked.json()["stripe_customer_id"] == "cus_e2e"
+        events = [
+            {"event_id": f"{tenant}-1", "tenant_id": tenant, "metric": "api.requests", "quantity": "1200",
+             "timestamp": at.isoformat(), "source": "e2e"},
+            {"event_id": f"{tenant}-2", "tenant_id": tenant, "metric": "api.requests", "quantity": "34",
+             "timestamp": (at + timedelta(minutes=20)).isoformat(), "source": "e2e"},
+            {"event_id": f"{tenant}-3", "tenant_id": tenant, "metric": "users.active", "quantity": 1,
+             "timestamp": at.isoformat(), "source": "e2e", "user_id": "ada"},
+        ]  # fmt: skip
+        posted = client.post("/events", headers={"x-functions-key": KEY}, json=events)
+        assert posted.status_code == 202, posted.text
+        # The tenant is on calendar months in UTC: the events' period is this month's, or, in a month's first
+        # hours, the previous one's.
+        params = {"period": at.date().replace(day=1).isoformat()}
+
+        def counted() -> bool:
+            found = client.get(f"/manage/exports/{tenant}", headers=admin, params=params).json()
+            metrics = found["targets"][0]["metrics"]
+            return {m["metric"]: m["ours"] for m in metrics}.get("api.requests") == "1234"
+
+        eventually(counted)
+        run = client.post("/manage/exports/run", headers=admin)
+        assert run.status_code == 200, run.text
+        assert run.json()["sent"] == 2  # an hour of calls, and the distinct users so far
+        assert run.json()["pending"] == 0
+        reconciled = client.get(f"/manage/exports/{tenant}", headers=admin, params=params)
+        assert reconciled.status_code == 200
+        [stripe_view] = reconciled.json()["targets"]
+        views = {m["metric"]: m for m in stripe_view["metrics"]}
+        assert (views["api.requests"]["acknowledged"], views["api.requests"]["difference"]) == ("1234", "0")
+        assert (views["users.active"]["acknowledged"], views["users.active"]["difference"]) == ("1", "0")
+        assert stripe.total("cus_e2e", "api_requests") == Decimal(1234)
+        again = client.post("/manage/exports/run", headers=admin).json()
+        assert again == {"sent": 0, "failed": 0, "pending": 0}
+        assert stripe.total("cus_e2e", "api_requests") == Decimal(1234)
+        # Operator routes take the admin key only.
+        assert client.post("/manage/exports/run", headers={"x-functions-key": KEY}).status_code == 401
+        assert client.get("/manage/exports/bad tenant", headers=admin).status_code == 400
