@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from metering.commands.common import Format, OutputFormat, err
+from metering.commands.exports import exports
 from metering.commands.invoices import invoice
 from metering.commands.manage import health, periods, tenants
 from metering.commands.reads import history, quota, usage
@@ -103,6 +104,7 @@ app.command("rebuild")(rebuild_command)
 app.add_typer(tenants, name="tenants")
 app.add_typer(periods, name="periods")
 app.add_typer(webhooks, name="webhooks")
+app.add_typer(exports, name="exports")
 
 meters = typer.Typer(help="The meter catalog.")
 app.add_typer(meters, name="meters")

@@ -31,6 +31,7 @@ from metering.api.contract import (
     UsageResponse,
 )
 from metering.client.errors import ConnectionFailed, problem_from_response
+from metering.client.exports import ExportReconciliation, ExportRun
 from metering.client.invoices import InvoicePreview, Statement, Statements
 from metering.client.manage import (
     ClosedPeriods,
@@ -190,6 +191,15 @@ def _redrive_webhook(delivery_id: str) -> _Call[WebhookRedrive]:
     return _Call("POST", path, _model(WebhookRedrive), body=b"{}", admin=True)
 
 
+def _run_exports() -> _Call[ExportRun]:
+    return _Call("POST", "/manage/exports/run", _model(ExportRun), body=b"{}", admin=True)
+
+
+def _exports(tenant_id: str, period: date | None) -> _Call[ExportReconciliation]:
+    params = {} if period is None else {"period": period.isoformat()}
+    return _Call("GET", _path("manage", "exports", tenant_id), _model(ExportReconciliation), params=params, admin=True)
+
+
 class _Base:
     def __init__(self, base_url: str, key: str, admin_key: str | None, source: str) -> None:
         if not key:
@@ -323,6 +333,14 @@ class MeteringClient(_Base):
     def redrive_webhook(self, delivery_id: str) -> WebhookRedrive:
         return self._call(_redrive_webhook(delivery_id))
 
+    def run_exports(self) -> ExportRun:
+        return self._call(_run_exports())
+
+    def exports(self, tenant_id: str, period: date | None = None) -> ExportReconciliation:
+        """The tenant's reconciliation with each billing target, for the period starting `period` (else the
+        current one)."""
+        return self._call(_exports(tenant_id, period))
+
     def _call(self, call: _Call[T]) -> T:
         try:
             response = self._http.request(
@@ -440,6 +458,12 @@ class AsyncMeteringClient(_Base):
 
     async def redrive_webhook(self, delivery_id: str) -> WebhookRedrive:
         return await self._call(_redrive_webhook(delivery_id))
+
+    async def run_exports(self) -> ExportRun:
+        return await self._call(_run_exports())
+
+    async def exports(self, tenant_id: str, period: date | None = None) -> ExportReconciliation:
+        return await self._call(_exports(tenant_id, period))
 
     async def _call(self, call: _Call[T]) -> T:
         try:

@@ -5,6 +5,7 @@ it reconciled, to the last digit; a second run sends nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,9 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from metering.cli import app
 from metering.core.clock import utc_now
 from tests.e2e.conftest import eventually
 from tests.targets import STRIPE_KEY, StripeServer
@@ -120,3 +123,37 @@ def test_usage_reaches_stripe_once_and_reconciles_through_the_routes(exports_dev
         # Operator routes take the admin key only.
         assert client.post("/manage/exports/run", headers={"x-functions-key": KEY}).status_code == 401
         assert client.get("/manage/exports/bad tenant", headers=admin).status_code == 400
+
+
+def test_the_command_line_runs_exports_and_checks_the_reconciliation(exports_devhost, stripe):
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    at = (datetime.now(UTC) - timedelta(hours=2)).replace(minute=10, second=0, microsecond=0)
+    period = at.date().replace(day=1).isoformat()
+    runner = CliRunner(env={"METERING_URL": exports_devhost, "METERING_ADMIN_KEY": ADMIN})
+    with httpx.Client(base_url=exports_devhost, timeout=30) as client:
+        admin = {"x-functions-key": ADMIN}
+        assert client.put(f"/manage/tenants/{tenant}", headers=admin, json={"stripe_customer_id": "cus_cli"}).is_success
+        event = {"event_id": f"{tenant}-1", "tenant_id": tenant, "metric": "api.requests", "quantity": "7",
+                 "timestamp": at.isoformat(), "source": "e2e"}  # fmt: skip
+        assert client.post("/events", headers={"x-functions-key": KEY}, json=event).status_code == 202
+
+        def counted() -> bool:
+            shown = runner.invoke(app, ["exports", "show", tenant, "--period", period, "--format", "json"])
+            metrics = json.loads(shown.stdout)["targets"][0]["metrics"]
+            return {m["metric"]: m["ours"] for m in metrics}.get("api.requests") == "7"
+
+        eventually(counted)
+    # Counted and not sent yet: --check says so with its exit status, and the table gives the reason.
+    differs = runner.invoke(app, ["exports", "show", tenant, "--period", period, "--check"])
+    assert differs.exit_code == 3, differs.output
+    assert "not sent yet" in differs.stdout
+    ran = runner.invoke(app, ["exports", "run", "--format", "json"])
+    assert ran.exit_code == 0, ran.output
+    assert json.loads(ran.stdout)["sent"] >= 1
+    assert stripe.total("cus_cli", "api_requests") == Decimal(7)
+    same = runner.invoke(app, ["exports", "show", tenant, "--period", period, "--check"])
+    assert same.exit_code == 0, same.output
+    assert "cus_cli" in same.stdout or "stripe" in same.stdout
+    assert runner.invoke(app, ["exports", "run"]).stdout.strip() == "sent 0, failed 0, pending 0"
+    bad = runner.invoke(app, ["exports", "show", tenant, "--period", "2026-13-01"])
+    assert bad.exit_code == 2
