@@ -10,6 +10,7 @@ Cosmos DB when one is configured); the normal run also on the local Cosmos serve
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -17,10 +18,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from metering import connections
 from metering.billing.exports.engine import LEASE, RunReport
 from metering.bootstrap import Services
 from metering.core.events import UsageEvent
@@ -483,3 +487,77 @@ def test_an_unlinked_tenant_is_not_exported_and_a_refusal_blocks_no_other_tenant
     ex.services.directory.update(refused, TenantUpdate(stripe_customer_id=f"cus_{refused[2:]}x"))
     ex.run()
     assert ex.stripe.total(f"cus_{refused[2:]}x", "reports_generated") == 1
+
+
+# -- the Marketplace token -------------------------------------------------------------------------------------
+
+
+class IdentityEndpoint:
+    """The managed identity endpoint App Service and Functions give an app (IDENTITY_ENDPOINT, IDENTITY_HEADER):
+    the one part of the Marketplace's sign-in that is Azure's, served here as Azure serves it."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, list[str]], str | None]] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                endpoint.requests.append((parse_qs(urlsplit(self.path).query), self.headers.get("X-IDENTITY-HEADER")))
+                body = json.dumps(
+                    {
+                        "access_token": f"token-{len(endpoint.requests)}",
+                        "expires_on": str(int(time.time()) + 3600),
+                        "resource": "20e940b3-4c77-4b0b-9a53-9e16a1b010a7",
+                        "token_type": "Bearer",
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/msi/token"
+
+
+def test_the_marketplace_token_is_the_marketplace_identitys_for_the_metering_resource(monkeypatch):
+    endpoint = IdentityEndpoint()
+    try:
+        monkeypatch.setenv("IDENTITY_ENDPOINT", endpoint.url)
+        monkeypatch.setenv("IDENTITY_HEADER", "secret-header")
+        settings = make_settings(marketplace_enabled=True, marketplace_identity_client_id="1b2c3d4e-client")
+        token = connections.marketplace_token(settings)
+        assert token() == "token-1"
+        # Cached until shortly before it expires: one request for many sends.
+        assert token() == "token-1"
+        [(query, header)] = endpoint.requests
+        assert header == "secret-header"
+        assert query["resource"] == ["20e940b3-4c77-4b0b-9a53-9e16a1b010a7"]
+        # The Marketplace identity's, not the app's own identity.
+        assert query["client_id"] == ["1b2c3d4e-client"]
+    finally:
+        endpoint.server.shutdown()
+        endpoint.server.server_close()
+
+
+def test_a_run_out_of_budget_leaves_the_rest_to_the_next_which_starts_there(ex):
+    tenants = [ex.tenant() for _ in range(3)]
+    for tenant in tenants:
+        ex.apply(event(tenant, "api.requests", "100005", H09))
+    exporter = ex.services.exporter
+    # A budget spent at once: a run sends nothing and plans one tenant and target (it always plans one).
+    exporter.budget = timedelta(0)
+    pending = [ex.run().pending for _ in range(2 * len(tenants))]
+    # Each run went on where the last stopped: one more intent every run, each tenant and target once.
+    assert pending == [1, 2, 3, 4, 5, 6]
+    assert ex.stripe.events == []
+    exporter.budget = timedelta(minutes=4)
+    assert ex.run() == RunReport(sent=6, failed=0, pending=0)
+    assert len(set(ex.stripe.identifiers())) == len(ex.stripe.events) == 3
+    for tenant in tenants:
+        ex.assert_exact(tenant)

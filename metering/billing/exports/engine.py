@@ -146,6 +146,8 @@ class Exporter:
         self._done: set[str] = set()
         # Unlinked tenants without export state: they have nothing open, and a link is seen at once.
         self._nothing: set[str] = set()
+        # Where the last run stopped planning when its budget ran out: this one starts there.
+        self._resume: str | None = None
 
     # -- a run ------------------------------------------------------------------------------------------------
 
@@ -159,8 +161,16 @@ class Exporter:
         settled_until = through - self.settle
         parts = self._parts()
         self._send_open(parts, now, report, deadline)
-        for part in parts:
+        for index, part in enumerate(self._from_resume(parts)):
+            if index and time.monotonic() > deadline:
+                # The parts not planned keep their state as it is, and the next run starts with them: a run that
+                # cannot plan everyone never leaves the same tenants out twice (and each run plans one at least).
+                self._resume = part.partition
+                log.info("exports: the run's budget is spent; the next run plans the remaining tenants first")
+                break
             self._plan(part, now, settled_until)
+        else:
+            self._resume = None
         self._send_open(parts, now, report, deadline)
         report.pending = sum(len(part.state.open) for part in parts if part.state is not None)
         if report.sent or report.failed or report.pending:
@@ -168,6 +178,10 @@ class Exporter:
                 "exports: %d acknowledged, %d failed, %d open after the run", report.sent, report.failed, report.pending
             )
         return report
+
+    def _from_resume(self, parts: list[_Part]) -> list[_Part]:
+        at = next((index for index, part in enumerate(parts) if part.partition == self._resume), 0)
+        return parts[at:] + parts[:at]
 
     def _parts(self) -> list[_Part]:
         parts = []
@@ -399,6 +413,8 @@ class Exporter:
     ) -> None:
         tenant, period = part.entry.tenant_id, part.entry.period
         unsettled = self._unsettled(tenant, part.entry, plan.settled_until, plan.now, meters)
+        # One read of the tenant's plan for every meter (it is read from the store, not a cache).
+        prices = self.pricing(tenant, period.end).prices
         for meter in meters:
             figure = _value(totals.get(meter.name))
             if values.is_additive(meter):
@@ -406,7 +422,7 @@ class Exporter:
                 if waiting:
                     plan.keep.add(PERIOD_SLOT)  # looked at again once those hours settle
                 figure = decimals.subtract(figure, waiting)
-            price = self.pricing(tenant, period.end).prices.get(meter.name)
+            price = prices.get(meter.name)
             included = price.included if price is not None else decimals.ZERO
             self._next(part, meter=meter, slot=PERIOD_SLOT, figure=figure, included=included, plan=plan)
 
