@@ -561,3 +561,20 @@ def test_a_run_out_of_budget_leaves_the_rest_to_the_next_which_starts_there(ex):
     assert len(set(ex.stripe.identifiers())) == len(ex.stripe.events) == 3
     for tenant in tenants:
         ex.assert_exact(tenant)
+
+
+def test_an_hour_cancelled_to_nothing_is_corrected_to_nothing(ex):
+    # The only event of an hour, exported and then cancelled: the hour's figure is zero, not absent, and the
+    # correction goes to Stripe in that hour; the Marketplace, which takes no decreases, reports it.
+    tenant = ex.tenant()
+    ex.apply(event(tenant, "api.requests", "100000", H08), event(tenant, "api.requests", "30", H09, name="only"))
+    ex.run()
+    ex.assert_exact(tenant)
+    ex.clock.now += timedelta(minutes=30)
+    ex.services.cancels.cancel(tenant, "e:only")
+    assert ex.run().sent == 1
+    ex.assert_exact(tenant, except_marketplace={"api.requests": "-30"})
+    customer = f"cus_{tenant[2:]}"
+    hour_nine = [e.value for e in ex.stripe.events if datetime.fromtimestamp(e.timestamp, UTC).hour == 9]
+    assert hour_nine == [Decimal(30), Decimal(-30)]
+    assert ex.stripe.total(customer, "api_requests") == Decimal(100_000)

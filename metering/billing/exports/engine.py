@@ -394,7 +394,12 @@ class Exporter:
                 plan.keep.add(hour)
                 continue
             for meter in meters:
-                figure = _value(cells.get(meter.name, {}).get(hour))
+                cell = cells.get(meter.name, {}).get(hour)
+                if cell is None:
+                    # No usage ever in that hour (a cell, once written, stays, at zero after a cancel): no intent
+                    # of the key can exist, and none is due. Its intents are not read.
+                    continue
+                figure = _value(cell)
                 self._next(
                     part,
                     meter=meter,
@@ -416,7 +421,10 @@ class Exporter:
         # One read of the tenant's plan for every meter (it is read from the store, not a cache).
         prices = self.pricing(tenant, period.end).prices
         for meter in meters:
-            figure = _value(totals.get(meter.name))
+            total = totals.get(meter.name)
+            if total is None:
+                continue  # no usage of the meter in the period: nothing was sent nor is due (as for an hour)
+            figure = _value(total)
             if values.is_additive(meter):
                 waiting = unsettled.get(meter.name, decimals.ZERO)
                 if waiting:
