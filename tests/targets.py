@@ -366,3 +366,41 @@ class MarketplaceServer(_Server):
             "usageEventId": f"evt-{len(self.accepted)}",
             "messageTime": now.isoformat(),
         }
+
+
+class IdentityEndpoint:
+    """The managed identity endpoint App Service and Functions give an app (IDENTITY_ENDPOINT, IDENTITY_HEADER):
+    the one part of the Marketplace's sign-in that is Azure's, served here as Azure serves it. It issues the token
+    MarketplaceServer takes, and records each request's query and identity header."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, list[str]], str | None]] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                endpoint.requests.append((parse_qs(urlsplit(self.path).query), self.headers.get("X-IDENTITY-HEADER")))
+                body = json.dumps(
+                    {
+                        "access_token": MARKETPLACE_TOKEN,
+                        "expires_on": str(int(time.time()) + 3600),
+                        "resource": "20e940b3-4c77-4b0b-9a53-9e16a1b010a7",
+                        "token_type": "Bearer",
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/msi/token"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

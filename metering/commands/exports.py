@@ -52,7 +52,8 @@ def show(
         str | None, typer.Option(help="First day of the billing period (YYYY-MM-DD); default: the current one")
     ] = None,
     check: Annotated[
-        bool, typer.Option("--check", help="Exit with status 3 when any target differs from our totals")
+        bool,
+        typer.Option("--check", help="Exit with status 3 when a target the tenant is linked to differs from ours"),
     ] = False,
     output: Format = OutputFormat.TABLE,
     url: Url = DEFAULT_URL,
@@ -66,7 +67,13 @@ def show(
         echo_json(result)
     else:
         _print(result)
-    if check and any(metric.difference for target in result.targets for metric in target.metrics):
+    if check and any(
+        metric.difference
+        for target in result.targets
+        # A target the tenant is not linked to, and never was, is not expected to hold anything.
+        if target.linked or any(metric.sent or metric.acknowledged for metric in target.metrics)
+        for metric in target.metrics
+    ):
         raise typer.Exit(3)
 
 

@@ -1,7 +1,8 @@
 """Exports end to end: `metering dev` (a process of its own, since a process builds its services from its settings
-once) with Stripe on, pointed at a local server that behaves as Stripe does (tests/targets.py). Usage posted to
-the API reaches Stripe through `POST /api/manage/exports/run`, and `GET /api/manage/exports/{tenant_id}` shows
-it reconciled, to the last digit; a second run sends nothing."""
+once) with Stripe and the Marketplace on, pointed at local servers that behave as they do (tests/targets.py), the
+Marketplace's token obtained by the real managed identity credential from an identity endpoint served as App
+Service serves it. Usage posted to the API reaches the targets through `POST /api/manage/exports/run`, and `GET
+/api/manage/exports/{tenant_id}` shows it reconciled, to the last digit; a second run sends nothing."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typer.testing import CliRunner
 from metering.cli import app
 from metering.core.clock import utc_now
 from tests.e2e.conftest import eventually
-from tests.targets import STRIPE_KEY, StripeServer
+from tests.targets import STRIPE_KEY, IdentityEndpoint, MarketplaceServer, StripeServer
 
 KEY = "exports-function-key"
 ADMIN = "exports-admin-key"
@@ -36,7 +37,26 @@ def stripe() -> Iterator[StripeServer]:
 
 
 @pytest.fixture(scope="module")
-def exports_devhost(tmp_path_factory: pytest.TempPathFactory, stripe: StripeServer) -> Iterator[str]:
+def marketplace() -> Iterator[MarketplaceServer]:
+    server = MarketplaceServer(utc_now).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def identity() -> Iterator[IdentityEndpoint]:
+    endpoint = IdentityEndpoint()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture(scope="module")
+def exports_devhost(
+    tmp_path_factory: pytest.TempPathFactory,
+    stripe: StripeServer,
+    marketplace: MarketplaceServer,
+    identity: IdentityEndpoint,
+) -> Iterator[str]:
     env = {
         **os.environ,
         "AzureWebJobsStorage": "UseDevelopmentStorage=true",
@@ -45,6 +65,11 @@ def exports_devhost(tmp_path_factory: pytest.TempPathFactory, stripe: StripeServ
         "METERING_ADMIN_KEY": ADMIN,
         "METERING_STRIPE_API_KEY": STRIPE_KEY,
         "METERING_STRIPE_API_BASE": stripe.url,
+        "METERING_MARKETPLACE_ENABLED": "true",
+        "METERING_MARKETPLACE_API_BASE": marketplace.url,
+        # Where App Service and Functions tell an app's managed identity credential to get its tokens.
+        "IDENTITY_ENDPOINT": identity.url,
+        "IDENTITY_HEADER": "e2e-identity-header",
         # Hours are exported once the hub has applied past their end: no settle delay on top here.
         "EXPORT_SETTLE_MINUTES": "0",
         # Runs only when the test asks, never behind its back.
@@ -112,7 +137,9 @@ def test_usage_reaches_stripe_once_and_reconciles_through_the_routes(exports_dev
         assert run.json()["pending"] == 0
         reconciled = client.get(f"/manage/exports/{tenant}", headers=admin, params=params)
         assert reconciled.status_code == 200
-        [stripe_view] = reconciled.json()["targets"]
+        stripe_view, marketplace_view = reconciled.json()["targets"]
+        assert (stripe_view["target"], marketplace_view["target"]) == ("stripe", "marketplace")
+        assert not marketplace_view["linked"]  # linked to Stripe only: nothing went to the Marketplace
         views = {m["metric"]: m for m in stripe_view["metrics"]}
         assert (views["api.requests"]["acknowledged"], views["api.requests"]["difference"]) == ("1234", "0")
         assert (views["users.active"]["acknowledged"], views["users.active"]["difference"]) == ("1", "0")
@@ -157,3 +184,33 @@ def test_the_command_line_runs_exports_and_checks_the_reconciliation(exports_dev
     assert runner.invoke(app, ["exports", "run"]).stdout.strip() == "sent 0, failed 0, pending 0"
     bad = runner.invoke(app, ["exports", "show", tenant, "--period", "2026-13-01"])
     assert bad.exit_code == 2
+
+
+def test_usage_above_the_plan_reaches_the_marketplace_with_the_identitys_token(exports_devhost, marketplace, identity):
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    resource = str(uuid.uuid4())
+    at = (datetime.now(UTC) - timedelta(hours=2)).replace(minute=15, second=0, microsecond=0)
+    params = {"period": at.date().replace(day=1).isoformat()}
+    with httpx.Client(base_url=exports_devhost, timeout=30) as client:
+        admin = {"x-functions-key": ADMIN}
+        link = {"plan": "pro", "marketplace_resource_id": resource, "marketplace_plan_id": "gold"}
+        assert client.put(f"/manage/tenants/{tenant}", headers=admin, json=link).is_success
+        event = {"event_id": f"{tenant}-1", "tenant_id": tenant, "metric": "api.requests", "quantity": "100050",
+                 "timestamp": at.isoformat(), "source": "e2e"}  # fmt: skip
+        assert client.post("/events", headers={"x-functions-key": KEY}, json=event).status_code == 202
+
+        def views() -> dict[str, dict[str, str]]:
+            found = client.get(f"/manage/exports/{tenant}", headers=admin, params=params).json()
+            [target] = [t for t in found["targets"] if t["target"] == "marketplace"]
+            return {m["metric"]: m for m in target["metrics"]}
+
+        eventually(lambda: views()["api.requests"]["ours"] == "50")  # above the 100,000 pro includes
+        assert client.post("/manage/exports/run", headers=admin).json()["sent"] == 1
+        view = views()["api.requests"]
+        assert (view["acknowledged"], view["difference"], view["reasons"]) == ("50", "0", [])
+    assert marketplace.total(resource, "api_requests") == Decimal(50)
+    # The token the Marketplace took came from the identity endpoint, for the metering service's resource.
+    assert identity.requests
+    query, header = identity.requests[-1]
+    assert header == "e2e-identity-header"
+    assert query["resource"] == ["20e940b3-4c77-4b0b-9a53-9e16a1b010a7"]

@@ -10,7 +10,6 @@ Cosmos DB when one is configured); the normal run also on the local Cosmos serve
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -18,9 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -35,7 +32,7 @@ from metering.stores import Operation, Replace, RowTable, Store
 from metering.stores.memory import MemoryStore
 from metering.tenants.records import TenantUpdate
 from tests.support import FixedClock, InjectedCrash, fresh_cosmos_store, make_settings, wired
-from tests.targets import MARKETPLACE_TOKEN, STRIPE_KEY, Fault, MarketplaceServer, StripeServer
+from tests.targets import MARKETPLACE_TOKEN, STRIPE_KEY, Fault, IdentityEndpoint, MarketplaceServer, StripeServer
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 H08 = datetime(2026, 11, 24, 8, 10, tzinfo=UTC)
@@ -481,6 +478,10 @@ def test_an_unlinked_tenant_is_not_exported_and_a_refusal_blocks_no_other_tenant
     assert "refused" in view["reasons"][0]
     unlinked_view = ex.reconcile(unlinked)
     assert [t["api.requests"]["acknowledged"] for t in unlinked_view.values()] == ["0", "0"]
+    # Said as it is: not linked (never "not sent yet", which would promise a send).
+    for view in unlinked_view.values():
+        assert view["api.requests"]["reasons"][0].startswith("the tenant is not linked to")
+        assert not any("not sent yet" in reason for reason in view["api.requests"]["reasons"])
     # Refused as it would be sent again: not retried until something changes; then it goes.
     assert ex.run().failed == 0
     ex.stripe.meter("reports_generated")
@@ -492,39 +493,6 @@ def test_an_unlinked_tenant_is_not_exported_and_a_refusal_blocks_no_other_tenant
 # -- the Marketplace token -------------------------------------------------------------------------------------
 
 
-class IdentityEndpoint:
-    """The managed identity endpoint App Service and Functions give an app (IDENTITY_ENDPOINT, IDENTITY_HEADER):
-    the one part of the Marketplace's sign-in that is Azure's, served here as Azure serves it."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, list[str]], str | None]] = []
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                endpoint.requests.append((parse_qs(urlsplit(self.path).query), self.headers.get("X-IDENTITY-HEADER")))
-                body = json.dumps(
-                    {
-                        "access_token": f"token-{len(endpoint.requests)}",
-                        "expires_on": str(int(time.time()) + 3600),
-                        "resource": "20e940b3-4c77-4b0b-9a53-9e16a1b010a7",
-                        "token_type": "Bearer",
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/msi/token"
-
-
 def test_the_marketplace_token_is_the_marketplace_identitys_for_the_metering_resource(monkeypatch):
     endpoint = IdentityEndpoint()
     try:
@@ -532,17 +500,16 @@ def test_the_marketplace_token_is_the_marketplace_identitys_for_the_metering_res
         monkeypatch.setenv("IDENTITY_HEADER", "secret-header")
         settings = make_settings(marketplace_enabled=True, marketplace_identity_client_id="1b2c3d4e-client")
         token = connections.marketplace_token(settings)
-        assert token() == "token-1"
+        assert token() == MARKETPLACE_TOKEN
         # Cached until shortly before it expires: one request for many sends.
-        assert token() == "token-1"
+        assert token() == MARKETPLACE_TOKEN
         [(query, header)] = endpoint.requests
         assert header == "secret-header"
         assert query["resource"] == ["20e940b3-4c77-4b0b-9a53-9e16a1b010a7"]
         # The Marketplace identity's, not the app's own identity.
         assert query["client_id"] == ["1b2c3d4e-client"]
     finally:
-        endpoint.server.shutdown()
-        endpoint.server.server_close()
+        endpoint.stop()
 
 
 def test_a_run_out_of_budget_leaves_the_rest_to_the_next_which_starts_there(ex):

@@ -90,13 +90,15 @@ class Reconciler:
         meters = [m for m in self.catalog.meters.values() if target.metric_name(m) is not None]
         hours = self.reader.hour_cells(tenant, period, None) if any(target.hourly(m) for m in meters) else {}
         now = self.clock()
+        # One read of the tenant's plan for every meter.
+        prices = self.pricing(tenant, period.end).prices
         metrics = []
         for meter in meters:
             name = target.metric_name(meter)
             assert name is not None
             cell = changes.cells.get(meter.name)
             figure = cell.value if cell is not None else decimals.ZERO
-            price = self.pricing(tenant, period.end).prices.get(meter.name)
+            price = prices.get(meter.name)
             ours = target.billable(figure, price.included if price is not None else decimals.ZERO)
             intents = by_meter.get(meter.name, [])
             sent = _sum(s.intent.value for s in intents if s.intent.first_sent is not None)
@@ -118,6 +120,7 @@ class Reconciler:
                     intents=intents,
                     difference=difference,
                     now=now,
+                    linked=link is not None,
                 )
                 if difference or pending
                 else []
@@ -148,9 +151,15 @@ class Reconciler:
         intents: Sequence[Stored],
         difference: Decimal,
         now: datetime,
+        linked: bool,
     ) -> list[str]:
         reasons: list[str] = []
         label = target.label
+        if not linked:
+            # Never "not sent yet": nothing new goes to a target the tenant is not linked to.
+            reasons.append(
+                f"the tenant is not linked to {label} in its settings: nothing new is exported there until it is"
+            )
         open_ = [s.intent for s in intents if s.intent.status.is_open]
         if open_:
             errors = sorted({i.last_error for i in open_ if i.last_error})
