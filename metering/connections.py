@@ -9,6 +9,7 @@ user-assigned identity as its bindings.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -146,6 +147,9 @@ def stripe_client(settings: Settings) -> Any:
     decides what an answer means (a reused identifier is a delivery)."""
     import stripe  # noqa: PLC0415  (only when Stripe export is on)
 
+    # The SDK logs two INFO lines per request: a run's summary (engine.py) and each failure's are what tell, and
+    # in Azure every line is ingested (and billed) by Application Insights.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
     assert settings.stripe_api_key is not None
     base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
     return stripe.StripeClient(
