@@ -309,6 +309,7 @@ class MeteringClient(_Base):
         billing_anchor_day: int | None = None,
         timezone: str | None = None,
         plan_effective_from: datetime | None = None,
+        links: Mapping[str, str] | None = None,
     ) -> TenantSettings:
         body = tenant_update(
             plan=plan,
@@ -316,6 +317,7 @@ class MeteringClient(_Base):
             billing_anchor_day=billing_anchor_day,
             timezone=timezone,
             plan_effective_from=plan_effective_from,
+            links=links,
         )
         return self._call(_set_tenant(tenant_id, body))
 
@@ -435,6 +437,7 @@ class AsyncMeteringClient(_Base):
         billing_anchor_day: int | None = None,
         timezone: str | None = None,
         plan_effective_from: datetime | None = None,
+        links: Mapping[str, str] | None = None,
     ) -> TenantSettings:
         body = tenant_update(
             plan=plan,
@@ -442,6 +445,7 @@ class AsyncMeteringClient(_Base):
             billing_anchor_day=billing_anchor_day,
             timezone=timezone,
             plan_effective_from=plan_effective_from,
+            links=links,
         )
         return await self._call(_set_tenant(tenant_id, body))
 

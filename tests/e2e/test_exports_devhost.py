@@ -214,3 +214,31 @@ def test_usage_above_the_plan_reaches_the_marketplace_with_the_identitys_token(e
     query, header = identity.requests[-1]
     assert header == "e2e-identity-header"
     assert query["resource"] == ["20e940b3-4c77-4b0b-9a53-9e16a1b010a7"]
+
+
+def test_tenants_set_links_and_unlinks_a_tenant_at_the_targets(exports_devhost):
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    runner = CliRunner(env={"METERING_URL": exports_devhost, "METERING_ADMIN_KEY": ADMIN})
+    linked = runner.invoke(
+        app,
+        ["tenants", "set", tenant, "--stripe-customer", "cus_Link1", "--marketplace-resource", "res-1",
+         "--marketplace-plan", "gold", "--format", "json"],
+    )  # fmt: skip
+    assert linked.exit_code == 0, linked.output
+    body = json.loads(linked.stdout)
+    assert (body["stripe_customer_id"], body["marketplace_resource_id"], body["marketplace_plan_id"]) == (
+        "cus_Link1",
+        "res-1",
+        "gold",
+    )
+    # What is not given keeps its value; an empty one removes the link.
+    unlinked = runner.invoke(app, ["tenants", "set", tenant, "--stripe-customer", "", "--format", "json"])
+    assert unlinked.exit_code == 0, unlinked.output
+    body = json.loads(unlinked.stdout)
+    assert (body["stripe_customer_id"], body["marketplace_plan_id"]) == (None, "gold")
+    shown = runner.invoke(app, ["exports", "show", tenant, "--format", "json"])
+    assert [t["linked"] for t in json.loads(shown.stdout)["targets"]] == [False, True]
+    # A link the target could not take is refused, naming the field.
+    bad = runner.invoke(app, ["tenants", "set", tenant, "--stripe-customer", "cus no spaces"])
+    assert bad.exit_code == 1
+    assert "stripe_customer_id" in bad.output
