@@ -172,6 +172,20 @@ def manage_journal(req: func.HttpRequest) -> func.HttpResponse:
     return http_response(services().http.operations.journal_list(req.params))
 
 
+@app.function_name("manage_exports_run")
+@app.route(route="manage/exports/run", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_exports_run(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.exports.run())
+
+
+@app.function_name("manage_exports")
+@app.route(route="manage/exports/{tenant_id}", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@http_function
+def manage_exports(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(services().http.exports.reconcile(req.route_params["tenant_id"], req.params))
+
+
 @app.function_name("usage")
 @app.route(route="usage/{tenant_id}/{metric}", methods=["GET"])
 @http_function
@@ -326,3 +340,11 @@ def deliver_webhooks(timer: func.TimerRequest) -> None:
     dispatcher = services().webhook_dispatcher
     if dispatcher is not None:
         dispatcher.run()
+
+
+# Usage sent to the billing targets (Stripe, the Azure Marketplace); nothing to do without one.
+@app.function_name("export_usage")
+@app.timer_trigger(arg_name="timer", schedule="%EXPORT_SCHEDULE%")
+def export_usage(timer: func.TimerRequest) -> None:
+    configuration.require()
+    services().exporter.run()

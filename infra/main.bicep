@@ -83,8 +83,36 @@ param deliverWebhooksSchedule string = '*/30 * * * * *'
 @description('Receiver every notification is also POSTed to, signed (https); empty: notifications go to the queue only.')
 param webhookUrl string = ''
 
-@description('Key Vault URI of the webhook signing secret (whsec_ + base64), e.g. https://<vault>.vault.azure.net/secrets/metering-webhook; the app\'s identity needs Key Vault Secrets User on it.')
-param webhookSecretUri string = ''
+@description('NCRONTAB (seconds first) of the export timer (usage sent to Stripe and the Azure Marketplace).')
+param exportSchedule string = '0 */5 * * * *'
+
+@description('Minutes after an hour\'s end, behind what the hub applied, before it is exported.')
+@minValue(0)
+@maxValue(1440)
+param exportSettleMinutes int = 60
+
+@description('Send usage to Stripe Billing meters; the key is the Key Vault secret metering-stripe-api-key.')
+param stripeEnabled bool = false
+
+@description('Whether the Stripe account takes decimal meter event values (Stripe enables it on request).')
+param stripeDecimals bool = false
+
+@description('Send usage to the Azure Marketplace metering service, as the Marketplace identity.')
+param marketplaceEnabled bool = false
+
+@description('Client ID of the Entra app registration the offer\'s technical configuration names (SaaS offers); empty: the Marketplace identity\'s own token (managed application offers).')
+param marketplaceAppId string = ''
+
+@description('Principal (object) ID of whoever runs azd (azd sets AZURE_PRINCIPAL_ID): it may write the Key Vault\'s secrets. Empty: no grant.')
+param principalId string = ''
+
+@description('Type of that principal.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param principalType string = 'User'
 
 @description('Key Vault URI of the portal token secret (at least 32 characters), e.g. https://<vault>.vault.azure.net/secrets/metering-portal; empty: no portal. The app\'s identity needs Key Vault Secrets User on it.')
 param portalSecretUri string = ''
@@ -116,6 +144,7 @@ var dataNames = {
   lateEventsTable: 'meteringlateevents'
   controlTable: 'meteringcontrol'
   journalTable: 'meteringjournal'
+  exportsTable: 'meteringexports'
   notificationsQueue: 'meteringnotifications'
   deadLetterContainer: 'metering-deadletters'
   // Event Hubs Capture's container: the raw archive `metering rebuild` reads.
@@ -131,6 +160,7 @@ var cosmosContainers = [
   'conflicts'
   'deadletters'
   'journal'
+  'exports'
 ]
 var hubName = 'usage'
 var consumerGroupName = 'aggregator'
@@ -148,6 +178,30 @@ module identity 'modules/identity.bicep' = {
   scope: rg
   params: {
     name: 'id-metering-${token}'
+    location: location
+    tags: tags
+  }
+}
+
+// The identity the Marketplace metering service's tokens are obtained with: of its own, holding no role, so the app
+// registration its federated credential lets it sign in as (README, "Selling through the Azure Marketplace") trusts
+// nothing that can read the data.
+module marketplaceIdentity 'modules/identity.bicep' = {
+  name: 'marketplace-identity'
+  scope: rg
+  params: {
+    name: 'id-metering-marketplace-${token}'
+    location: location
+    tags: tags
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    // At most 24 characters.
+    name: 'kv-mtr-${token}'
     location: location
     tags: tags
   }
@@ -190,6 +244,7 @@ module storage 'modules/storage.bicep' = {
           dataNames.lateEventsTable
           dataNames.controlTable
           dataNames.journalTable
+          dataNames.exportsTable
         ]
       : []
     queueNames: [
@@ -242,6 +297,9 @@ module roles 'modules/roles.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     cosmosAccountName: store == 'cosmos' ? cosmos.outputs.name : ''
     cosmosDatabaseName: dataNames.cosmosDatabase
+    keyVaultName: keyVault.outputs.name
+    deployerPrincipalId: principalId
+    deployerPrincipalType: principalType
   }
 }
 
@@ -271,10 +329,18 @@ module functionApp 'modules/functionapp.bicep' = {
     closePeriodsSchedule: closePeriodsSchedule
     deliverWebhooksSchedule: deliverWebhooksSchedule
     webhookUrl: webhookUrl
-    webhookSecretUri: webhookSecretUri
     portalSecretUri: portalSecretUri
     portalSecretPreviousUri: portalSecretPreviousUri
     portalFrameAncestors: portalFrameAncestors
+    keyVaultUri: keyVault.outputs.uri
+    exportSchedule: exportSchedule
+    exportSettleMinutes: exportSettleMinutes
+    stripeEnabled: stripeEnabled
+    stripeDecimals: stripeDecimals
+    marketplaceEnabled: marketplaceEnabled
+    marketplaceIdentityId: marketplaceIdentity.outputs.id
+    marketplaceIdentityClientId: marketplaceIdentity.outputs.clientId
+    marketplaceAppId: marketplaceAppId
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
   }
@@ -292,3 +358,9 @@ output METERING_FUNCTION_KEY_COMMAND string = 'az functionapp keys list --resour
 output EVENTHUB_NAMESPACE string = eventHubs.outputs.namespaceName
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+// Read by infra/hooks/postprovision.sh (azd hands hooks the outputs as environment variables).
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+// The Marketplace identity: the app registration's federated credential names it (README, "Selling through the
+// Azure Marketplace").
+output MARKETPLACE_IDENTITY_CLIENT_ID string = marketplaceIdentity.outputs.clientId
+output MARKETPLACE_IDENTITY_PRINCIPAL_ID string = marketplaceIdentity.outputs.principalId

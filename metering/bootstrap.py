@@ -19,6 +19,7 @@ from azure.storage.blob import ContainerClient
 from metering import connections
 from metering.api.billing import Billing
 from metering.api.console import Console
+from metering.api.exports import Exports
 from metering.api.health import HealthRoute
 from metering.api.ingest import Ingest
 from metering.api.invoices import InvoicesApi
@@ -30,6 +31,10 @@ from metering.api.reads import Reads
 from metering.api.webhooks import Webhooks
 from metering.billing.cancels import Cancels
 from metering.billing.closing import PeriodCloser, period_closed
+from metering.billing.exports.engine import Exporter
+from metering.billing.exports.port import Target
+from metering.billing.exports.reconcile import Reconciler
+from metering.billing.exports.rows import ExportRows
 from metering.billing.invoices import Invoices
 from metering.billing.journal import Journal
 from metering.billing.late import LateEvents
@@ -81,6 +86,7 @@ class Services:
         catalog: MeterCatalog | None = None,
         plans: PlanCatalog | None = None,
         schedule: PeriodSchedule | None = None,
+        marketplace_token: Callable[[], str] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -92,6 +98,7 @@ class Services:
         self._catalog = catalog
         self._plans = plans
         self._schedule = schedule
+        self._marketplace_token = marketplace_token
 
     # -- parts: injected, or built from the settings -------------------------------------------------------
 
@@ -300,6 +307,56 @@ class Services:
         return Pages()
 
     @cached_property
+    def export_targets(self) -> list[Target]:
+        """The billing targets the settings turn on: Stripe with an API key, the Marketplace when enabled."""
+        # Imported here: the Stripe SDK takes a noticeable time to import, and most deployments use neither.
+        from metering.billing.exports.marketplace import MarketplaceTarget  # noqa: PLC0415
+        from metering.billing.exports.stripe import StripeTarget  # noqa: PLC0415
+
+        settings = self.settings
+        targets: list[Target] = []
+        if settings.stripe_api_key is not None:
+            targets.append(
+                StripeTarget(
+                    connections.stripe_client(settings), decimals_allowed=settings.stripe_decimals, clock=self.clock
+                )
+            )
+        if settings.marketplace_enabled:
+            token = self._marketplace_token or connections.marketplace_token(settings)
+            targets.append(
+                MarketplaceTarget(
+                    connections.marketplace_http(settings), settings.marketplace_api_base, token, clock=self.clock
+                )
+            )
+        return targets
+
+    @cached_property
+    def exporter(self) -> Exporter:
+        return Exporter(
+            self.store,
+            self.usage,
+            self.catalog,
+            self.export_targets,
+            record=self.directory.record,
+            pricing=self.pricing_at,
+            backlog=self.backlog,
+            progress=self.progress,
+            settle=self.settings.export_settle,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def export_reconciler(self) -> Reconciler:
+        return Reconciler(
+            ExportRows(self.store.exports),
+            self.usage,
+            self.catalog,
+            self.export_targets,
+            pricing=self.pricing_at,
+            clock=self.clock,
+        )
+
+    @cached_property
     def ingest(self) -> IngestService:
         return IngestService(
             self.catalog,
@@ -364,6 +421,13 @@ class HttpHandlers:
             billing=self.billing,
             pages=services.pages,
             frame_ancestors=services.settings.portal_frame_ancestors,
+        )
+
+    @cached_property
+    def exports(self) -> Exports:
+        services = self._services
+        return Exports(
+            services.exporter, services.export_reconciler, services.directory, services.schedule, services.clock
         )
 
     @cached_property

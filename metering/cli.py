@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from metering.commands.common import Format, OutputFormat, err
+from metering.commands.exports import exports
 from metering.commands.invoices import invoice
 from metering.commands.manage import health, periods, tenants
 from metering.commands.operate import dead_letters, journal, late
@@ -110,6 +111,7 @@ app.add_typer(webhooks, name="webhooks")
 app.add_typer(late, name="late")
 app.add_typer(dead_letters, name="dead-letters")
 app.add_typer(journal, name="journal")
+app.add_typer(exports, name="exports")
 
 meters = typer.Typer(help="The meter catalog.")
 app.add_typer(meters, name="meters")

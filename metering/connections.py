@@ -9,14 +9,18 @@ user-assigned identity as its bindings.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 from azure.cosmos import CosmosClient
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
 from metering.archive.publisher import ArchivingPublisher, CaptureWriter
+from metering.billing.exports import marketplace
 from metering.core.clock import Clock, utc_now
 from metering.settings import Settings, StoreKind
 from metering.stores import Store, cosmos, table
@@ -55,6 +59,7 @@ def build_store(settings: Settings) -> Store:
         "late_events_table": settings.late_events_table,
         "control_table": settings.control_table,
         "journal_table": settings.journal_table,
+        "exports_table": settings.exports_table,
     }
     return TableStore(table_service(settings), **tables)
 
@@ -135,6 +140,51 @@ def build_backlog(settings: Settings) -> Backlog:
         identity = credential(settings.event_hub_credential, settings.event_hub_client_id)
         return EventHubBacklog.from_namespace(settings.event_hub_namespace, hub, group, identity)
     return QueueBacklog(build_queue(settings, settings.local_queue), settings.event_hub_name)
+
+
+def stripe_client(settings: Settings) -> Any:
+    """Stripe's official client, with its own retries off: the exporter retries 429s and 5xx with backoff, and
+    decides what an answer means (a reused identifier is a delivery)."""
+    import stripe  # noqa: PLC0415  (only when Stripe export is on)
+
+    # The SDK logs two INFO lines per request: a run's summary (engine.py) and each failure's are what tell, and
+    # in Azure every line is ingested (and billed) by Application Insights.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
+    assert settings.stripe_api_key is not None
+    base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+    return stripe.StripeClient(
+        settings.stripe_api_key,
+        base_addresses=base,  # type: ignore[arg-type]
+        max_network_retries=0,
+        http_client=stripe.RequestsClient(timeout=settings.export_timeout_seconds),
+    )
+
+
+def marketplace_http(settings: Settings) -> httpx.Client:
+    return httpx.Client(timeout=settings.export_timeout_seconds)
+
+
+def marketplace_token(settings: Settings) -> Callable[[], str]:
+    """Bearer tokens for the Marketplace metering service (resource 20e940b3-4c77-4b0b-9a53-9e16a1b010a7).
+
+    With `METERING_MARKETPLACE_APP_ID` (SaaS offers), the token is the app registration's that the offer names,
+    obtained without a secret: the Marketplace identity (a managed identity of its own, with no other role) signs
+    in as the app through a federated credential the app trusts. Without it (managed application offers), the
+    token is the identity's own. The credentials cache tokens until shortly before they expire."""
+    from azure.identity import ClientAssertionCredential, ManagedIdentityCredential  # noqa: PLC0415
+
+    scope = f"{marketplace.RESOURCE_APP}/.default"
+    client_id = settings.marketplace_identity_client_id
+    identity = ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+    if settings.marketplace_app_id is None:
+        return lambda: identity.get_token(scope).token
+    assert settings.marketplace_tenant_id is not None
+    app = ClientAssertionCredential(
+        settings.marketplace_tenant_id,
+        settings.marketplace_app_id,
+        lambda: identity.get_token("api://AzureADTokenExchange/.default").token,
+    )
+    return lambda: app.get_token(scope).token
 
 
 def build_container(settings: Settings, name: str | None = None) -> ContainerClient:

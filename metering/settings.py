@@ -124,6 +124,12 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$",
         description="Changes that do not travel through the hub (cancels, late-event carries), for audits and rebuilds",
     )
+    exports_table: str = Field(
+        "meteringexports",
+        validation_alias="METERING_EXPORTS_TABLE",
+        pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$",
+        description="What each billing target (Stripe, the Azure Marketplace) was sent and acknowledged",
+    )
     archive_container: str = Field(
         "usage-archive",
         validation_alias="METERING_ARCHIVE_CONTAINER",
@@ -212,6 +218,63 @@ class Settings(BaseSettings):
         description="CSP frame-ancestors of the portal page: the origins that may embed it",
     )
 
+    # Billing exports: usage sent exactly once to Stripe and the Azure Marketplace (billing/exports/).
+    export_schedule: str = Field(
+        "0 */5 * * * *", validation_alias="EXPORT_SCHEDULE", description="NCRONTAB, seconds first"
+    )
+    export_settle_minutes: int = Field(
+        60,
+        ge=0,
+        le=24 * 60,
+        validation_alias="EXPORT_SETTLE_MINUTES",
+        description="An hour is exported once its end plus this is behind every hub partition's applied position",
+    )
+    export_timeout_seconds: float = Field(
+        10, gt=0, le=60, validation_alias="METERING_EXPORT_TIMEOUT_SECONDS", description="Per request to a target"
+    )
+    stripe_api_key: str | None = Field(
+        None,
+        validation_alias="METERING_STRIPE_API_KEY",
+        repr=False,
+        description="A Stripe secret or restricted key (meter events write, meters read); empty: no Stripe export",
+    )
+    stripe_api_base: str | None = Field(
+        None,
+        validation_alias="METERING_STRIPE_API_BASE",
+        description="Stripe's API base URL (tests point it at a local server); empty: api.stripe.com",
+    )
+    stripe_decimals: bool = Field(
+        False,
+        validation_alias="METERING_STRIPE_DECIMALS",
+        description="Whether the Stripe account takes decimal meter event values (Stripe enables it on request); "
+        "without, only whole numbers are sent and a fraction is reported as a difference",
+    )
+    marketplace_enabled: bool = Field(
+        False, validation_alias="METERING_MARKETPLACE_ENABLED", description="Send usage to the Azure Marketplace"
+    )
+    marketplace_api_base: str = Field(
+        "https://marketplaceapi.microsoft.com",
+        validation_alias="METERING_MARKETPLACE_API_BASE",
+        description="The Marketplace metering API's base URL (tests point it at a local server)",
+    )
+    marketplace_identity_client_id: str | None = Field(
+        None,
+        validation_alias="METERING_MARKETPLACE_IDENTITY_CLIENT_ID",
+        description="Client ID of the managed identity the Marketplace token is obtained with",
+    )
+    marketplace_app_id: str | None = Field(
+        None,
+        validation_alias="METERING_MARKETPLACE_APP_ID",
+        description="Client ID of the Entra app registration named in the offer's technical configuration "
+        "(SaaS offers); the identity signs in as it through a federated credential. Empty: the identity's own "
+        "token (managed application offers)",
+    )
+    marketplace_tenant_id: str | None = Field(
+        None,
+        validation_alias="METERING_MARKETPLACE_TENANT_ID",
+        description="Entra tenant of the app registration",
+    )
+
     @field_validator(
         "meters_file",
         "plans_file",
@@ -226,6 +289,34 @@ class Settings(BaseSettings):
         # An app setting cannot always be removed, but it can be left empty: that means unset (the packaged
         # catalog; no webhooks).
         return None if value == "" else value
+
+    @field_validator(
+        "stripe_api_key",
+        "stripe_api_base",
+        "marketplace_identity_client_id",
+        "marketplace_app_id",
+        "marketplace_tenant_id",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Empty: no Stripe export; Stripe's own API; the identity's own token.
+        return None if value == "" else value
+
+    @field_validator("stripe_api_base", "marketplace_api_base")
+    @classmethod
+    def _target_url(cls, value: str | None) -> str | None:
+        # Usage and a secret key travel to it: https, or http to a local test server.
+        return None if value is None else check_webhook_url(value).rstrip("/")
+
+    @model_validator(mode="after")
+    def _marketplace_app_has_its_tenant(self) -> Settings:
+        if self.marketplace_app_id is not None and self.marketplace_tenant_id is None:
+            raise SettingsError(
+                "METERING_MARKETPLACE_APP_ID is set but METERING_MARKETPLACE_TENANT_ID is not: the app registration's "
+                "token is issued by its Entra tenant"
+            )
+        return self
 
     @field_validator("webhook_url")
     @classmethod
@@ -321,6 +412,10 @@ class Settings(BaseSettings):
     @property
     def max_future(self) -> timedelta:
         return timedelta(minutes=self.max_future_minutes)
+
+    @property
+    def export_settle(self) -> timedelta:
+        return timedelta(minutes=self.export_settle_minutes)
 
 
 def check_webhook_url(url: str) -> str:

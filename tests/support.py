@@ -103,6 +103,7 @@ class ProbedStore:
         self.late_events = self.inner.late_events
         self.control = self.inner.control
         self.journal = self.inner.journal
+        self.exports = self.inner.exports
 
     def ensure_ready(self) -> None:
         self.inner.ensure_ready()

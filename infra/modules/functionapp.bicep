@@ -46,8 +46,22 @@ param deliverWebhooksSchedule string
 @description('Receiver every notification is POSTed to (https); empty: no webhooks.')
 param webhookUrl string
 
-@description('Key Vault URI of the webhook signing secret (whsec_...), read by a Key Vault reference with the app\'s identity.')
-param webhookSecretUri string
+@description('URI of the stack\'s Key Vault: the secrets the settings reference (keyvault.bicep).')
+param keyVaultUri string
+
+@description('NCRONTAB (seconds first) of the export timer, and the settle delay in minutes.')
+param exportSchedule string
+param exportSettleMinutes int
+
+@description('Send usage to Stripe (its key in the vault), and whether the account takes decimal values.')
+param stripeEnabled bool
+param stripeDecimals bool
+
+@description('Send usage to the Azure Marketplace, with the Marketplace identity (and the offer\'s app registration).')
+param marketplaceEnabled bool
+param marketplaceIdentityId string
+param marketplaceIdentityClientId string
+param marketplaceAppId string
 
 @description('Key Vault URI of the portal token secret (HS256 key, at least 32 characters); empty: no portal.')
 param portalSecretUri string
@@ -118,6 +132,7 @@ var meteringSettings = {
   METERING_LATE_EVENTS_TABLE: names.lateEventsTable
   METERING_CONTROL_TABLE: names.controlTable
   METERING_JOURNAL_TABLE: names.journalTable
+  METERING_EXPORTS_TABLE: names.exportsTable
   METERING_NOTIFICATIONS_QUEUE: names.notificationsQueue
   METERING_DEADLETTER_CONTAINER: names.deadLetterContainer
   // Written by Event Hubs Capture, not by the app; read by `metering rebuild` run with these settings.
@@ -132,9 +147,12 @@ var meteringSettings = {
   METERING_WEBHOOK_TIMEOUT_SECONDS: '10'
 }
 
-// With a receiver, its URL and the signing secret. The secret's setting is a Key Vault reference: the platform
-// resolves it with the app's identity (keyVaultReferenceIdentity below), so its value is never in a template,
-// a deployment or the site's configuration.
+// Secrets are Key Vault references: the platform resolves them with the app's identity (keyVaultReferenceIdentity
+// below), so their values are never in a template, a deployment or the site's configuration.
+var webhookSecretUri = '${keyVaultUri}secrets/metering-webhook-secret'
+var stripeKeySecretUri = '${keyVaultUri}secrets/metering-stripe-api-key'
+
+// With a receiver, its URL and the signing secret.
 var webhookSettings = empty(webhookUrl)
   ? {}
   : {
@@ -151,10 +169,29 @@ var portalSettings = union(
     : { METERING_PORTAL_SECRET_PREVIOUS: '@Microsoft.KeyVault(SecretUri=${portalSecretPreviousUri})' }
 )
 
-// Without a receiver the deliveries timer has nothing to do: the host does not run it (each run would wake an
-// instance every 30 s, and cost its lease writes).
+// Billing exports (Stripe's API base and the Marketplace's are their defaults in Azure).
+var exportSettings = {
+  EXPORT_SCHEDULE: exportSchedule
+  EXPORT_SETTLE_MINUTES: string(exportSettleMinutes)
+  METERING_EXPORT_TIMEOUT_SECONDS: '10'
+  METERING_STRIPE_DECIMALS: stripeDecimals ? 'true' : 'false'
+  METERING_MARKETPLACE_ENABLED: marketplaceEnabled ? 'true' : 'false'
+  METERING_MARKETPLACE_IDENTITY_CLIENT_ID: marketplaceIdentityClientId
+  METERING_MARKETPLACE_APP_ID: marketplaceAppId
+  METERING_MARKETPLACE_TENANT_ID: subscription().tenantId
+}
+
+var stripeSettings = stripeEnabled
+  ? {
+      METERING_STRIPE_API_KEY: '@Microsoft.KeyVault(SecretUri=${stripeKeySecretUri})'
+    }
+  : {}
+
+// Without a receiver the deliveries timer has nothing to do, nor the export timer without a target: the host does
+// not run them (each run would wake an instance, and cost its lease writes).
 var hostSettings = {
   'AzureWebJobs.deliver_webhooks.Disabled': empty(webhookUrl) ? 'true' : 'false'
+  'AzureWebJobs.export_usage.Disabled': (stripeEnabled || marketplaceEnabled) ? 'false' : 'true'
 }
 
 var cosmosSettings = store == 'cosmos'
@@ -166,7 +203,18 @@ var cosmosSettings = store == 'cosmos'
     }
   : {}
 
-var appSettings = union(storageSettings, eventHubSettings, monitoringSettings, meteringSettings, cosmosSettings, webhookSettings, portalSettings, hostSettings)
+var appSettings = union(
+  storageSettings,
+  eventHubSettings,
+  monitoringSettings,
+  meteringSettings,
+  cosmosSettings,
+  webhookSettings,
+  portalSettings,
+  exportSettings,
+  stripeSettings,
+  hostSettings
+)
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -193,6 +241,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     type: 'UserAssigned'
     userAssignedIdentities: {
       '${identityId}': {}
+      // Only for the Marketplace metering service's tokens (connections.py); it holds no role.
+      '${marketplaceIdentityId}': {}
     }
   }
   properties: {

@@ -1,7 +1,8 @@
 // Every grant the function app's identity holds, each on the narrowest scope that works: it can send to and receive
 // from the usage hub only, use the blobs, tables and queues of its own storage account, publish telemetry to its own
-// Application Insights, and (with the Cosmos store) read and write the metering database. Role IDs are the built-in
-// ones Azure documents; tests/unit/test_infra.py checks them.
+// Application Insights, read the secrets of the stack's Key Vault, and (with the Cosmos store) read and write the
+// metering database. Whoever runs azd may write the vault's secrets (its postprovision hook generates one). Role IDs
+// are the built-in ones Azure documents; tests/unit/test_infra.py checks them.
 
 @description('Principal (object) ID of the function app\'s user-assigned identity.')
 param principalId string
@@ -10,6 +11,18 @@ param storageAccountName string
 param eventHubNamespaceName string
 param hubName string
 param applicationInsightsName string
+
+@description('The stack\'s Key Vault.')
+param keyVaultName string
+
+@description('Principal (object) ID of whoever runs azd (AZURE_PRINCIPAL_ID), and its type; empty: no grant.')
+param deployerPrincipalId string
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param deployerPrincipalType string
 
 @description('Cosmos DB account; empty when the data lives in Table storage.')
 param cosmosAccountName string
@@ -30,6 +43,10 @@ resource hub 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' existing = {
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
+}
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
 }
 
 resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' existing = if (!empty(cosmosAccountName)) {
@@ -106,6 +123,31 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '3913510d-42f4-4e42-8a64-420c390055eb')
     principalId: principalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+// The platform resolves the app's Key Vault references (the webhook signing secret, the Stripe key) as the identity.
+resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vault.id, principalId, '4633458b-17de-408a-b874-0445c86b69e6')
+  scope: vault
+  properties: {
+    // Key Vault Secrets User
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '4633458b-17de-408a-b874-0445c86b69e6')
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// azd's postprovision hook (as whoever runs it) generates the webhook signing secret once; the operator sets the
+// Stripe key the same way.
+resource secretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(vault.id, deployerPrincipalId, 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7')
+  scope: vault
+  properties: {
+    // Key Vault Secrets Officer
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7')
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
   }
 }
 

@@ -13,11 +13,13 @@ from pydantic.json_schema import models_json_schema
 
 from metering.api.billing import LateEventList, StatementList
 from metering.api.contract import MAX_EVENTS, Accepted, HistoryResponse, QuotaDecision, UsageResponse
+from metering.api.exports import ExportRunResponse
 from metering.api.http import Response, ok
 from metering.api.manage import CloseResponse
 from metering.api.portal import MintedPortalToken, MintRequest
 from metering.api.webhooks import MAX_PAGE, WebhookDeliveryList, WebhookRedrive
 from metering.billing.cancels import CancelResult
+from metering.billing.exports.reconcile import ExportReconciliation
 from metering.billing.invoices import InvoicePreview
 from metering.billing.statements import Statement
 from metering.core.events import TENANT_PATTERN, UsageEvent
@@ -282,6 +284,8 @@ def document(catalog: MeterCatalog) -> dict[str, Any]:
         (PortalOverview, "serialization"),
         (MintRequest, "validation"),
         (MintedPortalToken, "serialization"),
+        (ExportRunResponse, "serialization"),
+        (ExportReconciliation, "serialization"),
     ]
     _, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
     components = schemas["$defs"]
@@ -512,6 +516,29 @@ def _core_paths(catalog: MeterCatalog, events_body: dict[str, Any]) -> dict[str,
                 "responses": {
                     **_ok("WebhookRedrive", "Pending (again, or still)"),
                     **_problem_responses(400, 401, 404, 503),
+                },
+            }
+        },
+        "/manage/exports/run": {
+            "post": {
+                "summary": "Send usage to the billing targets now (admin key); the export timer does this on its "
+                "schedule",
+                "operationId": "runExports",
+                "responses": {**_ok("ExportRunResponse", "What the run did"), **_problem_responses(401, 503)},
+            }
+        },
+        "/manage/exports/{tenant_id}": {
+            "get": {
+                "summary": "A tenant's period reconciled with each billing target: per metric our figure, what "
+                "was sent and acknowledged, the difference and its reasons (admin key)",
+                "operationId": "reconcileExports",
+                "parameters": [
+                    _tenant_parameter(),
+                    _query("period", "Start date of another period", format="date", type="string"),
+                ],
+                "responses": {
+                    **_ok("ExportReconciliation", "The reconciliation"),
+                    **_problem_responses(400, 401, 503),
                 },
             }
         },

@@ -32,6 +32,7 @@ from metering.client.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from metering.client.exports import ExportReconciliation, ExportRun
 from metering.client.http import DEFAULT_URL, AsyncMeteringClient, MeteringClient
 from metering.client.invoices import InvoiceForecast, InvoiceLine, InvoicePreview, Statement, TierApplied
 from metering.client.manage import (
@@ -66,6 +67,8 @@ __all__ = [
     "ClosedPeriods",
     "ConnectionFailed",
     "Decision",
+    "ExportReconciliation",
+    "ExportRun",
     "FieldError",
     "Forbidden",
     "Granularity",

@@ -31,6 +31,7 @@ from metering.api.contract import (
     UsageResponse,
 )
 from metering.client.errors import ConnectionFailed, problem_from_response
+from metering.client.exports import ExportReconciliation, ExportRun
 from metering.client.invoices import InvoicePreview, Statement, Statements
 from metering.client.manage import (
     ClosedPeriods,
@@ -231,6 +232,15 @@ def _journal(tenant_id: str, limit: int, offset: int) -> _Call[dict[str, Any]]:
     return _Call("GET", "/manage/journal", _json, params=params, admin=True)
 
 
+def _run_exports() -> _Call[ExportRun]:
+    return _Call("POST", "/manage/exports/run", _model(ExportRun), body=b"{}", admin=True)
+
+
+def _exports(tenant_id: str, period: date | None) -> _Call[ExportReconciliation]:
+    params = {} if period is None else {"period": period.isoformat()}
+    return _Call("GET", _path("manage", "exports", tenant_id), _model(ExportReconciliation), params=params, admin=True)
+
+
 class _Base:
     def __init__(self, base_url: str, key: str, admin_key: str | None, source: str) -> None:
         if not key:
@@ -341,6 +351,7 @@ class MeteringClient(_Base):
         timezone: str | None = None,
         plan_effective_from: datetime | None = None,
         tokens_not_before: datetime | Literal["now"] | None = None,
+        links: Mapping[str, str] | None = None,
     ) -> TenantSettings:
         body = tenant_update(
             plan=plan,
@@ -349,6 +360,7 @@ class MeteringClient(_Base):
             timezone=timezone,
             plan_effective_from=plan_effective_from,
             tokens_not_before=tokens_not_before,
+            links=links,
         )
         return self._call(_set_tenant(tenant_id, body))
 
@@ -389,6 +401,14 @@ class MeteringClient(_Base):
     def portal_token(self, tenant_id: str, *, ttl_seconds: int = 3600) -> PortalLink:
         """A portal token for the tenant (1 s to 24 h), and its portal page's URL carrying it (admin key)."""
         return self._call(_portal_token(tenant_id, ttl_seconds))
+
+    def run_exports(self) -> ExportRun:
+        return self._call(_run_exports())
+
+    def exports(self, tenant_id: str, period: date | None = None) -> ExportReconciliation:
+        """The tenant's reconciliation with each billing target, for the period starting `period` (else the
+        current one)."""
+        return self._call(_exports(tenant_id, period))
 
     def _call(self, call: _Call[T]) -> T:
         try:
@@ -485,6 +505,7 @@ class AsyncMeteringClient(_Base):
         timezone: str | None = None,
         plan_effective_from: datetime | None = None,
         tokens_not_before: datetime | Literal["now"] | None = None,
+        links: Mapping[str, str] | None = None,
     ) -> TenantSettings:
         body = tenant_update(
             plan=plan,
@@ -493,6 +514,7 @@ class AsyncMeteringClient(_Base):
             timezone=timezone,
             plan_effective_from=plan_effective_from,
             tokens_not_before=tokens_not_before,
+            links=links,
         )
         return await self._call(_set_tenant(tenant_id, body))
 
@@ -532,6 +554,12 @@ class AsyncMeteringClient(_Base):
 
     async def portal_token(self, tenant_id: str, *, ttl_seconds: int = 3600) -> PortalLink:
         return await self._call(_portal_token(tenant_id, ttl_seconds))
+
+    async def run_exports(self) -> ExportRun:
+        return await self._call(_run_exports())
+
+    async def exports(self, tenant_id: str, period: date | None = None) -> ExportReconciliation:
+        return await self._call(_exports(tenant_id, period))
 
     async def _call(self, call: _Call[T]) -> T:
         try:

@@ -6,6 +6,7 @@ Lenient on purpose: fields the service adds later are kept, not refused, so an o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -135,9 +136,11 @@ def tenant_update(
     timezone: str | None = None,
     plan_effective_from: datetime | None = None,
     tokens_not_before: datetime | Literal["now"] | None = None,
+    links: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The PUT body: only the fields given, so the others keep their values."""
-    body: dict[str, Any] = {}
+    """The PUT body: only the fields given, so the others keep their values. `links` are billing-target links
+    (`stripe_customer_id`, `marketplace_resource_id`, `marketplace_plan_id`; "" removes one)."""
+    body: dict[str, Any] = dict(links or {})
     if tokens_not_before is not None:
         body["tokens_not_before"] = (
             tokens_not_before if isinstance(tokens_not_before, str) else tokens_not_before.isoformat()

@@ -83,12 +83,28 @@ def set_tenant(
     timezone: Annotated[
         str | None, typer.Option(help="IANA time zone of the tenant's periods, e.g. Europe/Paris")
     ] = None,
+    stripe_customer: Annotated[
+        str | None, typer.Option("--stripe-customer", help='Stripe customer usage is exported to ("" unlinks)')
+    ] = None,
+    marketplace_resource: Annotated[
+        str | None,
+        typer.Option("--marketplace-resource", help='Azure Marketplace SaaS subscription (resource) id ("" unlinks)'),
+    ] = None,
+    marketplace_plan: Annotated[
+        str | None, typer.Option("--marketplace-plan", help='Azure Marketplace plan id ("" unlinks)')
+    ] = None,
     output: Format = OutputFormat.TABLE,
     url: Url = DEFAULT_URL,
     admin_key: AdminKey = None,
 ) -> None:
     """Change a tenant's settings; what is not given keeps its value."""
     limits = _limits(limit) if limit else None
+    given = {
+        "stripe_customer_id": stripe_customer,
+        "marketplace_resource_id": marketplace_resource,
+        "marketplace_plan_id": marketplace_plan,
+    }
+    links = {name: value for name, value in given.items() if value is not None}
     with connect(url, admin_key, admin=True) as client, service_errors(url):
         settings = client.set_tenant(
             tenant,
@@ -97,6 +113,7 @@ def set_tenant(
             billing_anchor_day=anchor_day,
             timezone=timezone,
             plan_effective_from=plan_from,
+            links=links or None,
         )
     _print_tenant(settings, output)
 

@@ -73,6 +73,10 @@ class Meter(BaseModel):
     group_by: tuple[Dimension, ...] = ()
     allow_negative: bool = False
     max_group_values: int = Field(DEFAULT_MAX_GROUP_VALUES, ge=1, le=MAX_GROUP_VALUES_LIMIT)
+    # Billing exports (billing/exports/): the Stripe meter's `event_name`, and the Marketplace plan's custom
+    # dimension id, this meter's usage is sent as. Unset: not exported to that target.
+    stripe_event_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")] | None = None
+    marketplace_dimension: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -91,6 +95,13 @@ class Meter(BaseModel):
             raise ValueError(f"allow_negative has no meaning for a {self.aggregation} meter")
         if len(set(self.group_by)) != len(self.group_by):
             raise ValueError("group_by lists a dimension twice")
+        if self.aggregation in (Aggregation.MIN, Aggregation.LATEST) and (
+            self.stripe_event_name is not None or self.marketplace_dimension is not None
+        ):
+            raise ValueError(
+                f"a {self.aggregation} meter cannot be exported (stripe_event_name, marketplace_dimension): a target "
+                "adds what it is sent, and a lowest or latest level is not a sum of changes"
+            )
         return self
 
 

@@ -243,6 +243,10 @@ class ChunkDeltas:
     def row_keys(self) -> list[str]:
         return [day_row_key(day) for day in self.days]
 
+    def hours(self) -> set[str]:
+        """The UTC hours whose cells these deltas change."""
+        return {hour for per_meter in self.days.values() for delta in per_meter.values() for hour in delta.hours}
+
 
 def chunk_deltas(events: Iterable[PlannedEvent]) -> ChunkDeltas:
     deltas = ChunkDeltas()

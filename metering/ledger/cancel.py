@@ -98,6 +98,7 @@ def subtraction(
         coverage={},
         now=now,
         today=block if in_state else state.data.get("today"),
+        hours={marker.hour},
     )
     operations: list[Operation] = [cancel]
     if not in_state:

@@ -177,7 +177,15 @@ def operations(
         ops.append((write(key, rows.day_row(block, now), day_rows[key]), ROW))
     first = chunk[0]
     base = state.data if state is not None else rows.new_state(first.event.tenant_id, first.period)
-    data = rows.apply_to_state(base, deltas=deltas, new_distinct=new_in_period, coverage=coverage, now=now, today=today)
+    data = rows.apply_to_state(
+        base,
+        deltas=deltas,
+        new_distinct=new_in_period,
+        coverage=coverage,
+        now=now,
+        today=today,
+        hours=deltas.hours(),
+    )
     ops.append((write(STATE_ROW, data, state), ROW))
     return ops
 

@@ -7,6 +7,7 @@ are cells (exact figures with their event counts); the HTTP layer turns them int
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -17,7 +18,7 @@ from metering.core.meters import Aggregation, GroupKind, Meter, MeterCatalog
 from metering.core.periods import BillingPeriod, Granularity, PeriodSchedule, PeriodStatus, periods_between
 from metering.ledger.cells import Cell, combine
 from metering.ledger.control import closed_through
-from metering.ledger.keys import STATE_ROW, day_row_key, days, partition_key
+from metering.ledger.keys import SHARDS, STATE_ROW, day_row_key, days, partition_key
 from metering.ledger.rows import DayBlock, StateRow, combine_blocks
 from metering.stores import Store
 
@@ -99,6 +100,20 @@ class GroupUsage(_Figures):
     kind: GroupKind = GroupKind.VALUE
 
 
+@dataclass(frozen=True, slots=True)
+class PeriodChanges:
+    """What changed in a tenant's period since a reader last looked (the exporters' view of it).
+
+    `token` stands for the figures as they are now (per shard, the version of its state row): give it back as
+    `since` to learn what changed after. `hours` are the UTC hours whose cells changed since then, or None when
+    every hour may have (a first look, or more hours changed than the state rows keep a list of)."""
+
+    token: dict[str, int]
+    hours: frozenset[str] | None
+    cells: dict[str, Cell]
+    closed: bool
+
+
 class UsageReader:
     def __init__(
         self, store: Store, catalog: MeterCatalog, schedule: PeriodSchedule, *, clock: Clock = utc_now
@@ -150,6 +165,64 @@ class UsageReader:
             for metric, cell in sorted(state.totals().items())
             if (meter := self.catalog.get(metric)) is not None and cell.count > 0
         ]
+
+    def changes(self, tenant_id: str, period: BillingPeriod, since: Mapping[str, int] | None) -> PeriodChanges:
+        """The period's figures per meter and the hours changed since `since` (a token this returned before)."""
+        token: dict[str, int] = {}
+        hours: set[str] | None = set()
+        shard_cells: list[dict[str, Cell]] = []
+        closed = self._passed_by_closer(period)
+        for shard in SHARDS:
+            row = self.store.usage.read(partition_key(tenant_id, period, shard), [STATE_ROW]).get(STATE_ROW)
+            state = StateRow(row.data) if row is not None else None
+            name = str(shard)
+            token[name] = state.version if state is not None else 0
+            if state is None:
+                continue
+            closed = closed or state.is_closed
+            shard_cells.append(state.totals())
+            seen = None if since is None else since.get(name)
+            if hours is None or seen == token[name]:
+                continue
+            if seen is None or seen < state.changes_floor:
+                hours = None
+            else:
+                hours |= {hour for hour, version in state.changed_hours.items() if version > seen}
+        cells: dict[str, Cell] = {}
+        for metric in {metric for found in shard_cells for metric in found}:
+            meter = self.catalog.get(metric)
+            if meter is not None:
+                combined = combine(meter.aggregation, [found.get(metric) for found in shard_cells])
+                if combined is not None:
+                    cells[metric] = combined
+        return PeriodChanges(token, None if hours is None else frozenset(hours), cells, closed)
+
+    def hour_cells(
+        self, tenant_id: str, period: BillingPeriod, hours: Collection[str] | None
+    ) -> dict[str, dict[str, Cell]]:
+        """Per meter, the cells of the period's UTC `hours` that have any (every hour of it when None). Meters
+        without hour cells (unique_count) are absent."""
+        if hours is not None and not hours:
+            return {}
+        if hours is None:
+            first, last = None, None
+        else:
+            starts = [datetime.fromisoformat(hour + ":00:00+00:00") for hour in hours]
+            # An hour of a tenant whose offset is not whole hours falls on two local days.
+            first = self.schedule.day_of(tenant_id, max(min(starts), period.start))
+            last = self.schedule.day_of(tenant_id, min(max(starts) + timedelta(minutes=59, seconds=59), period.end))
+        found: dict[str, dict[str, Cell]] = {}
+        for block in self._day_blocks(tenant_id, [period], first, last).values():
+            for metric in block.data["m"]:
+                meter = self.catalog.get(metric)
+                cells = block.meter(metric)
+                if meter is None or cells is None:
+                    continue
+                for hour, cell in cells.hours():
+                    if hours is None or hour in hours:
+                        per_hour = found.setdefault(metric, {})
+                        per_hour[hour] = combine(meter.aggregation, [per_hour.get(hour), cell]) or cell
+        return found
 
     def _passed_by_closer(self, period: BillingPeriod) -> bool:
         """A period without usage has no state row to close: it is closed once the closer has passed its end."""

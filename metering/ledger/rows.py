@@ -1,8 +1,9 @@
 """The rows of one store partition (tenant, billing period, shard): their shapes, typed views of them, and how
 deltas change them. The one place that reads or writes a usage row's fields; keys.py names the rows.
 
-    s          period state: status, period totals per meter, carried adjustments, applied hub positions, and
-               the block of the latest day (its cells are written here, not in its day row)
+    s          period state: status, period totals per meter, carried adjustments, applied hub positions, the
+               block of the latest day (its cells are written here, not in its day row), and what changed
+               lately (a version and the UTC hours changed at it), so the exporters read only those hours
     d|<day>    one tenant-local day's block: per meter the day cell, UTC hour cells and groups (per dimension
                its values' cells, the overflow cell and the cell of events without the dimension)
     m|<...>    dedupe marker: the event's payload hash and its contribution (what a cancel subtracts)
@@ -23,7 +24,7 @@ commit succeeds. Views (`StateRow`, `DayBlock`, `Marker`, `UniqueRow`) read a ro
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -57,6 +58,10 @@ _CELL_ROOM = 48
 MAX_INTERVALS = 8
 # Event Hubs has at most 32 partitions; the dev host names a new one each run. Forgetting one is as safe.
 MAX_HUB_PARTITIONS = 32
+# The UTC hours whose figures changed most recently, each with the version it last changed at. Past the bound
+# the oldest is forgotten and the floor rises to its version: a reader that saw less than the floor looks at
+# every hour again (billing/exports), so forgetting costs a wider read, never a missed change.
+MAX_CHANGED_HOURS = 48
 
 
 # -- views ----------------------------------------------------------------------------------------------------
@@ -172,6 +177,21 @@ class StateRow:
         """The meter catalog the period was closed with."""
         return self.data.get("catalog")
 
+    @property
+    def version(self) -> int:
+        """Grows with every commit that changes a figure of the partition (aggregator commits and cancels)."""
+        return int(self.data.get("xv", 0))
+
+    @property
+    def changed_hours(self) -> dict[str, int]:
+        """The UTC hours changed lately, each with the version it last changed at."""
+        return dict(self.data.get("xh", {}))
+
+    @property
+    def changes_floor(self) -> int:
+        """The highest version of a changed hour no longer listed: a reader that saw less must look at all."""
+        return int(self.data.get("xf", 0))
+
     def covers(self, position: Position) -> bool:
         """Whether a hub position is inside an interval this partition recorded as fully applied."""
         return any(lo <= position.sequence <= hi for lo, hi in self.data["wm"].get(position.partition, ()))
@@ -266,7 +286,9 @@ def apply_to_state(
     coverage: Mapping[str, tuple[int, int]],
     now: str,
     today: dict[str, Any] | None,
+    hours: Collection[str] = (),
 ) -> dict[str, Any]:
+    """The state row with a commit's deltas applied; `hours` are the UTC hours whose cells the commit changes."""
     totals = dict(state["totals"])
     for name, delta in deltas.totals.items():
         kind = deltas.meters[name].aggregation
@@ -285,7 +307,21 @@ def apply_to_state(
     updated = {**state, "totals": totals, "wm": watermarks, "today": today, "updated": now}
     if adjustments:
         updated["adj"] = adjustments
+    updated.update(_changes(state, hours))
     return updated
+
+
+def _changes(state: Mapping[str, Any], hours: Collection[str]) -> dict[str, Any]:
+    version = int(state.get("xv", 0)) + 1
+    changed = dict(state.get("xh", {}))
+    for hour in sorted(hours):
+        changed.pop(hour, None)  # re-inserted last: the order is the order of change
+        changed[hour] = version
+    floor = int(state.get("xf", 0))
+    while len(changed) > MAX_CHANGED_HOURS:
+        oldest = min(changed, key=lambda hour: (changed[hour], hour))
+        floor = max(floor, changed.pop(oldest))
+    return {"xv": version, "xh": changed, "xf": floor}
 
 
 def add_to_block(

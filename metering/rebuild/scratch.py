@@ -30,6 +30,7 @@ _TABLES = {
     "late_events_table": "lateevents",
     "control_table": "control",
     "journal_table": "journal",
+    "exports_table": "exports",
 }
 
 

@@ -155,6 +155,8 @@ class Store(Protocol):
     journal: RowTable
     # The open-period index, the hub's applied positions, alert records and the outbox.
     control: RowTable
+    # What each billing target (Stripe, the Azure Marketplace) was sent and acknowledged: billing/exports/rows.py.
+    exports: RowTable
 
     def ensure_ready(self) -> None:
         """Create what the store may create, check the rest exists; raise with a clear message if not."""

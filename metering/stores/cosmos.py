@@ -60,6 +60,7 @@ CONTAINERS = {
     "late_events": "lateevents",
     "control": "control",
     "journal": "journal",
+    "exports": "exports",
 }
 PARTITION_KEY_PATH = "/pk"
 # A failed precondition inside a batch or a single request: the row to create exists (409), the row changed
@@ -289,6 +290,7 @@ class CosmosStore:
         self.late_events = rows("late_events")
         self.control = rows("control")
         self.journal = rows("journal")
+        self.exports = rows("exports")
 
     @classmethod
     def from_key(

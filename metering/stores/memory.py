@@ -140,6 +140,7 @@ class MemoryStore:
         self.late_events = MemoryRows(prefix + "lateevents")
         self.control = MemoryRows(prefix + "control")
         self.journal = MemoryRows(prefix + "journal")
+        self.exports = MemoryRows(prefix + "exports")
 
     def ensure_ready(self) -> None:
         pass

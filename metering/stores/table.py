@@ -211,6 +211,7 @@ class TableStore:
         late_events_table: str | None = None,
         control_table: str | None = None,
         journal_table: str | None = None,
+        exports_table: str | None = None,
     ) -> None:
         self._service = service
 
@@ -226,6 +227,7 @@ class TableStore:
         self.late_events = rows(late_events_table, "late")
         self.control = rows(control_table, "control")
         self.journal = rows(journal_table, "journal")
+        self.exports = rows(exports_table, "exports")
         self._all = (
             self.usage,
             self.conflicts,
@@ -235,6 +237,7 @@ class TableStore:
             self.late_events,
             self.control,
             self.journal,
+            self.exports,
         )
 
     @classmethod

@@ -2,14 +2,18 @@
 rules a change must keep. directory.py reads and writes them.
 
     <tenant> | settings    {"plan", "limits": {<metric>: {"soft", "hard"}},
-                            "terms": [{"from", "anchor", "tz"}], "plans": [{"from", "plan"}], "updated",
-                            "tnb": <tokens_not_before, when set>}
+                            "terms": [{"from", "anchor", "tz"}], "plans": [{"from", "plan"}],
+                            "links": {"stripe_customer_id", "marketplace_resource_id", "marketplace_plan_id"},
+                            "updated", "tnb": <tokens_not_before, when set>}
+
+`links` name the tenant at the billing targets its usage is exported to (billing/exports/).
 
 Plans have a history like the billing terms (plan_history.py): a period is rated with the plan in force at its end.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +45,17 @@ from metering.tenants.plan_history import PlanHistory, change_plan, history_from
 SETTINGS_ROW = "settings"
 # How far ahead of the server's clock a revocation instant may be: a client's clock runs a little ahead.
 TOKENS_NOT_BEFORE_SKEW = timedelta(minutes=5)
+# Stripe ids are ASCII letters, digits and underscores (cus_...); a Marketplace resource id is a SaaS subscription
+# GUID or a managed application's resource usage id; a plan id is the offer's plan id.
+STRIPE_CUSTOMER_PATTERN = r"^[A-Za-z0-9_]{1,255}$"
+MARKETPLACE_RESOURCE_PATTERN = r"^[A-Za-z0-9._:/()-]{1,512}$"
+MARKETPLACE_PLAN_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
+LINK_FIELDS = ("stripe_customer_id", "marketplace_resource_id", "marketplace_plan_id")
+
+
+def _link(pattern: str) -> Any:
+    # An empty string removes the link.
+    return Annotated[str, Field(pattern=f"(?:{pattern})|^$")] | None
 
 
 class LimitPair(BaseModel):
@@ -63,6 +78,11 @@ class TenantUpdate(BaseModel):
     timezone: str | None = None
     # Portal tokens issued before this instant are refused ("now": the server's clock); it only moves forward.
     tokens_not_before: AwareDatetime | Literal["now"] | None = None
+    # Billing targets: the Stripe customer, and the Marketplace resource and plan, usage is exported to; an
+    # empty string removes one.
+    stripe_customer_id: _link(STRIPE_CUSTOMER_PATTERN) = None
+    marketplace_resource_id: _link(MARKETPLACE_RESOURCE_PATTERN) = None
+    marketplace_plan_id: _link(MARKETPLACE_PLAN_PATTERN) = None
 
 
 class PeriodView(BaseModel):
@@ -98,6 +118,9 @@ class TenantSettings(BaseModel):
     plan_history: list[PlanChangeView] = Field(default_factory=list)
     # Portal tokens issued before it are refused (null: none revoked).
     tokens_not_before: datetime | None = None
+    stripe_customer_id: str | None = None
+    marketplace_resource_id: str | None = None
+    marketplace_plan_id: str | None = None
 
 
 class TenantError(ValueError):
@@ -118,6 +141,11 @@ class TenantRecord:
     etag: str | None = None
     plans: PlanHistory = ()
     tokens_not_before: datetime | None = None
+    # Billing target links by field name (LINK_FIELDS); absent: not linked.
+    links: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def link(self, name: str) -> str | None:
+        return self.links.get(name)
 
     def to_json(self, now: str) -> dict[str, Any]:
         data = {
@@ -134,6 +162,7 @@ class TenantRecord:
                 for t in self.history
             ],
             "plans": history_json(self.plans),
+            "links": dict(self.links),
             "updated": now,
         }
         if self.tokens_not_before is not None:
@@ -160,6 +189,7 @@ class TenantRecord:
             row.etag,
             history_from_json(data.get("plans"), data["plan"]),
             None if revoked is None else datetime.fromisoformat(revoked),
+            dict(data.get("links", {})),
         )
 
 
@@ -192,6 +222,7 @@ def settings_view(tenant_id: str, record: TenantRecord, default_plan: str, now: 
         ],
         plan_history=[PlanChangeView(plan=c.plan, effective_from=c.effective_from) for c in record.plans],
         tokens_not_before=record.tokens_not_before,
+        **{name: record.link(name) for name in LINK_FIELDS},
     )
 
 
@@ -240,10 +271,11 @@ def apply_change(
     else:
         # Pending terms are compared with what is in force: changing back before they apply cancels them.
         history = change_terms(history, terms, not_before)
+    links = _changed_links(current.links, change, errors)
     revoked = _tokens_not_before(current.tokens_not_before, change.tokens_not_before, now, errors)
     if errors:
         raise TenantError(errors)
-    return TenantRecord(plan, limits, history, plans=plan_changes, tokens_not_before=revoked)
+    return TenantRecord(plan, limits, history, plans=plan_changes, tokens_not_before=revoked, links=links)
 
 
 def _tokens_not_before(
@@ -268,6 +300,22 @@ def _tokens_not_before(
         # An instant a little ahead (a client's clock) is now: every token issued so far is revoked either way.
         return min(instant, now)
     return current
+
+
+def _changed_links(current: Mapping[str, str], change: TenantUpdate, errors: list[FieldError]) -> dict[str, str]:
+    links = dict(current)
+    for name in LINK_FIELDS:
+        value = getattr(change, name)
+        if value == "":
+            links.pop(name, None)
+        elif value is not None:
+            links[name] = value
+    if ("marketplace_resource_id" in links) != ("marketplace_plan_id" in links):
+        missing = "marketplace_plan_id" if "marketplace_resource_id" in links else "marketplace_resource_id"
+        errors.append(
+            FieldError(0, missing, "is needed too: a Marketplace usage event names both the resource and its plan")
+        )
+    return links
 
 
 def _plan_start(

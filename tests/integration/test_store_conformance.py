@@ -124,11 +124,11 @@ def test_delete_is_idempotent_and_spans_several_groups(store):
 
 def test_every_table_is_its_own(store):
     tables = [store.usage, store.conflicts, store.dead_letters, store.tenants, store.statements]
-    tables += [store.late_events, store.control]
-    assert len({table.name for table in tables}) == 7
+    tables += [store.late_events, store.control, store.journal, store.exports]
+    assert len({table.name for table in tables}) == 9
     for i, table in enumerate(tables):
         table.upsert("p", "k", {"table": i})
-    assert [table.read("p", ["k"])["k"].data for table in tables] == [{"table": i} for i in range(7)]
+    assert [table.read("p", ["k"])["k"].data for table in tables] == [{"table": i} for i in range(9)]
 
 
 def test_concurrent_writers_of_one_row_one_wins(atomic_store):

@@ -59,6 +59,8 @@ def test_http_routes_methods_and_auth_levels():
         "portal_quota": ("portal/{tenant_id}/data/quota/{metric}", ["GET"], "ANONYMOUS"),
         "portal_invoice_preview": ("portal/{tenant_id}/data/invoices/preview", ["GET"], "ANONYMOUS"),
         "portal_statements": ("portal/{tenant_id}/data/statements", ["GET"], "ANONYMOUS"),
+        "manage_exports_run": ("manage/exports/run", ["POST"], "ADMIN"),
+        "manage_exports": ("manage/exports/{tenant_id}", ["GET"], "ADMIN"),
     }
     # The host reserves routes and function names that start with "admin".
     assert not any(name.startswith("admin") or route.startswith("admin") for name, (route, _, _) in routes.items())
@@ -85,6 +87,11 @@ def test_close_periods_timer_takes_its_schedule_from_a_setting():
 def test_webhook_deliveries_timer_takes_its_schedule_from_a_setting():
     timer = trigger("deliver_webhooks")
     assert (timer["type"], timer["schedule"]) == ("timerTrigger", "%DELIVER_WEBHOOKS_SCHEDULE%")
+
+
+def test_export_timer_takes_its_schedule_from_a_setting():
+    timer = trigger("export_usage")
+    assert (timer["type"], timer["schedule"]) == ("timerTrigger", "%EXPORT_SCHEDULE%")
 
 
 def test_host_json_event_hub_batches_and_bundle(project_root):

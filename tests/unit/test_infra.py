@@ -30,14 +30,24 @@ LOCAL_ONLY = {
     "COSMOS_KEY",
     # Commits without a transactional batch, for the local Cosmos server only (refused for any non-loopback endpoint).
     "COSMOS_NON_ATOMIC_LOCAL",
+    # The billing targets' API bases: tests point them at local servers; in Azure the services' own.
+    "METERING_STRIPE_API_BASE",
+    "METERING_MARKETPLACE_API_BASE",
 }
 
 # Secrets the platform reads from Key Vault with the app's identity (a Key Vault reference is the setting's value),
 # with a valid stand-in for what the reference resolves to.
 KEY_VAULT_REFERENCES = {
     "METERING_WEBHOOK_SECRET": "whsec_" + "A" * 32,
+    "METERING_STRIPE_API_KEY": "sk_live_x",
     "METERING_PORTAL_SECRET": "p" * 32,
     "METERING_PORTAL_SECRET_PREVIOUS": "q" * 32,
+}
+# The secret each reference names, in the stack's own vault (keyvault.bicep). The portal's are secrets the operator
+# names by URI (they exist only once the portal is wanted, the previous one only during a rotation).
+KEY_VAULT_SECRETS = {
+    "METERING_WEBHOOK_SECRET": "metering-webhook-secret",
+    "METERING_STRIPE_API_KEY": "metering-stripe-api-key",
 }
 KEY_VAULT_REFERENCE = re.compile(r"^'@Microsoft\.KeyVault\(SecretUri=\$\{\w+\}\)'$")
 
@@ -46,8 +56,10 @@ AZURE_HOST_ONLY = {
     # Where the host sends telemetry, and the Entra token it needs for that; locally there is no Application Insights.
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
-    # The host does not run the webhook deliveries timer of an app without a receiver (locally it runs, idle).
+    # The host does not run the webhook deliveries timer of an app without a receiver, nor the export timer of an
+    # app without a billing target (locally they run, idle).
     "AzureWebJobs.deliver_webhooks.Disabled",
+    "AzureWebJobs.export_usage.Disabled",
 }
 LOCAL_HOST_ONLY = {
     # Core Tools needs it to start the Python worker; on Flex Consumption the runtime comes from functionAppConfig.
@@ -88,6 +100,8 @@ DOCUMENTED_ROLES = {
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
     "00000000-0000-0000-0000-000000000002": "Cosmos DB Built-in Data Contributor",
+    "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
+    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": "Key Vault Secrets Officer",
 }
 
 # Each grant the stack makes: the role, and the type of resource it is scoped to (the narrowest that works).
@@ -101,6 +115,9 @@ EXPECTED_GRANTS = {
     ("Cosmos DB Built-in Data Contributor", "Microsoft.DocumentDB/databaseAccounts"),
     # Event Hubs Capture, as the namespace's identity, on the archive container alone.
     ("Storage Blob Data Contributor", "Microsoft.Storage/storageAccounts/blobServices/containers"),
+    # The app reads the secrets its settings reference; whoever runs azd writes them (the postprovision hook).
+    ("Key Vault Secrets User", "Microsoft.KeyVault/vaults"),
+    ("Key Vault Secrets Officer", "Microsoft.KeyVault/vaults"),
 }
 
 # What each kind of connection needs besides __credential and __clientId to be identity-based.
@@ -242,6 +259,7 @@ def test_binding_expressions_are_set_in_azure_and_locally():
         "EVENTHUB_CONSUMER_GROUP",
         "CLOSE_PERIODS_SCHEDULE",
         "DELIVER_WEBHOOKS_SCHEDULE",
+        "EXPORT_SCHEDULE",
     }
     assert expressions - app_settings().keys() == set()
     assert expressions - local_settings().keys() == set()
@@ -290,14 +308,24 @@ def test_flex_consumption_settings_are_not_app_settings():
 def test_literal_setting_values_are_valid_for_the_app(monkeypatch: pytest.MonkeyPatch):
     for name in settings_read():
         monkeypatch.delenv(name, raising=False)
-    placeholder = "https://known.at.deployment.example/"
-    deployed = {name: placeholder if value is None else value for name, value in deployed_values().items()}
+    deployed = {name: _placeholder(name) if value is None else value for name, value in deployed_values().items()}
     deployed |= {name: value for name, value in KEY_VAULT_REFERENCES.items() if name in deployed}
     # The store is a deployment parameter (table or cosmos): both values must make valid settings.
     stores = [{**deployed, "METERING_STORE": kind} for kind in ("table", "cosmos")]
     for values in (*stores, local_settings()):
         settings = Settings.model_validate(values)
         assert load_catalog(settings.meters_file).meters, "the empty catalog setting means the packaged catalog"
+
+
+def _placeholder(setting: str) -> str:
+    """A value the deployment knows, of the type the setting takes (an endpoint, a client ID, a flag, a number)."""
+    field = next((f for f in Settings.model_fields.values() if f.validation_alias == setting), None)
+    annotation = str(field.annotation) if field is not None else "str"
+    if "bool" in annotation:
+        return "true"
+    if "int" in annotation or "float" in annotation:
+        return "1"
+    return "https://known.at.deployment.example/"
 
 
 def test_data_names_are_the_same_in_azure_and_locally_and_all_declared():
@@ -363,6 +391,7 @@ def test_cosmos_is_serverless_keyless_and_declares_its_containers():
         "conflicts",
         "deadletters",
         "journal",
+        "exports",
     ]
 
 
@@ -396,13 +425,53 @@ def test_function_app_runs_on_flex_consumption():
     }
 
 
-def test_the_webhook_timer_runs_only_with_a_receiver():
+def test_the_webhook_timer_runs_only_with_a_receiver_and_the_export_timer_only_with_a_target():
     functions = {f.get_function_name() for f in discover("function_app")}
     disabled = {name for name in app_settings() if name.startswith("AzureWebJobs.") and name.endswith(".Disabled")}
-    assert disabled == {"AzureWebJobs.deliver_webhooks.Disabled"}
+    assert disabled == {"AzureWebJobs.deliver_webhooks.Disabled", "AzureWebJobs.export_usage.Disabled"}
     assert {name.split(".")[1] for name in disabled} <= functions
     value = app_settings()["AzureWebJobs.deliver_webhooks.Disabled"]
     assert text(value) == "empty(webhookUrl) ? 'true' : 'false'"
+    value = app_settings()["AzureWebJobs.export_usage.Disabled"]
+    assert text(value) == "(stripeEnabled || marketplaceEnabled) ? 'false' : 'true'"
+
+
+def test_secrets_live_in_one_vault_the_stack_declares_and_the_app_reads_with_its_identity():
+    vault = one(bicep("modules/keyvault.bicep").of_type("Microsoft.KeyVault/vaults"))
+    assert literal(prop(vault.body, "properties", "enableRbacAuthorization")) is True
+    assert literal(prop(vault.body, "properties", "enableSoftDelete")) is True
+    assert text(prop(main().modules["functionApp"].body, "params", "keyVaultUri")) == "keyVault.outputs.uri"
+    assert "webhookSecretUri" not in main().params, "an operator-owned vault: the stack declares its own"
+    variables = function_app().variables
+    for setting, secret in KEY_VAULT_SECRETS.items():
+        uri = text(app_settings()[setting]).split("${")[1].split("}")[0]
+        assert text(variables[uri]) == f"'${{keyVaultUri}}secrets/{secret}'", setting
+        assert secret in (INFRA / "modules/keyvault.bicep").read_text(encoding="utf-8")
+
+
+def test_the_webhook_secret_is_generated_once_by_an_azd_hook():
+    project = yaml.safe_load((ROOT / "azure.yaml").read_text(encoding="utf-8"))
+    hook = project["hooks"]["postprovision"]["posix"]
+    assert hook["shell"] == "sh"
+    script = (ROOT / hook["run"]).read_text(encoding="utf-8")
+    # It creates the secret only where reading it says it does not exist: never on a later `azd up`.
+    show, create = script.index("az keyvault secret show"), script.index("az keyvault secret set")
+    assert show < script.index("SecretNotFound") < create
+    assert script[show:create].count("exit 0") == 1
+    assert "metering-webhook-secret" in script
+    assert "openssl rand -base64 32" in script  # 32 bytes: within the 24 to 64 the app checks at start
+    assert "AZURE_KEY_VAULT_NAME" in main().outputs
+
+
+def test_the_marketplace_identity_holds_no_role_and_is_the_one_its_settings_name():
+    assert text(prop(main().modules["marketplaceIdentity"].body, "params", "name")).startswith("'id-metering-market")
+    roles = text(prop(main().modules["roles"].body))
+    assert "marketplaceIdentity" not in roles
+    site = one(function_app().of_type("Microsoft.Web/sites"))
+    assert "'${marketplaceIdentityId}': {}" in text(prop(site.body, "identity", "userAssignedIdentities"))
+    assert text(app_settings()["METERING_MARKETPLACE_IDENTITY_CLIENT_ID"]) == "marketplaceIdentityClientId"
+    passed = text(prop(main().modules["functionApp"].body, "params", "marketplaceIdentityClientId"))
+    assert passed == "marketplaceIdentity.outputs.clientId"
 
 
 def test_no_key_reaches_a_setting_or_an_output():
