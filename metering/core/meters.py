@@ -64,6 +64,14 @@ class Meter(BaseModel):
     group_by: tuple[Dimension, ...] = ()
     allow_negative: bool = False
     max_group_values: int = Field(DEFAULT_MAX_GROUP_VALUES, ge=1, le=MAX_GROUP_VALUES_LIMIT)
+    # Events may carry a sample_weight (one kept in k): figures are estimates with an error bound, so such a
+    # meter is for analytics, never for limits or invoices.
+    sampling: bool = False
+
+    @property
+    def is_sampled(self) -> bool:
+        """Whether the meter's figures are estimates from sampled events: plans may neither limit nor price it."""
+        return self.sampling
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -82,6 +90,10 @@ class Meter(BaseModel):
             raise ValueError(f"allow_negative has no meaning for a {self.aggregation} meter")
         if len(set(self.group_by)) != len(self.group_by):
             raise ValueError("group_by lists a dimension twice")
+        if self.sampling and not self.aggregation.is_additive:
+            raise ValueError(
+                f"sampling applies to sum and count meters only: a sampled {self.aggregation} cannot be estimated"
+            )
         return self
 
 
