@@ -24,7 +24,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 @app.route(route="events", methods=["POST"])
 @http_function
 def ingest(req: func.HttpRequest) -> func.HttpResponse:
-    return http_response(services().http.ingest(req.get_body(), req.headers.get("content-type")))
+    return http_response(services().http.ingest(req.get_body(), req.headers.get("content-type"), req.headers))
 
 
 @app.function_name("cancel_event")

@@ -8,8 +8,9 @@ nothing but the core.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from metering.core.decimals import DecimalText
 from metering.core.limits import Decision
@@ -21,6 +22,23 @@ DEV_HOST_URL = "http://127.0.0.1:7071/api"
 # A request of events: at most this many bytes and events.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_EVENTS = 1000
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+# A sampled meter's figures are estimates: reads add these two, and other meters' reads are as they always were.
+def _estimate() -> Any:
+    return Field(None, exclude_if=_absent, description="true: the figure is an estimate from sampled events")
+
+
+def _error_bound() -> Any:
+    return Field(
+        None,
+        exclude_if=_absent,
+        description="Sampled meters: the estimate's 95% error bound (1.96 standard errors, rounded up to 12 places)",
+    )
 
 
 class Accepted(BaseModel):
@@ -45,6 +63,8 @@ class UsageAggregate(BaseModel):
     total: DecimalText
     event_count: int
     last_updated: datetime | None
+    estimate: bool | None = _estimate()
+    error_bound: DecimalText | None = _error_bound()
 
 
 class GroupTotal(BaseModel):
@@ -58,6 +78,8 @@ class GroupTotal(BaseModel):
     total: DecimalText
     event_count: int
     kind: GroupKind = GroupKind.VALUE
+    estimate: bool | None = _estimate()
+    error_bound: DecimalText | None = _error_bound()
 
 
 class UsageResponse(UsageAggregate):
@@ -73,6 +95,8 @@ class UsageBucket(BaseModel):
     end: datetime
     total: DecimalText
     event_count: int
+    estimate: bool | None = _estimate()
+    error_bound: DecimalText | None = _error_bound()
 
 
 class HistoryResponse(BaseModel):

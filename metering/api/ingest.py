@@ -1,13 +1,16 @@
-"""POST /api/events: the body as events, handed to the ingest service, and its outcome as a response."""
+"""POST /api/events: the body as events (JSON, or CloudEvents in structured or binary mode), handed to the ingest
+service, and its outcome as a response."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
+from metering.api import cloud_binary
 from metering.api.contract import MAX_BODY_BYTES, MAX_EVENTS, Accepted
 from metering.api.http import OUTAGES, Response, ok, problem, unavailable
-from metering.core.events import BodyError, decode_json
+from metering.core.events import BodyError, UsageEvent, decode_json
 from metering.ingest.service import IngestService, InvalidEvents, OverBurst, RateLimited
 from metering.transport import PublishError
 
@@ -22,9 +25,11 @@ class Ingest:
     def __init__(self, service: IngestService) -> None:
         self.service = service
 
-    def __call__(self, body: bytes, content_type: str | None) -> Response:
+    def __call__(self, body: bytes, content_type: str | None, headers: Mapping[str, str] | None = None) -> Response:
         if len(body) > MAX_BODY_BYTES:
             return problem(413, "Payload too large", f"the body is {len(body)} bytes; at most {MAX_BODY_BYTES}")
+        if headers is not None and cloud_binary.is_binary(headers):
+            return self._binary(body, headers)
         media = (content_type or "").split(";")[0].strip().lower()
         if media not in JSON_TYPES | {CLOUD_EVENT, CLOUD_EVENT_BATCH}:
             return problem(
@@ -44,6 +49,28 @@ class Ingest:
             events = self.service.prepare(items, cloud=media != "application/json")
         except InvalidEvents as error:
             return problem(422, "Invalid events", f"{error}; none was accepted", errors=error.errors)
+        return self._accept(events)
+
+    def _binary(self, body: bytes, headers: Mapping[str, str]) -> Response:
+        """One CloudEvent in binary mode: its attributes in ce- headers, its data (a JSON object) as the body."""
+        try:
+            data = decode_json(body)
+        except BodyError as error:
+            return problem(400, "Bad request", f"a binary-mode CloudEvent's data must be JSON: {error}")
+        if not isinstance(data, dict):
+            return problem(400, "Bad request", "a binary-mode CloudEvent's data is one JSON object (quantity, ...)")
+        try:
+            item = cloud_binary.structured(headers, data)
+        except cloud_binary.HeaderError as error:
+            return problem(422, "Invalid events", f"{error}; none was accepted", errors=[error.error])
+        try:
+            events = self.service.prepare([item], cloud=True)
+        except InvalidEvents as error:
+            errors = cloud_binary.binary_errors(error.errors)
+            return problem(422, "Invalid events", f"{error}; none was accepted", errors=errors)
+        return self._accept(events)
+
+    def _accept(self, events: list[UsageEvent]) -> Response:
         ids = [e.event_id or "" for e in events]
         try:
             taken = self.service.take(events)

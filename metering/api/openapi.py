@@ -22,7 +22,7 @@ from metering.billing.cancels import CancelResult
 from metering.billing.exports.reconcile import ExportReconciliation
 from metering.billing.invoices import InvoicePreview
 from metering.billing.statements import Statement
-from metering.core.events import TENANT_PATTERN, UsageEvent
+from metering.core.events import MAX_COUNT, MAX_SAMPLE_WEIGHT, TENANT_PATTERN, UsageEvent
 from metering.core.meters import MeterCatalog
 from metering.ingest.health import Health
 from metering.portal.overview import PortalOverview
@@ -64,6 +64,8 @@ class UsageEventData(BaseModel):
     resource_id: str | None = None
     dimensions: dict[str, str] | None = None
     idempotency_key: str | None = None
+    count: int | None = Field(None, ge=1, le=MAX_COUNT, description="As in UsageEvent")
+    sample_weight: int | None = Field(None, ge=1, le=MAX_SAMPLE_WEIGHT, description="As in UsageEvent")
 
 
 class UsageCloudEvent(BaseModel):
@@ -257,6 +259,22 @@ def _query(name: str, description: str, required: bool = False, **schema: Any) -
     }
 
 
+def _binary_mode_headers(metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """A CloudEvent in binary mode: its attributes as percent-encoded `ce-` headers, its data as the body."""
+    attributes = {
+        "ce-specversion": ("Binary mode: present (1.0) whatever the content type; the body is the data", {}),
+        "ce-id": ("event_id", {}),
+        "ce-source": ("source", {}),
+        "ce-type": ("metric", {"enum": list(metrics)}),
+        "ce-subject": ("tenant_id", {}),
+        "ce-time": ("timestamp, RFC 3339", {}),
+    }
+    return [
+        {"name": name, "in": "header", "required": False, "description": text, "schema": {"type": "string", **extra}}
+        for name, (text, extra) in attributes.items()
+    ]
+
+
 def document(catalog: MeterCatalog) -> dict[str, Any]:
     """The document for this deployment: a meter's name is one of its catalog's, wherever a request names one
     (a path's `metric`, an event's `metric`, a CloudEvent's `type`), so a client generated from the document, or
@@ -264,6 +282,7 @@ def document(catalog: MeterCatalog) -> dict[str, Any]:
     models: list[tuple[type[BaseModel], Any]] = [
         (UsageEvent, "validation"),
         (UsageCloudEvent, "validation"),
+        (UsageEventData, "validation"),
         (Accepted, "serialization"),
         (Problem, "serialization"),
         (UsageResponse, "serialization"),
@@ -336,11 +355,15 @@ def _core_paths(catalog: MeterCatalog, events_body: dict[str, Any]) -> dict[str,
         "/events": {
             "post": {
                 "summary": "Record usage events (all or nothing)",
+                "description": "JSON events, or CloudEvents in structured mode (the cloudevents media types) "
+                "or, with a ce-specversion header, one in binary mode: its attributes in the ce- headers and "
+                "its data (UsageEventData) as the JSON body",
                 "operationId": "recordEvents",
+                "parameters": _binary_mode_headers(catalog.names),
                 "requestBody": {
                     "required": True,
                     "content": {
-                        "application/json": {"schema": events_body},
+                        "application/json": {"schema": {"oneOf": [*events_body["oneOf"], _ref("UsageEventData")]}},
                         "application/cloudevents+json": {"schema": _ref("UsageCloudEvent")},
                         "application/cloudevents-batch+json": {
                             "schema": {"type": "array", "items": _ref("UsageCloudEvent"), "maxItems": MAX_EVENTS}

@@ -1,4 +1,5 @@
-"""The Python client for apps: typed calls for every route, and buffered writers that batch and retry.
+"""The Python client for apps: typed calls for every route, and writers that batch and retry: buffered (every
+event), aggregating (one event per key and window) and sampling (one event in k of a sampled meter).
 
 from metering.client import BufferedUsageWriter, MeteringClient
 
@@ -15,6 +16,7 @@ from metering.api.contract import (
     UsageBucket,
     UsageResponse,
 )
+from metering.client.aggregating import AggregatingUsageWriter, AsyncAggregatingUsageWriter
 from metering.client.buffer import Backoff, CloseReport, RejectedEvent, WriterStats
 from metering.client.errors import (
     BadRequest,
@@ -48,6 +50,7 @@ from metering.client.manage import (
     WebhookRedrive,
 )
 from metering.client.recording import new_event
+from metering.client.sampling import AsyncSamplingUsageWriter, SamplingUsageWriter
 from metering.client.writer import AsyncBufferedUsageWriter, BufferedUsageWriter, BufferFull, WriterClosed
 from metering.core.events import FieldError, UsageEvent
 from metering.core.limits import Decision
@@ -56,8 +59,11 @@ from metering.core.periods import Granularity
 __all__ = [
     "DEFAULT_URL",
     "Accepted",
+    "AggregatingUsageWriter",
+    "AsyncAggregatingUsageWriter",
     "AsyncBufferedUsageWriter",
     "AsyncMeteringClient",
+    "AsyncSamplingUsageWriter",
     "Backoff",
     "BadRequest",
     "BufferFull",
@@ -90,6 +96,7 @@ __all__ = [
     "QuotaDecision",
     "RateLimited",
     "RejectedEvent",
+    "SamplingUsageWriter",
     "ServerError",
     "ServiceUnavailable",
     "Statement",

@@ -296,8 +296,8 @@ class MeteringClient(_Base):
 
     def record(self, tenant_id: str, metric: str, quantity: QuantityLike, **fields: Any) -> Accepted:
         """Send one event now. Keyword fields: source, timestamp, event_id, unit, user_id, resource_id,
-        dimensions, idempotency_key. Its id and timestamp are fixed first, so retrying this call with the same
-        event_id is safe."""
+        dimensions, idempotency_key, count, sample_weight. Its id and timestamp are fixed first, so retrying this
+        call with the same event_id is safe."""
         return self.send_encoded([encode(recorded(tenant_id, metric, quantity, fields, default_source=self.source))])
 
     def record_batch(self, events: Iterable[UsageEvent | Mapping[str, Any]]) -> Accepted:

@@ -32,6 +32,8 @@ def new_event(
     resource_id: str | None = None,
     dimensions: Mapping[str, str] | None = None,
     idempotency_key: str | None = None,
+    count: int | None = None,
+    sample_weight: int | None = None,
 ) -> UsageEvent:
     """A validated event with its id and timestamp fixed (now, and a random id, unless given)."""
     fields: dict[str, Any] = {
@@ -46,6 +48,8 @@ def new_event(
         "resource_id": resource_id,
         "dimensions": dict(dimensions or {}),
         "idempotency_key": idempotency_key,
+        "count": count,
+        "sample_weight": sample_weight,
     }
     return to_event(fields)
 

@@ -56,6 +56,10 @@ def subtract(a: Decimal, b: Decimal) -> Decimal:
     return EXACT.subtract(a, b)
 
 
+def multiply(a: Decimal, b: Decimal) -> Decimal:
+    return EXACT.multiply(a, b)
+
+
 def negate(value: Decimal) -> Decimal:
     """-value, exactly: unary minus rounds to the thread's default context (28 digits), and a total may hold 30."""
     return EXACT.minus(value)

@@ -36,6 +36,9 @@ from metering.core.clock import format_timestamp
 from metering.core.meters import DIMENSION_PATTERN, Aggregation, MeterCatalog
 
 TENANT_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# An event counted in bulk stands for at most this many events; a sampled one for at most this many (one kept in k).
+MAX_COUNT = 10**9
+MAX_SAMPLE_WEIGHT = 10**6
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 
 
@@ -45,26 +48,33 @@ def _printable(value: str) -> str:
     return value
 
 
-def _quantity(value: Any) -> Decimal:
-    """Exact quantities only: a JSON number with more digits than a double keeps is refused, not rounded."""
+def quantity_of(value: Any) -> Decimal:
+    """An exact quantity, or QuantityError naming the rule: a JSON number with more digits than a double keeps is
+    refused, not rounded."""
     if isinstance(value, bool):
+        raise decimals.QuantityError("must be a decimal number or a decimal string")
+    if isinstance(value, str):
+        quantity = decimals.from_str(value)
+    elif isinstance(value, int | Decimal | float):
+        # Numbers: JSON numbers decoded losslessly (int or Decimal), or floats from Python callers.
+        quantity = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        if not quantity.is_finite():
+            raise decimals.QuantityError("must be a finite number")
+        if decimals.significant_digits(quantity) > decimals.MAX_JSON_NUMBER_DIGITS:
+            raise decimals.QuantityError(
+                f"a JSON number may have at most {decimals.MAX_JSON_NUMBER_DIGITS} significant digits "
+                '(a double cannot hold more): send the quantity as a string, e.g. "1234567.890123456789"'
+            )
+    else:
+        raise decimals.QuantityError("must be a decimal number or a decimal string")
+    return decimals.check_bounds(quantity)
+
+
+def _quantity(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal | float):
         raise PydanticCustomError("quantity_type", "must be a decimal number or a decimal string")
     try:
-        if isinstance(value, str):
-            quantity = decimals.from_str(value)
-        elif isinstance(value, int | Decimal | float):
-            # Numbers: JSON numbers decoded losslessly (int or Decimal), or floats from Python callers.
-            quantity = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-            if not quantity.is_finite():
-                raise decimals.QuantityError("must be a finite number")
-            if decimals.significant_digits(quantity) > decimals.MAX_JSON_NUMBER_DIGITS:
-                raise decimals.QuantityError(
-                    f"a JSON number may have at most {decimals.MAX_JSON_NUMBER_DIGITS} significant digits "
-                    '(a double cannot hold more): send the quantity as a string, e.g. "1234567.890123456789"'
-                )
-        else:
-            raise PydanticCustomError("quantity_type", "must be a decimal number or a decimal string")
-        return decimals.check_bounds(quantity)
+        return quantity_of(value)
     except decimals.QuantityError as error:
         raise PydanticCustomError("quantity", str(error)) from None
 
@@ -89,6 +99,20 @@ def _timestamp(value: Any) -> datetime:
     return parsed.astimezone(UTC)
 
 
+def _whole(maximum: int) -> Any:
+    """An integer from 1 to `maximum`, as a JSON integer: never a boolean, a fraction or text, which a producer
+    would not send by mistake for a count."""
+
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PydanticCustomError("whole", "must be a JSON integer")
+        if not 1 <= value <= maximum:
+            raise PydanticCustomError("whole_range", "must be from 1 to {maximum}", {"maximum": maximum})
+        return value
+
+    return check
+
+
 Quantity = Annotated[Decimal, BeforeValidator(_quantity), PlainSerializer(decimals.to_str, return_type=str)]
 Timestamp = Annotated[datetime, BeforeValidator(_timestamp), PlainSerializer(format_timestamp, return_type=str)]
 TenantId = Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]
@@ -96,6 +120,8 @@ Token128 = Annotated[str, StringConstraints(min_length=1, max_length=128), After
 Text128 = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Text256 = Annotated[str, StringConstraints(max_length=256)]
 DimensionName = Annotated[str, StringConstraints(pattern=DIMENSION_PATTERN)]
+EventCount = Annotated[int, Field(ge=1, le=MAX_COUNT), BeforeValidator(_whole(MAX_COUNT))]
+SampleWeight = Annotated[int, Field(ge=1, le=MAX_SAMPLE_WEIGHT), BeforeValidator(_whole(MAX_SAMPLE_WEIGHT))]
 
 
 class UsageEvent(BaseModel):
@@ -117,6 +143,26 @@ class UsageEvent(BaseModel):
     resource_id: Text256 | None = None
     dimensions: Annotated[dict[DimensionName, Text256], Field(max_length=16)] = Field(default_factory=dict)
     idempotency_key: Token128 | None = None
+    count: EventCount | None = Field(
+        None,
+        description="How many events this one stands for (default 1): a count meter adds it to its total, every "
+        "meter to its event_count",
+    )
+    sample_weight: SampleWeight | None = Field(
+        None,
+        description="Only for meters with sampling = true: the event was kept as one in k and stands for k like "
+        "it (figures become estimates)",
+    )
+
+    @property
+    def counted(self) -> int:
+        """What the event adds to its meter's event_count: its `count`, 1 when it has none."""
+        return 1 if self.count is None else self.count
+
+    @property
+    def weight(self) -> int:
+        """Its sample weight, 1 when it was not sampled."""
+        return 1 if self.sample_weight is None else self.sample_weight
 
     @property
     def dedupe_key(self) -> str:
@@ -214,6 +260,10 @@ def check_against_catalog(
         errors.append(FieldError(index, "unit", f"must be {meter.unit!r} for {meter.name} (or left out)"))
     if event.quantity < 0 and not meter.allow_negative:
         errors.append(FieldError(index, "quantity", f"must not be negative: {meter.name} does not allow it"))
+    if event.sample_weight is not None and not meter.is_sampled:
+        errors.append(
+            FieldError(index, "sample_weight", f"only applies to sampled meters: {meter.name} is not sampled")
+        )
     if meter.aggregation is Aggregation.UNIQUE_COUNT and unique_value(event, meter.field) is None:
         errors.append(
             FieldError(index, meter.field or "field", f"is required: {meter.name} counts its distinct values")
@@ -263,6 +313,8 @@ def validate_events(
     The fast path validates the whole list in one pydantic call; only a list with errors is walked item by
     item, to name each error with the index of its event."""
     errors: list[FieldError] = []
+    # A CloudEvent's own problems are named as it has them already (`specversion`, `data.<field>`).
+    mapping_errors: list[FieldError] = []
     unmapped: set[int] = set()
     if cloud:
         mapped: list[Any] = []
@@ -271,10 +323,10 @@ def validate_events(
             if fields is None:
                 unmapped.add(index)
             mapped.append(fields)
-            errors.extend(problems)
+            mapping_errors.extend(problems)
         items = mapped
     parsed: list[UsageEvent] | None = None
-    if not errors:
+    if not mapping_errors:
         try:
             parsed = _EVENTS.validate_python(items)
         except ValidationError:
@@ -288,7 +340,7 @@ def validate_events(
         else:
             events.append(event)
     if cloud:
-        errors = [FieldError(e.index, cloud_event_field(e.field), e.message) for e in errors]
+        errors = [FieldError(e.index, cloud_event_field(e.field), e.message) for e in errors] + mapping_errors
     errors.sort(key=lambda e: e.index)
     return events, errors
 
@@ -320,7 +372,9 @@ CLOUD_EVENT_FIELDS = {
     "time": "timestamp",
 }
 _FIELD_IN_CLOUD_EVENT = {field: attribute for attribute, field in CLOUD_EVENT_FIELDS.items()}
-_CLOUD_EVENT_DATA = frozenset({"quantity", "unit", "user_id", "resource_id", "dimensions", "idempotency_key"})
+_CLOUD_EVENT_DATA = frozenset(
+    {"quantity", "unit", "user_id", "resource_id", "dimensions", "idempotency_key", "count", "sample_weight"}
+)
 
 
 def from_cloud_event(item: Any, index: int) -> tuple[dict[str, Any] | None, list[FieldError]]:

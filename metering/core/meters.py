@@ -77,6 +77,14 @@ class Meter(BaseModel):
     # dimension id, this meter's usage is sent as. Unset: not exported to that target.
     stripe_event_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")] | None = None
     marketplace_dimension: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")] | None = None
+    # Events may carry a sample_weight (one kept in k): figures are estimates with an error bound, so such a
+    # meter is for analytics, never for limits or invoices.
+    sampling: bool = False
+
+    @property
+    def is_sampled(self) -> bool:
+        """Whether the meter's figures are estimates from sampled events: plans may neither limit nor price it."""
+        return self.sampling
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -101,6 +109,12 @@ class Meter(BaseModel):
             raise ValueError(
                 f"a {self.aggregation} meter cannot be exported (stripe_event_name, marketplace_dimension): a target "
                 "adds what it is sent, and a lowest or latest level is not a sum of changes"
+            )
+        if self.sampling and (self.stripe_event_name is not None or self.marketplace_dimension is not None):
+            raise ValueError("a sampled meter cannot be exported: its figures are estimates, not billable usage")
+        if self.sampling and not self.aggregation.is_additive:
+            raise ValueError(
+                f"sampling applies to sum and count meters only: a sampled {self.aggregation} cannot be estimated"
             )
         return self
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from hashlib import blake2b
 
 from metering.core import decimals
@@ -32,9 +33,17 @@ def payload_hash(event: UsageEvent, timestamp: str | None = None) -> str:
     text = (
         f"{event.tenant_id}\x1f{event.metric}\x1f{decimals.to_str(event.quantity)}\x1f"
         f"{timestamp or format_timestamp(event.timestamp)}\x1f{event.source}\x1f"
-        f"{_optional(event.user_id)}\x1f{_optional(event.resource_id)}\x1f{dims}\x1f{identity}"
+        f"{_optional(event.user_id)}\x1f{_optional(event.resource_id)}\x1f{dims}\x1f{identity}{_bulk(event)}"
     )
     return blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _bulk(event: UsageEvent) -> str:
+    """`count` and `sample_weight` take part only when not their default: an event without them hashes as it did
+    before they existed, so the markers stored then still recognise its retries."""
+    if event.counted == 1 and event.weight == 1:
+        return ""
+    return f"\x1fn={event.counted}\x1fw={event.weight}"
 
 
 def _optional(value: str | None) -> str:
@@ -115,15 +124,32 @@ class BatchPlan:
 
 
 def contribution(meter: Meter, event: UsageEvent) -> Cell:
+    """What one event adds: `count` events to the event count whatever the kind, and for an additive meter its
+    figure (a count meter's count, a sum meter's quantity) times its sample weight, with that estimate's variance."""
     kind = meter.aggregation
+    counted = event.counted
     if kind is Aggregation.COUNT:
-        return Cell(decimals.ONE, 1)
+        return weighted(Decimal(counted), counted, event.weight)
+    if kind is Aggregation.SUM:
+        return weighted(event.quantity, counted, event.weight)
     if kind is Aggregation.UNIQUE_COUNT:
         # Distinct values are added when their unique marker is created, not per event.
-        return Cell(decimals.ZERO, 1)
+        return Cell(decimals.ZERO, counted)
     if kind is Aggregation.LATEST:
-        return Cell(event.quantity, 1, (format_timestamp(event.timestamp), event.event_id or event.dedupe_key))
-    return Cell(event.quantity, 1)
+        return Cell(event.quantity, counted, (format_timestamp(event.timestamp), event.event_id or event.dedupe_key))
+    return Cell(event.quantity, counted)
+
+
+def weighted(value: Decimal, counted: int, weight: int) -> Cell:
+    """An additive figure of an event kept as one in `weight` (Poisson sampling with inclusion probability
+    1/weight): it stands for `weight` like it, and the Horvitz-Thompson variance of that estimate is
+    (1 - p) / p^2 * value^2 = weight * (weight - 1) * value^2, exactly (an integer times a square of a decimal).
+    A weight of 1 is no sampling: no variance."""
+    if weight == 1:
+        return Cell(value, counted)
+    estimate = decimals.multiply(value, Decimal(weight))
+    variance = decimals.multiply(Decimal(weight * (weight - 1)), decimals.multiply(value, value))
+    return Cell(estimate, counted, variance=variance)
 
 
 def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: PeriodSchedule) -> BatchPlan:
@@ -267,7 +293,7 @@ def chunk_deltas(events: Iterable[PlannedEvent]) -> ChunkDeltas:
         if delta is None:
             delta = per_meter[name] = DayDelta(kind)
         if delta.day is None:
-            delta.day = Cell(cell.value, cell.count, cell.at)
+            delta.day = Cell(cell.value, cell.count, cell.at, cell.variance)
         else:
             absorb_into(kind, delta.day, cell)
         if kind is not Aggregation.UNIQUE_COUNT:

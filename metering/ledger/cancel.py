@@ -17,7 +17,7 @@ from typing import Any
 from metering.core import decimals
 from metering.core.meters import Aggregation, Meter
 from metering.ledger import rows
-from metering.ledger.batch import ChunkDeltas, DayDelta
+from metering.ledger.batch import ChunkDeltas, DayDelta, weighted
 from metering.ledger.cells import Cell
 from metering.ledger.keys import STATE_ROW, day_row_key
 from metering.ledger.rows import DayBlock, Marker, StateRow
@@ -35,10 +35,22 @@ class NotCancellable(ValueError):
 def cancelled_value(marker: Marker, meter: Meter | None) -> Decimal:
     """What cancelling the marker's event subtracts from its meter's total; raises NotCancellable for a
     contribution that cannot be subtracted (a level or a distinct count, or a meter no longer in the catalog)."""
+    return cancelled_cell(marker, meter).value
+
+
+def cancelled_cell(marker: Marker, meter: Meter | None) -> Cell:
+    """The marker's event's contribution, as it was added: its count and sample weight included, so the total,
+    the event count and a sampled estimate's variance lose exactly what they gained."""
     if meter is None or not meter.aggregation.is_additive:
         kind = meter.aggregation.value if meter else "unknown"
         raise NotCancellable(f"{marker.metric} is a {kind} meter: only sum and count contributions can be subtracted")
-    return decimals.ONE if meter.aggregation is Aggregation.COUNT else marker.quantity
+    figure = Decimal(marker.count) if meter.aggregation is Aggregation.COUNT else marker.quantity
+    return weighted(figure, marker.count, marker.weight)
+
+
+def negated(cell: Cell) -> Cell:
+    variance = None if cell.variance is None else decimals.negate(cell.variance)
+    return Cell(decimals.negate(cell.value), -cell.count, variance=variance)
 
 
 def ensure_open(state: Row | None, period_key: str) -> Row:
@@ -70,7 +82,7 @@ def subtraction(
     row's replacements under their ETags. Raises PeriodClosed once the period is closed."""
     state = ensure_open(state, period_key)
     view = StateRow(state.data)
-    minus = Cell(decimals.negate(cancelled_value(marker, meter)), -1)
+    minus = negated(cancelled_cell(marker, meter))
     today = view.today
     in_state = today is not None and today.day == marker.day
     stored: Mapping[str, Any] | None = today.data if in_state and today is not None else None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from metering.core import decimals
+from metering.core import decimals, estimates
 from metering.core.clock import Clock, hour_key, utc_now
 from metering.core.meters import Aggregation, GroupKind, Meter, MeterCatalog
 from metering.core.periods import BillingPeriod, Granularity, PeriodSchedule, PeriodStatus, periods_between
@@ -37,10 +37,22 @@ class RangeError(ValueError):
 
 
 class _Figures:
-    """A cell's figures, zero for no cell (a span without usage)."""
+    """A cell's figures, zero for no cell (a span without usage). A sampled meter's total is an estimate, shown
+    with its error bound; other meters' figures have neither (None)."""
 
     __slots__ = ()
     cell: Cell | None
+    sampled: bool
+
+    @property
+    def estimate(self) -> bool | None:
+        return True if self.sampled else None
+
+    @property
+    def error_bound(self) -> Decimal | None:
+        if not self.sampled:
+            return None
+        return estimates.error_bound(None if self.cell is None else self.cell.variance)
 
     @property
     def total(self) -> Decimal:
@@ -61,6 +73,10 @@ class PeriodUsage(_Figures):
     status: PeriodStatus
     cell: Cell | None
     last_updated: datetime | None
+
+    @property
+    def sampled(self) -> bool:
+        return self.meter.is_sampled
 
     @property
     def metric(self) -> str:
@@ -88,6 +104,7 @@ class Bucket(_Figures):
     start: datetime
     end: datetime
     cell: Cell | None
+    sampled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +115,7 @@ class GroupUsage(_Figures):
     key: str | None
     cell: Cell | None
     kind: GroupKind = GroupKind.VALUE
+    sampled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,17 +288,18 @@ class UsageReader:
                 values[value] = combine(kind, [values.get(value), cell])
             overflow = combine(kind, [overflow, group.overflow])
             absent = combine(kind, [absent, group.absent])
-        groups = [GroupUsage(key, cell) for key, cell in sorted(values.items())]
+        sampled = meter.is_sampled
+        groups = [GroupUsage(key, cell, sampled=sampled) for key, cell in sorted(values.items())]
         if absent is not None:
-            groups.append(GroupUsage(None, absent, GroupKind.ABSENT))
+            groups.append(GroupUsage(None, absent, GroupKind.ABSENT, sampled))
         if overflow is not None:
-            groups.append(GroupUsage(None, overflow, GroupKind.OVERFLOW))
+            groups.append(GroupUsage(None, overflow, GroupKind.OVERFLOW, sampled))
         return groups
 
     # -- buckets -------------------------------------------------------------------------------------------
 
     def _period_bucket(self, tenant_id: str, meter: Meter, period: BillingPeriod) -> Bucket:
-        return Bucket(period.start, period.end, self.for_period(tenant_id, meter.name, period).cell)
+        return Bucket(period.start, period.end, self.for_period(tenant_id, meter.name, period).cell, meter.is_sampled)
 
     def _day_blocks(
         self, tenant_id: str, periods: list[BillingPeriod], start: date | None, end: date | None
@@ -304,7 +323,7 @@ class UsageReader:
         block = blocks.get(day.isoformat())
         cells = block.meter(meter.name) if block is not None else None
         lo, hi = self.schedule.day_bounds(tenant_id, day)
-        return Bucket(lo, hi, cells.day if cells is not None else None)
+        return Bucket(lo, hi, cells.day if cells is not None else None, meter.is_sampled)
 
     def _hour_buckets(
         self, meter: Meter, begin: datetime, finish: datetime, blocks: dict[str, DayBlock]
@@ -319,7 +338,8 @@ class UsageReader:
         buckets = []
         instant = begin.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         while instant < finish:
-            buckets.append(Bucket(instant, instant + timedelta(hours=1), hours.get(hour_key(instant))))
+            cell = hours.get(hour_key(instant))
+            buckets.append(Bucket(instant, instant + timedelta(hours=1), cell, meter.is_sampled))
             instant += timedelta(hours=1)
         return buckets
 

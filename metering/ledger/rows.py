@@ -224,6 +224,16 @@ class Marker:
         return Decimal(self.data["q"])
 
     @property
+    def count(self) -> int:
+        """How many events it stood for (its `count`); markers of events without one have no field."""
+        return int(self.data.get("n", 1))
+
+    @property
+    def weight(self) -> int:
+        """Its sample weight (1: not sampled)."""
+        return int(self.data.get("w", 1))
+
+    @property
     def day(self) -> str:
         return str(self.data["d"])
 
@@ -458,6 +468,11 @@ def marker_row(planned: PlannedEvent, applied_at: str) -> dict[str, Any]:
     }
     if planned.groups:
         data["g"] = planned.groups
+    # Only when not the default, so a marker of a plain event is as it always was; a cancel needs both.
+    if event.count is not None and event.count != 1:
+        data["n"] = event.count
+    if event.sample_weight is not None and event.sample_weight != 1:
+        data["w"] = event.sample_weight
     if planned.position is not None:
         data["p"] = [planned.position.partition, planned.position.sequence]
     if planned.adjustment:

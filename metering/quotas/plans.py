@@ -207,10 +207,12 @@ def parse_plans(document: dict[str, Any], catalog: MeterCatalog, source: str = "
 
 
 def _check_metrics(plan: Plan, catalog: MeterCatalog, where: str) -> None:
-    """Every metric the plan limits or prices is a meter of the catalog, and every one it prices can be."""
+    """Every metric the plan limits or prices is a meter of the catalog, and every one it limits or prices can be."""
     for metric in plan.limits:
-        if catalog.get(metric) is None:
-            raise PlanCatalogError(f"{where}: metric {metric!r}: {_not_a_meter(metric, catalog)}")
+        meter = catalog.get(metric)
+        problem = _not_a_meter(metric, catalog) if meter is None else unlimitable(meter)
+        if problem is not None:
+            raise PlanCatalogError(f"{where}: metric {metric!r}: {problem}")
     for metric in plan.prices:
         meter = catalog.get(metric)
         problem = _not_a_meter(metric, catalog) if meter is None else _unpriceable(meter)
@@ -225,10 +227,17 @@ def _not_a_meter(metric: str, catalog: MeterCatalog) -> str:
 
 
 def _unpriceable(meter: Meter) -> str | None:
-    """Why a meter's figure cannot be billed, or None. A sampled meter's figure is an estimate (its `sampling`
-    flag comes with sampled meters); every other kind has an exact period figure."""
-    if getattr(meter, "sampling", False):
+    """Why a meter's figure cannot be billed, or None. A sampled meter's figure is an estimate; every other kind
+    has an exact period figure."""
+    if meter.is_sampled:
         return "a sampled meter's figures are estimates, and an invoice cannot bill an estimate"
+    return None
+
+
+def unlimitable(meter: Meter) -> str | None:
+    """Why a meter cannot have limits, or None: a sampled meter's estimate would refuse or allow a tenant by chance."""
+    if meter.is_sampled:
+        return "a sampled meter's figures are estimates, and a quota cannot be decided on an estimate"
     return None
 
 

@@ -38,7 +38,7 @@ from metering.core.periods import (
     check_history,
     period_in,
 )
-from metering.quotas.plans import PlanCatalog
+from metering.quotas.plans import PlanCatalog, unlimitable
 from metering.stores import Row
 from metering.tenants.plan_history import PlanHistory, change_plan, history_from_json, history_json
 
@@ -251,10 +251,13 @@ def apply_change(
     limits = dict(current.limits)
     for metric, pair in (change.limits or {}).items():
         where = f"limits.{metric}"
-        if catalog.get(metric) is None:
+        meter = catalog.get(metric)
+        if meter is None:
             errors.append(FieldError(0, where, "must name a meter of the catalog"))
         elif pair is None:
             limits.pop(metric, None)
+        elif (refusal := unlimitable(meter)) is not None:
+            errors.append(FieldError(0, where, refusal))
         elif pair.soft is None and pair.hard is None:
             errors.append(FieldError(0, where, "needs soft, hard or both (null removes the override)"))
         else:

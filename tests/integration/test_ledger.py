@@ -90,6 +90,27 @@ def test_each_aggregation_kind(ledger, reader):
     assert total(reader, "users.active") == ("2", 3)
 
 
+def test_events_counted_in_bulk_and_sampled_keep_their_figures_in_every_store(ledger, reader):
+    # The cells of a sampled meter carry their variance as text: it must come back exactly from each store.
+    ledger.apply(
+        sourced(
+            [
+                event(1, "reports.generated", count=1_000_000_000),
+                event(2, "storage.gb", "4", count=9),
+                event(3, "pages.viewed", sample_weight=1_000_000, count=7, dimensions={"page": "home"}),
+                event(4, "pages.viewed", sample_weight=3),
+            ]
+        )
+    )
+    assert total(reader, "reports.generated") == ("1000000000", 1_000_000_000)
+    assert total(reader, "storage.gb") == ("4", 9)
+    usage = reader.current("acme", "pages.viewed")
+    assert (decimals.to_str(usage.total), usage.event_count) == ("7000003", 8)
+    assert usage.cell is not None
+    assert usage.cell.variance == Decimal(999_999_000_000 * 49 + 6)
+    assert usage.estimate is True
+
+
 def test_latest_follows_event_time_not_arrival(ledger, reader):
     # The newest event arrives first, in its own batch; the older one must not overwrite it.
     ledger.apply(sourced([event("new", "seats.licensed", "12", timestamp=NOV)]))

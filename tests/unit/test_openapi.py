@@ -19,8 +19,8 @@ def metric_enums(doc: dict[str, Any]) -> dict[str, list[str]]:
     for path, operations in doc["paths"].items():
         for method, operation in operations.items():
             for parameter in operation.get("parameters", []):
-                if parameter["name"] == "metric":
-                    found[f"{method} {path}"] = parameter["schema"]["enum"]
+                if parameter["name"] in ("metric", "ce-type"):
+                    found[f"{method} {path} {parameter['name']}"] = parameter["schema"]["enum"]
     schemas = doc["components"]["schemas"]
     found["UsageEvent.metric"] = schemas["UsageEvent"]["properties"]["metric"]["enum"]
     found["UsageCloudEvent.type"] = schemas["UsageCloudEvent"]["properties"]["type"]["enum"]
@@ -30,12 +30,13 @@ def metric_enums(doc: dict[str, Any]) -> dict[str, list[str]]:
 def test_every_place_a_request_names_a_meter_lists_the_catalogs_meters():
     enums = metric_enums(document(CATALOG))
     assert set(enums) == {
-        "get /usage/{tenant_id}/{metric}",
-        "get /usage/{tenant_id}/{metric}/history",
-        "get /quota/{tenant_id}/{metric}",
-        "get /portal/{tenant_id}/data/usage/{metric}",
-        "get /portal/{tenant_id}/data/usage/{metric}/history",
-        "get /portal/{tenant_id}/data/quota/{metric}",
+        "get /usage/{tenant_id}/{metric} metric",
+        "get /usage/{tenant_id}/{metric}/history metric",
+        "get /quota/{tenant_id}/{metric} metric",
+        "post /events ce-type",
+        "get /portal/{tenant_id}/data/usage/{metric} metric",
+        "get /portal/{tenant_id}/data/usage/{metric}/history metric",
+        "get /portal/{tenant_id}/data/quota/{metric} metric",
         "UsageEvent.metric",
         "UsageCloudEvent.type",
     }

@@ -362,3 +362,25 @@ def test_limits_for_gives_the_quota_limits_type(basic: PlanCatalog) -> None:
     limits = basic.default.limits_for("api.calls")
     assert type(limits) is Limits
     assert limits.soft == Decimal(80)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            '[plans.p.limits."pages.viewed"]\nhard = "1000"',
+            "plan 'p': metric 'pages.viewed': a sampled meter's figures are estimates, and a quota cannot be decided "
+            "on an estimate",
+        ),
+        (
+            '[plans.p.prices."pages.viewed"]\nmodel = "per_unit"\nunit_price = "0.01"',
+            "plan 'p': metric 'pages.viewed': price: a sampled meter's figures are estimates, and an invoice cannot "
+            "bill an estimate",
+        ),
+    ],
+)
+def test_plans_may_neither_limit_nor_price_a_sampled_meter(tmp_path: Path, body: str, expected: str) -> None:
+    path = write_plans(tmp_path, plan_toml(body))
+    with pytest.raises(PlanCatalogError) as caught:
+        load_plans(path)
+    assert expected in str(caught.value)

@@ -109,3 +109,11 @@ def test_the_directory_caches_reads_and_drops_its_entry_on_a_write():
     assert directory.plan_of("acme").name == "free"
     period = directory.settings("acme").current_period
     assert (period.start, period.end) == (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
+
+
+def test_a_sampled_meter_cannot_be_given_a_limit():
+    with pytest.raises(TenantError) as refused:
+        change(DEFAULT_RECORD, limits={"pages.viewed": LimitPair(hard=Decimal(1000))})
+    assert [(e.field, e.message) for e in refused.value.errors] == [
+        ("limits.pages.viewed", "a sampled meter's figures are estimates, and a quota cannot be decided on an estimate")
+    ]
