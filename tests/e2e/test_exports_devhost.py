@@ -242,3 +242,44 @@ def test_tenants_set_links_and_unlinks_a_tenant_at_the_targets(exports_devhost):
     bad = runner.invoke(app, ["tenants", "set", tenant, "--stripe-customer", "cus no spaces"])
     assert bad.exit_code == 1
     assert "stripe_customer_id" in bad.output
+
+
+def test_the_console_shows_a_tenants_exports_reconciled_and_runs_them(exports_devhost, stripe, browser):
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    at = (datetime.now(UTC) - timedelta(hours=2)).replace(minute=25, second=0, microsecond=0)
+    if at.date().replace(day=1) != datetime.now(UTC).date().replace(day=1):
+        at = datetime.now(UTC).replace(day=1, hour=0, minute=25, second=0, microsecond=0)  # the console shows now's
+    with httpx.Client(base_url=exports_devhost, timeout=30) as client:
+        admin = {"x-functions-key": ADMIN}
+        assert client.put(f"/manage/tenants/{tenant}", headers=admin, json={"stripe_customer_id": "cus_ui"}).is_success
+        event = {"event_id": f"{tenant}-1", "tenant_id": tenant, "metric": "api.requests", "quantity": "42",
+                 "timestamp": at.isoformat(), "source": "e2e"}  # fmt: skip
+        assert client.post("/events", headers={"x-functions-key": KEY}, json=event).status_code == 202
+        eventually(lambda: client.get(f"/usage/{tenant}/api.requests", headers=admin).json()["total"] == "42")
+    context = browser.new_context(viewport={"width": 1280, "height": 1000}, locale="en-US")
+    try:
+        page = context.new_page()
+        page.goto(exports_devhost + "/console")
+        page.fill("#key", ADMIN)
+        page.click("#login button")
+        page.wait_for_selector("body[data-loaded]", timeout=20_000)
+        page.fill("#exports-tenant", tenant)
+        page.press("#exports-tenant", "Enter")
+        row = page.locator("tr[data-export='stripe:api.requests']")
+        row.wait_for(timeout=20_000)
+        cells = row.locator("td")
+        # Ours, acknowledged, pending, difference: counted, not sent yet.
+        assert [cells.nth(i).inner_text() for i in (2, 3, 5)] == ["42", "0", "42"]
+        assert "not sent yet" in cells.nth(6).inner_text()
+        assert page.locator("tr[data-export='marketplace']").inner_text().endswith("not linked")
+        page.click("#exports-run")
+        page.locator("#notice", has_text="Exports run:").wait_for(timeout=20_000)
+        eventually(lambda: row.locator("td").nth(3).inner_text() == "42")
+        assert row.locator("td").nth(5).inner_text() == "0"
+        if os.environ.get("METERING_SCREENSHOTS"):
+            page.locator("#exports").screenshot(
+                path=os.path.join(os.environ["METERING_SCREENSHOTS"], "console-exports.png")
+            )
+    finally:
+        context.close()
+    assert stripe.total("cus_ui", "api_requests") == Decimal(42)

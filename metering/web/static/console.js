@@ -275,6 +275,44 @@
     fill($("webhooks-body"), table([{ label: "Notification" }, { label: "Reason" }, { label: "Last error" }, { label: "" }], rows, "No webhook delivery has failed."));
   }
 
+  async function showExports() {
+    const tenant = $("exports-tenant").value.trim();
+    if (!tenant) return;
+    const report = await call("GET", `manage/exports/${encodeURIComponent(tenant)}`);
+    const rows = [];
+    for (const target of report.targets) {
+      if (!target.linked) {
+        rows.push(h("tr", { "data-export": target.target }, h("td", {}, target.target), h("td", { colspan: "6", class: "muted" }, "not linked")));
+        continue;
+      }
+      for (const m of target.metrics) {
+        const differs = String(m.difference) !== "0";
+        rows.push(
+          h(
+            "tr",
+            { "data-export": target.target + ":" + m.metric },
+            h("td", {}, target.target),
+            h("td", {}, m.metric + (m.target_metric && m.target_metric !== m.metric ? " → " + m.target_metric : "")),
+            h("td", { class: "num" }, decimal(m.ours)),
+            h("td", { class: "num" }, decimal(m.acknowledged)),
+            h("td", { class: "num" }, decimal(m.pending)),
+            h("td", { class: "num" }, differs ? h("span", { class: "chip chip--bad" }, decimal(m.difference)) : "0"),
+            h("td", { class: "reason" }, (m.reasons || []).join("; ")),
+          ),
+        );
+      }
+    }
+    fill(
+      $("exports-body"),
+      h("p", { class: "muted small" }, `Period from ${when(report.period_start).slice(0, 10)}`),
+      table(
+        [{ label: "Target" }, { label: "Metric" }, { label: "Ours", num: true }, { label: "Acknowledged", num: true }, { label: "Pending", num: true }, { label: "Difference", num: true }, { label: "Why" }],
+        rows,
+        "No billing target is configured.",
+      ),
+    );
+  }
+
   async function showJournalOf(tenant) {
     $("journal-tenant").value = tenant;
     await showJournal();
@@ -303,7 +341,7 @@
   }
 
   async function refresh() {
-    const parts = [showHealth, showTenants, showAlerts, showLate, showDeadLetters, showConflicts, showWebhooks, showJournal];
+    const parts = [showHealth, showTenants, showAlerts, showLate, showDeadLetters, showConflicts, showWebhooks, showExports, showJournal];
     const results = await Promise.allSettled(parts.map((show) => show()));
     const failed = results.find((r) => r.status === "rejected");
     if (failed) {
@@ -336,4 +374,18 @@
   });
   $("tenant-sort").addEventListener("change", showTenants);
   $("journal-tenant").addEventListener("change", showJournal);
+  $("exports-tenant").addEventListener("change", showExports);
+  $("exports-run").addEventListener("click", async () => {
+    const button = $("exports-run");
+    button.disabled = true;
+    try {
+      const run = await call("POST", "manage/exports/run", { body: {} });
+      notice(`Exports run: ${run.sent} sent, ${run.failed} failed, ${run.pending} pending.`, false);
+    } catch (error) {
+      notice(error.message, true);
+    } finally {
+      button.disabled = false;
+      await refresh();
+    }
+  });
 })();
