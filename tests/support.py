@@ -138,10 +138,18 @@ NEEDS_REAL_COSMOS = pytest.mark.skipif(
 )
 
 
+class _GivenSettings(Settings):
+    """Settings from the values given and the defaults alone: pydantic-settings would read the environment too."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, **sources: Any) -> tuple[Any, ...]:
+        return (init_settings,)
+
+
 def make_settings(**values: Any) -> Settings:
     """Settings as the app reads them, from `values` (by field name) and the defaults only: never from the
     environment, which another test (the dev host's) may have changed for the whole worker."""
-    return Settings.model_validate({"storage_connection": "UseDevelopmentStorage=true", **values})
+    return _GivenSettings.model_validate({"storage_connection": "UseDevelopmentStorage=true", **values})
 
 
 def wired(store: Store, *, settings: Settings | None = None, **parts: Any) -> Services:

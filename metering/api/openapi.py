@@ -126,6 +126,16 @@ def _operator_paths() -> dict[str, Any]:
     late_id = _path_parameter("id", "The late event's id, from the list", "^[0-9a-f]{32}$")
     tenant = _path_parameter("tenant_id", "Tenant id", "^[A-Za-z0-9._:-]{1,128}$")
     return {
+        "/console": {
+            "get": {
+                "summary": "The operator console: a page shell without data that asks for the admin key and sends "
+                "it only in the x-functions-key header of the admin routes (never framed)",
+                "operationId": "getConsole",
+                "responses": {
+                    "200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}
+                },
+            }
+        },
         "/manage/late-events": {
             "get": {
                 "summary": "Late events of every tenant, newest first, with their status (admin key)",

@@ -223,7 +223,7 @@ def test_openapi_describes_every_route(api):
         if trigger.get_binding_name() == "httpTrigger":
             routes.add("/" + trigger.route)
     assert set(document["paths"]) == routes
-    assert len(routes) == 23
+    assert len(routes) == 35
     schemas = document["components"]["schemas"]
     assert {"UsageEvent", "Problem", "UsageResponse", "QuotaDecision", "InvoicePreview"} <= set(schemas)
     assert "tenant_id" in schemas["UsageEvent"]["required"]

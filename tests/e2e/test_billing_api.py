@@ -223,6 +223,10 @@ def test_tenant_settings_round_trip(api, admin, tenant):
         "current_period": {"start": stamp(THIS_START), "end": stamp(NEXT_START)},
         "terms": [{"billing_anchor_day": 1, "timezone": "UTC", "effective_from": None}],
         "plan_history": [],
+        "tokens_not_before": None,
+        "stripe_customer_id": None,
+        "marketplace_resource_id": None,
+        "marketplace_plan_id": None,
     }
     assert admin.get(path).json() == default
 
