@@ -2,9 +2,12 @@
 rules a change must keep. directory.py reads and writes them.
 
     <tenant> | settings    {"plan", "limits": {<metric>: {"soft", "hard"}},
-                            "terms": [{"from", "anchor", "tz"}], "plans": [{"from", "plan"}], "updated"}
+                            "terms": [{"from", "anchor", "tz"}], "plans": [{"from", "plan"}],
+                            "shards": [{"from", "n"}], "updated"}
 
 Plans have a history like the billing terms (plan_history.py): a period is rated with the plan in force at its end.
+Shards have one too (core/shards.py), changed at a period boundary like the terms: a period keeps the count in
+force at its start.
 """
 
 from __future__ import annotations
@@ -31,8 +34,19 @@ from metering.core.periods import (
     TermsError,
     change_terms,
     check_history,
+    next_boundary,
     period_in,
 )
+from metering.core.shards import (
+    DEFAULT_SHARDS,
+    MAX_SHARDS,
+    MIN_SHARDS,
+    ShardHistory,
+    ShardsError,
+    change_shards,
+)
+from metering.core.shards import history_from_json as shards_from_json
+from metering.core.shards import history_json as shards_json
 from metering.quotas.plans import PlanCatalog
 from metering.stores import Row
 from metering.tenants.plan_history import PlanHistory, change_plan, history_from_json, history_json
@@ -58,6 +72,9 @@ class TenantUpdate(BaseModel):
     limits: dict[str, LimitPair | None] | None = None
     billing_anchor_day: Annotated[int, Field(ge=MIN_ANCHOR_DAY, le=MAX_ANCHOR_DAY, strict=True)] | None = None
     timezone: str | None = None
+    # How many store partitions (and hub partition keys) each period of the tenant is spread over, from the
+    # first period boundary at least 10 minutes ahead, like new terms.
+    shards: Annotated[int, Field(ge=MIN_SHARDS, le=MAX_SHARDS, strict=True)] | None = None
 
 
 class PeriodView(BaseModel):
@@ -76,6 +93,11 @@ class PlanChangeView(BaseModel):
     effective_from: datetime | None
 
 
+class ShardChangeView(BaseModel):
+    shards: int
+    effective_from: datetime | None
+
+
 class TenantSettings(BaseModel):
     """A tenant's settings as stored: `billing_anchor_day` and `timezone` are the latest terms, in force from
     `terms_effective_from` (null: since always); `terms` is their whole history."""
@@ -91,6 +113,10 @@ class TenantSettings(BaseModel):
     # Every plan change with when it took effect (null: since the tenant was first seen); empty for a tenant
     # never assigned a plan, which is on the default one.
     plan_history: list[PlanChangeView] = Field(default_factory=list)
+    # The latest shard count, in force from `shards_effective_from` (null: since always), and every change.
+    shards: int = 1
+    shards_effective_from: datetime | None = None
+    shard_history: list[ShardChangeView] = Field(default_factory=list)
 
 
 class TenantError(ValueError):
@@ -110,6 +136,7 @@ class TenantRecord:
     history: History
     etag: str | None = None
     plans: PlanHistory = ()
+    shards: ShardHistory = DEFAULT_SHARDS
 
     def to_json(self, now: str) -> dict[str, Any]:
         return {
@@ -126,6 +153,7 @@ class TenantRecord:
                 for t in self.history
             ],
             "plans": history_json(self.plans),
+            "shards": shards_json(self.shards),
             "updated": now,
         }
 
@@ -141,7 +169,14 @@ class TenantRecord:
                 for t in data["terms"]
             ]
         )
-        return cls(data["plan"], limits, history, row.etag, history_from_json(data.get("plans"), data["plan"]))
+        return cls(
+            data["plan"],
+            limits,
+            history,
+            row.etag,
+            history_from_json(data.get("plans"), data["plan"]),
+            shards_from_json(data.get("shards")),
+        )
 
 
 DEFAULT_RECORD = TenantRecord(None, {}, DEFAULT_HISTORY)
@@ -172,6 +207,9 @@ def settings_view(tenant_id: str, record: TenantRecord, default_plan: str, now: 
             for t in record.history
         ],
         plan_history=[PlanChangeView(plan=c.plan, effective_from=c.effective_from) for c in record.plans],
+        shards=record.shards[-1].shards,
+        shards_effective_from=record.shards[-1].effective_from,
+        shard_history=[ShardChangeView(shards=c.shards, effective_from=c.effective_from) for c in record.shards],
     )
 
 
@@ -220,9 +258,24 @@ def apply_change(
     else:
         # Pending terms are compared with what is in force: changing back before they apply cancels them.
         history = change_terms(history, terms, not_before)
+    shards = _shards(current.shards, change.shards, history, not_before, errors)
     if errors:
         raise TenantError(errors)
-    return TenantRecord(plan, limits, history, plans=plan_changes)
+    return TenantRecord(plan, limits, history, plans=plan_changes, shards=shards)
+
+
+def _shards(
+    current: ShardHistory, requested: int | None, history: History, not_before: datetime, errors: list[FieldError]
+) -> ShardHistory:
+    """The shard history with `requested` in force from the first boundary of the terms as they will be, like new
+    terms; a period keeps the count in force at its start."""
+    if requested is None:
+        return current
+    try:
+        return change_shards(current, requested, next_boundary(history, not_before), not_before)
+    except ShardsError as error:
+        errors.append(FieldError(0, "shards", str(error)))
+        return current
 
 
 def _plan_start(

@@ -1,4 +1,5 @@
-"""A real dev host per test worker (its own Azurite, a free port), and an HTTP client with the key."""
+"""A real dev host per test worker (its own Azurite, a free port, a local hub of four partitions fed by threads of
+the test process, so tests can reach into the app), and an HTTP client with the key."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from metering.devhost.feed import HubFeed
 from metering.devhost.host import DevHost
+from metering.transport.partitioning import partition_for
 
 FUNCTION_KEY = "test-function-key"
 ADMIN_KEY = "test-admin-key"
@@ -31,6 +34,8 @@ def devhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHost]:
             # Periods close only when a test asks (POST /api/manage/periods/close), never behind its back
             # between two of its steps: once a year instead of every five minutes.
             "CLOSE_PERIODS_SCHEDULE": "0 0 0 1 1 *",
+            # Several partitions, as a hub has: tenants' events are fed by different feeds, at once.
+            "METERING_LOCAL_PARTITIONS": "4",
         }
     )
     host = DevHost(port=0, data=tmp_path_factory.mktemp("devhost-azurite"))
@@ -44,6 +49,11 @@ def devhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHost]:
         host.stop()
         os.environ.clear()
         os.environ.update(saved)
+
+
+def feed_of(devhost: DevHost, partition_key: str) -> HubFeed:
+    """The feed of the local partition a partition key's messages go to (a tenant's, with one shard)."""
+    return devhost.feeds[partition_for(partition_key, len(devhost.feeds))]
 
 
 @pytest.fixture
