@@ -1,0 +1,166 @@
+"""Benchmark: one hot tenant through the dev host's local partitions, with 1 shard and with 4 shards.
+
+    python bench/shards.py [--events 20000] [--partitions 4] [--workers N] [--request 1000]
+
+Starts the dev host itself (its own Azurite, `METERING_LOCAL_PARTITIONS` queues, the feeds in worker processes:
+one per core unless `--workers` says otherwise) in a separate process. Two tenants get the same workload (mostly
+`api.requests`, a tenth `users.active` distinct users), one with 1 shard (every event under one partition key:
+one queue, one feed, one worker busy), one with 4 shards (four keys, chosen so they reach every local partition:
+all workers busy at once). Each tenant's events are posted in `request`-event requests as fast as ingest takes
+them, and the run ends when `GET /api/usage` counts all of them. Prints each rate (events counted per second, from
+the first request to the last event visible) and last `shard_speedup=R` (4 shards / 1 shard).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from azure.data.tables import TableServiceClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from metering.core.clock import format_timestamp
+from metering.core.periods import DEFAULT_HISTORY
+from metering.core.shards import ShardChange
+from metering.stores.table import TableRows
+from metering.tenants.records import SETTINGS_ROW, TenantRecord
+from metering.transport.partitioning import partition_for
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "bench-" + uuid.uuid4().hex
+TENANTS_TABLE = "meteringtenants"  # local.settings.example.json
+
+
+def start_host(partitions: int, workers: int | None) -> tuple[subprocess.Popen[str], str, str, str]:
+    env = {
+        **os.environ,
+        "METERING_FUNCTION_KEY": KEY,
+        "METERING_ADMIN_KEY": KEY,
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+        "METERING_LOCAL_PARTITIONS": str(partitions),
+        "CLOSE_PERIODS_SCHEDULE": "0 0 0 1 1 *",
+    }
+    data = tempfile.mkdtemp(prefix="shards-azurite-")
+    command = [sys.executable, "-m", "metering", "dev", "--port", "0", "--data", data]
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("Press Ctrl-C") or time.monotonic() > deadline:
+            break
+    output = "".join(lines)
+    base = re.search(r"Functions running at (http://\S+/api)", output)
+    storage = re.search(r"AzureWebJobsStorage='([^']+)'", output)
+    hub = re.search(r"hub: (.*)", output)
+    if not (base and storage and hub):
+        process.kill()
+        raise SystemExit(f"the dev host did not start:\n{output}")
+    threading.Thread(target=lambda: [None for _ in process.stdout or []], daemon=True).start()
+    return process, base.group(1), storage.group(1), hub.group(1)
+
+
+def tenant_with(shards: int, partitions: int, prefix: str) -> str:
+    """A tenant whose `shards` keys reach min(shards, partitions) local partitions: with one shard any tenant,
+    with four one whose keys keep every partition (and so every worker) busy, as a hub's own spread would with
+    many tenants."""
+    for n in range(10_000):
+        tenant = f"{prefix}-{shards}-{n}"
+        keys = [tenant] if shards == 1 else [f"{tenant}|{shard}" for shard in range(shards)]
+        if len({partition_for(key, partitions) for key in keys}) == min(shards, partitions):
+            return tenant
+    raise SystemExit("no tenant id spreads over the partitions")
+
+
+def seed(storage: str, tenant: str, shards: int) -> None:
+    """The tenant's shards since always, as its settings row holds them (a change through the manage route takes
+    effect at the next period boundary)."""
+    table = TableServiceClient.from_connection_string(storage).create_table_if_not_exists(TENANTS_TABLE)
+    record = TenantRecord(None, {}, DEFAULT_HISTORY, shards=(ShardChange(shards, None),))
+    TableRows(table).upsert(tenant, SETTINGS_ROW, record.to_json(format_timestamp(datetime.now(UTC))))
+    table.close()
+
+
+def workload(tenant: str, events: int) -> tuple[list[dict[str, object]], int, int]:
+    """The events, and how many of them each metric has."""
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    body: list[dict[str, object]] = []
+    users = 0
+    for i in range(events):
+        event: dict[str, object] = {"event_id": f"e{i}", "tenant_id": tenant, "timestamp": now, "source": "shards"}
+        if i % 10 == 9:
+            event.update(metric="users.active", quantity=1, user_id=f"user-{i % 997}")
+            users += 1
+        else:
+            event.update(metric="api.requests", quantity=1, dimensions={"region": ("eu", "us", "ap")[i % 3]})
+        body.append(event)
+    return body, events - users, users
+
+
+def measure(base: str, tenant: str, events: int, request: int) -> float:
+    """Events counted per second, from the first request to the moment usage shows every event."""
+    body, requests_count, users_count = workload(tenant, events)
+    with httpx.Client(base_url=base, headers={"x-functions-key": KEY}, timeout=60) as api:
+        started = time.monotonic()
+        for start in range(0, len(body), request):
+            response = api.post("/events", json=body[start : start + request])
+            if response.status_code != 202:
+                raise SystemExit(f"ingest answered {response.status_code}: {response.text}")
+        posted = time.monotonic() - started
+        deadline = started + 600
+        while time.monotonic() < deadline:
+            counted = api.get(f"/usage/{tenant}/api.requests").json()["event_count"]
+            if counted >= requests_count:
+                users = api.get(f"/usage/{tenant}/users.active").json()["event_count"]
+                if users >= users_count:
+                    break
+            time.sleep(0.1)
+        else:
+            raise SystemExit(f"{tenant}: not every event was counted within 10 minutes")
+        elapsed = time.monotonic() - started
+    print(f"  {tenant}: {events:,} events posted in {posted:.1f} s, all counted after {elapsed:.1f} s")
+    return events / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--request", type=int, default=1000)
+    args = parser.parse_args()
+    process, base, storage, hub = start_host(args.partitions, args.workers)
+    prefix = uuid.uuid4().hex[:6]
+    try:
+        print(f"dev host: {hub}; {os.cpu_count()} cores")
+        one, four = tenant_with(1, args.partitions, prefix), tenant_with(4, args.partitions, prefix)
+        seed(storage, one, 1)
+        seed(storage, four, 4)
+        # A short warm-up, so neither run pays the workers' first connections and imports.
+        measure(base, tenant_with(1, args.partitions, prefix + "w"), 1000, args.request)
+        rate_one = measure(base, one, args.events, args.request)
+        rate_four = measure(base, four, args.events, args.request)
+        print(f"1 shard:  {rate_one:,.0f} events/s")
+        print(f"4 shards: {rate_four:,.0f} events/s")
+        print(f"shard_speedup={rate_four / rate_one:.2f}")
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()
