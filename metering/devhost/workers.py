@@ -14,10 +14,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing.synchronize import Event
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +70,7 @@ def build_feeds(
     ]
 
 
-def run_feeds(feeds: Sequence[HubFeed], stop: threading.Event | Event) -> list[threading.Thread]:
+def run_feeds(feeds: Sequence[HubFeed], stop: threading.Event) -> list[threading.Thread]:
     threads = [
         threading.Thread(target=feed.run, args=(stop,), name=f"hub feed {feed.partition}", daemon=True)
         for feed in feeds
@@ -79,7 +81,12 @@ def run_feeds(feeds: Sequence[HubFeed], stop: threading.Event | Event) -> list[t
 
 
 class FeedWorkers:
-    """Worker processes, each feeding the trigger from some of the partitions (round robin)."""
+    """Worker processes, each feeding the trigger from some of the partitions (round robin).
+
+    Nothing is shared between the processes but a pipe each way of starting: a worker says it feeds its
+    partitions over its pipe, and stops on SIGTERM (or on Ctrl-C, which reaches the whole process group). A lock
+    shared between processes (a multiprocessing Event's) would stay taken by a worker that dies holding it, and
+    the dev host would hang on it while stopping."""
 
     def __init__(
         self, app_module: str, root: Path, specs: Sequence[FeedSpec], options: FeedOptions, workers: int
@@ -89,36 +96,47 @@ class FeedWorkers:
         self.options = options
         count = max(1, min(workers, len(specs)))
         self.shares = [list(specs[i::count]) for i in range(count)]
-        self._stop = _CONTEXT.Event()
         self._processes: list[Any] = []
 
     def start(self, timeout: float = 120.0) -> None:
         """Start the workers and wait until each feeds its partitions; raise if one does not."""
-        ready = [_CONTEXT.Event() for _ in self.shares]
         level = logging.getLogger().getEffectiveLevel()
-        for index, (share, started) in enumerate(zip(self.shares, ready, strict=True)):
+        readers = []
+        for index, share in enumerate(self.shares):
+            reader, writer = _CONTEXT.Pipe(duplex=False)
             process = _CONTEXT.Process(
                 target=_worker,
-                args=(_Share(self.app_module, str(self.root), share, self.options, level), self._stop, started),
+                args=(_Share(self.app_module, str(self.root), share, self.options, level), writer),
                 name=f"feed worker {index}",
                 daemon=True,
             )
             process.start()
+            writer.close()  # the worker's end: once it is gone, a read here ends instead of waiting
             self._processes.append(process)
-        for process, started in zip(self._processes, ready, strict=True):
-            while not started.wait(0.2):
+            readers.append(reader)
+        deadline = time.monotonic() + timeout
+        for process, reader in zip(self._processes, readers, strict=True):
+            while not reader.poll(0.2):
                 if not process.is_alive():
                     raise RuntimeError(f"{process.name} stopped while starting (exit code {process.exitcode})")
-                timeout -= 0.2
-                if timeout <= 0:
+                if time.monotonic() > deadline:
                     raise RuntimeError(f"{process.name} did not start")
+            try:
+                reader.recv()
+            except EOFError:
+                raise RuntimeError(f"{process.name} stopped while starting") from None
+            reader.close()
 
     def stop(self, timeout: float = 15.0) -> None:
-        self._stop.set()
+        """Ask every worker to stop (SIGTERM: each finishes the batch it is giving the trigger), then wait."""
         for process in self._processes:
-            process.join(timeout)
             if process.is_alive():
                 process.terminate()
+        deadline = time.monotonic() + timeout
+        for process in self._processes:
+            process.join(max(deadline - time.monotonic(), 0.1))
+            if process.is_alive():
+                process.kill()
                 process.join(5)
 
 
@@ -133,8 +151,12 @@ class _Share:
     log_level: int
 
 
-def _worker(share: _Share, stop: Event, ready: Event) -> None:
+def _worker(share: _Share, ready: Connection) -> None:
     app_module, root, specs, options = share.app_module, share.root, share.specs, share.options
+    stop = threading.Event()
+    # Both only set the event: the feeds finish the batch in hand and return.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     logging.basicConfig(level=share.log_level, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -142,16 +164,16 @@ def _worker(share: _Share, stop: Event, ready: Event) -> None:
     from metering.devhost.http import trigger_of  # noqa: PLC0415
 
     os.chdir(root)
-    try:
-        functions = discover(app_module)
-        feeds: list[HubFeed] = []
-        for function in functions:
-            trigger = trigger_of(function)
-            if trigger["type"] == "eventHubTrigger":
-                feeds.extend(build_feeds(function, trigger, specs, options))
-        threads = run_feeds(feeds, stop)
-        ready.set()
-        for thread in threads:
-            thread.join()
-    except KeyboardInterrupt:
-        stop.set()  # Ctrl-C reaches the whole process group: the dev host stops the others
+    functions = discover(app_module)
+    feeds: list[HubFeed] = []
+    for function in functions:
+        trigger = trigger_of(function)
+        if trigger["type"] == "eventHubTrigger":
+            feeds.extend(build_feeds(function, trigger, specs, options))
+    threads = run_feeds(feeds, stop)
+    ready.send(True)
+    ready.close()
+    while not stop.wait(0.5):
+        pass
+    for thread in threads:
+        thread.join(10)
