@@ -16,6 +16,7 @@ the first message sent to the last event visible) and last `shard_speedup=R` (4 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -83,6 +84,30 @@ def start_host(partitions: int, workers: int | None) -> tuple[subprocess.Popen[s
     return process, base.group(1), storage.group(1), hub.group(1)
 
 
+def cpu_seconds(root: int) -> dict[str, float]:
+    """CPU seconds so far of the dev host's processes (Linux /proc), by part: the host, its feed workers, Azurite."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    tree, todo = [root], [root]
+    while todo:
+        of = todo.pop()
+        children = [pid for pid, ppid in parent.items() if ppid == of]
+        tree += children
+        todo += children
+    ticks = os.sysconf("SC_CLK_TCK")
+    parts: dict[str, float] = {}
+    for pid in tree:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            part = "workers" if b"spawn_main" in command else "azurite" if b"azurite" in command else "host"
+            parts[part] = parts.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return parts
+
+
 def tenant_with(shards: int, partitions: int, prefix: str) -> str:
     """A tenant whose `shards` keys reach min(shards, partitions) local partitions: with one shard any tenant,
     with four one whose keys keep every partition (and so every worker) busy, as a hub's own spread would with
@@ -125,6 +150,7 @@ class Hub:
     """Where a run's events go: the dev host's ingest route, or its local hub's queues directly."""
 
     base: str
+    pid: int
     storage: str
     partitions: int
     through_ingest: bool
@@ -151,6 +177,7 @@ REQUEST_EVENTS = 1000
 def measure(hub: Hub, tenant: str, shards: int, events: int) -> float:
     """Events counted per second, from the first event sent to the moment usage shows every event."""
     body, requests_count, users_count = workload(tenant, events)
+    cpu_before = cpu_seconds(hub.pid)
     with httpx.Client(base_url=hub.base, headers={"x-functions-key": KEY}, timeout=60) as api:
         started = time.monotonic()
         hub.send(api, body, shards)
@@ -166,9 +193,13 @@ def measure(hub: Hub, tenant: str, shards: int, events: int) -> float:
         else:
             raise SystemExit(f"{tenant}: not every event was counted within 10 minutes")
         elapsed = time.monotonic() - started
+    cpu_after = cpu_seconds(hub.pid)
+    spent = {part: cpu_after[part] - cpu_before.get(part, 0.0) for part in sorted(cpu_after)}
+    used = " + ".join(f"{part} {seconds / elapsed:.2f}" for part, seconds in spent.items())
     print(
         f"  {tenant} ({shards} shard{'s' if shards > 1 else ''}): {events:,} events sent in {posted:.1f} s, "
-        f"all counted after {elapsed:.1f} s"
+        f"all counted after {elapsed:.1f} s; cores used: {used} "
+        f"= {sum(spent.values()) / elapsed:.2f} (CPU ms per event: {1000 * sum(spent.values()) / events:.2f})"
     )
     return events / elapsed
 
@@ -188,7 +219,7 @@ def main() -> None:
         one, four = tenant_with(1, args.partitions, prefix), tenant_with(4, args.partitions, prefix)
         seed(storage, one, 1)
         seed(storage, four, 4)
-        hub_of = Hub(base, storage, args.partitions, args.through_ingest)
+        hub_of = Hub(base, process.pid, storage, args.partitions, args.through_ingest)
         # A short warm-up, so neither run pays the workers' first connections and imports.
         warm = tenant_with(4, args.partitions, prefix + "w")
         seed(storage, warm, 4)
