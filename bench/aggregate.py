@@ -12,6 +12,7 @@ pre-aggregation rate, and last `aggregate_vs_raw_ratio=R` (aggregator rate / flo
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import tempfile
@@ -121,6 +122,12 @@ def to_messages(batch: list[UsageEvent], first_sequence: int) -> list[SourcedEve
     return sourced
 
 
+def _size(partition: str, operations: Sequence[Operation]) -> int:
+    """An entity's size as its keys and the JSON of its fields (what Cosmos DB stores; Table storage's own
+    encoding is of the same order)."""
+    return sum(len(partition) + len(op.key) + len(json.dumps(getattr(op, "data", None) or {})) for op in operations)
+
+
 class MarkerRecorder:
     """Wraps the usage table and notes each commit's marker operations, so the floor writes the same
     markers in the same partitions and transactions. It adds a list append per commit."""
@@ -129,8 +136,19 @@ class MarkerRecorder:
         self.inner = inner
         self.name = inner.name
         self.commits: list[tuple[str, list[Operation]]] = []
+        # What the capacity model counts per event (README): transactions, entities written and their bytes
+        # (the JSON of their fields, about what Table storage bills and Cosmos DB charges RUs by), reads.
+        self.written: list[tuple[str, Sequence[Operation]]] = []
+        self.reads = 0
+
+    def counts(self) -> tuple[int, int, int]:
+        """Transactions, entities and bytes written (counted after the timed run, so the count costs it nothing)."""
+        entities = sum(len(ops) for _, ops in self.written)
+        size = sum(_size(partition, ops) for partition, ops in self.written)
+        return len(self.written), entities, size
 
     def read(self, partition: str, keys: Collection[str]) -> dict[str, Row]:
+        self.reads += 1
         return self.inner.read(partition, keys)
 
     def range(self, partition: str, start: str, stop: str, limit: int | None = None) -> list[Row]:
@@ -144,6 +162,7 @@ class MarkerRecorder:
 
     def commit(self, partition: str, operations: Sequence[Operation]) -> list[str]:
         etags = self.inner.commit(partition, operations)
+        self.written.append((partition, operations))
         self.commits.append((partition, [op for op in operations if op.key.startswith("m|")]))
         return etags
 
@@ -211,6 +230,7 @@ def main() -> None:
         aggregate_seconds = 0.0
         floor_seconds = 0.0
         floor_markers = 0
+        floor_bytes = 0
         for batch in sourced_batches:
             recorder.commits.clear()
             started = time.perf_counter()
@@ -223,6 +243,7 @@ def main() -> None:
                     floor_store.usage.commit(partition, markers)
                     floor_markers += len(markers)
             floor_seconds += time.perf_counter() - started
+            floor_bytes += sum(_size(partition, markers) for partition, markers in recorded)
 
         # The aggregates must be exact, or the rate means nothing.
         reader = services.usage
@@ -245,6 +266,12 @@ def main() -> None:
     print(f"raw 100-entity transactions:         {raw_rate:,.0f} entities/s")
     print(f"floor (markers only, same partitions and transaction sizes): {floor_rate:,.0f} events/s")
     print(f"aggregator (exactly-once):           {aggregate_rate:,.0f} events/s; totals verified exact")
+    transactions, entities, size = recorder.counts()
+    print(
+        f"per unique event: {entities / unique:.2f} entities written in {transactions / unique:.3f} "
+        f"transactions, {size / unique:,.0f} bytes of entity data, {recorder.reads / unique:.3f} reads "
+        f"(markers alone: 1 entity of {floor_bytes / max(floor_markers, 1):,.0f} bytes)"
+    )
     print(f"aggregate_vs_raw_ratio={aggregate_rate / floor_rate:.2f}")
 
 

@@ -51,6 +51,7 @@ from metering.ingest.service import IngestService
 from metering.ledger.control import HubProgress
 from metering.ledger.ledger import ApplyResult, Ledger
 from metering.ledger.reader import UsageReader
+from metering.ledger.routing import by_shard
 from metering.notifications.outbox import Outbox, Sink
 from metering.notifications.queue import QueueSink
 from metering.notifications.webhooks.dispatcher import WebhookDispatcher
@@ -134,7 +135,7 @@ class Services:
 
     @cached_property
     def schedule(self) -> PeriodSchedule:
-        return self._schedule or TenantSchedule(self.directory.history)
+        return self._schedule or TenantSchedule(self.directory.history, self.directory.shard_history)
 
     # -- services ------------------------------------------------------------------------------------------
 
@@ -145,7 +146,9 @@ class Services:
             self.plans,
             self.catalog,
             clock=self.clock,
-            closed=lambda tenant, period: period_closed(self.store, tenant, period),
+            closed=lambda tenant, period: period_closed(
+                self.store, tenant, period, self.schedule.shards(tenant, period)
+            ),
         )
 
     def pricing_at(self, tenant_id: str, end: datetime) -> Pricing:
@@ -268,6 +271,7 @@ class Services:
             retention=self.settings.dedupe_retention,
             clock=self.clock,
             pricing=self.pricing_at,
+            shards=self.schedule.shards,
         )
 
     @cached_property
@@ -366,6 +370,7 @@ class Services:
             max_future=self.settings.max_future,
             clock=self.clock,
             rate_of=self.directory.rate,
+            key_of=by_shard(self.schedule, self.catalog),
         )
 
     # -- entry points --------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ needs none of them starts at once.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from datetime import UTC, datetime
@@ -44,6 +45,14 @@ def dev(
     port: Annotated[int, typer.Option(help="Port of the HTTP functions")] = 7071,
     data: Annotated[Path, typer.Option(help="Azurite's data folder")] = PROJECT_ROOT / ".azurite",
     app_module: Annotated[str, typer.Option("--app", help="Module holding the function app")] = "function_app",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Worker processes feeding the Event Hub trigger from the local hub's partitions (default: one per "
+            "core, at most one per partition; 0: threads of this process)",
+        ),
+    ] = None,
 ) -> None:
     """Run the function app locally: HTTP functions, timers and the Event Hub trigger, on Azurite."""
     from metering.devhost.azurite import AzuriteError  # noqa: PLC0415 (the dev host: only for this command)
@@ -54,7 +63,9 @@ def dev(
     logging.getLogger("azure").setLevel(logging.WARNING)
     # Webhook attempts log their own outcome; httpx would add a line for every request.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    host = DevHost(app_module=app_module, port=port, data=data)
+    host = DevHost(
+        app_module=app_module, port=port, data=data, workers=(os.cpu_count() or 1) if workers is None else workers
+    )
     try:
         host.start()
     except (AzuriteError, CosmosServerError, OSError, ValueError, KeyError) as error:
@@ -72,6 +83,9 @@ def dev(
         console.print(f"  storage:      AzureWebJobsStorage='{host.azurite.connection_string}'", soft_wrap=True)
     for timer in host.timers:
         console.print(f"  timer {timer.name}: {timer.schedule}")
+    if host.partitions:
+        fed = f"{host.worker_processes} worker processes" if host.worker_processes else "threads of this process"
+        console.print(f"  hub: {len(host.partitions)} local partitions, fed by {fed}")
     console.print("Try:")
     console.print(
         f"  curl -s -X POST {base}/events -H 'x-functions-key: {host.function_key}' "

@@ -117,10 +117,11 @@ def build_publisher(settings: Settings, clock: Clock = utc_now) -> Publisher:
         raise ValueError(
             "no Event Hub configured (EventHubConnection) and no storage connection string for the local queue"
         )
-    # Event Hubs Capture archives what the hub accepts; the local queue gets the same archive from the dev host.
-    queue = QueuePublisher(queue_client(settings.storage_connection, settings.local_queue))
+    # Event Hubs Capture archives what the hub accepts; the local queues get the same archive from the dev host,
+    # each message under the partition its queue stands for.
+    queue = QueuePublisher([queue_client(settings.storage_connection, name) for name in settings.local_queues])
     archive = CaptureWriter(build_container(settings, settings.archive_container), hub=hub)
-    return ArchivingPublisher(queue, archive, clock)
+    return ArchivingPublisher(queue, archive, clock, partition_of=queue.partition_id)
 
 
 def build_queue(settings: Settings, name: str) -> QueueClient:
@@ -139,7 +140,7 @@ def build_backlog(settings: Settings) -> Backlog:
     if settings.event_hub_namespace:
         identity = credential(settings.event_hub_credential, settings.event_hub_client_id)
         return EventHubBacklog.from_namespace(settings.event_hub_namespace, hub, group, identity)
-    return QueueBacklog(build_queue(settings, settings.local_queue), settings.event_hub_name)
+    return QueueBacklog([build_queue(settings, name) for name in settings.local_queues], settings.event_hub_name)
 
 
 def stripe_client(settings: Settings) -> Any:

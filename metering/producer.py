@@ -1,5 +1,5 @@
 """`from metering.producer import EventHubUsageProducer` keeps working: the producer is metering.ingest.producer."""
 
-from metering.ingest.producer import EventHubUsageProducer, SendFailed
+from metering.ingest.producer import EventHubUsageProducer, SendFailed, partition_key
 
-__all__ = ["EventHubUsageProducer", "SendFailed"]
+__all__ = ["EventHubUsageProducer", "SendFailed", "partition_key"]

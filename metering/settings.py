@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         pattern=r"^[a-z0-9](-?[a-z0-9]){2,62}$",
         description="Queue standing in for the hub when no Event Hub is configured (the dev host)",
     )
+    local_partitions: int = Field(
+        4,
+        ge=1,
+        le=32,
+        validation_alias="METERING_LOCAL_PARTITIONS",
+        description="Partitions of the local hub (one queue and one feed each), as an Event Hub has partitions",
+    )
     close_periods_schedule: str = Field(
         "0 */5 * * * *", validation_alias="CLOSE_PERIODS_SCHEDULE", description="NCRONTAB, seconds first"
     )
@@ -388,6 +395,23 @@ class Settings(BaseSettings):
                 "to a period whose dedupe markers are purged, and a retry of it would be counted again"
             )
         return self
+
+    @model_validator(mode="after")
+    def _local_queues_named(self) -> Settings:
+        longest = self.local_queues[-1]
+        if len(longest) > 63:
+            raise SettingsError(
+                f"METERING_LOCAL_QUEUE ({self.local_queue!r}) is too long for {self.local_partitions} partitions: "
+                f"the queue {longest!r} would have more than 63 characters"
+            )
+        return self
+
+    @property
+    def local_queues(self) -> list[str]:
+        """The queues of the local hub's partitions: the queue itself for one, `<queue>-<i>` for several."""
+        if self.local_partitions == 1:
+            return [self.local_queue]
+        return [f"{self.local_queue}-{i}" for i in range(self.local_partitions)]
 
     @property
     def uses_event_hub(self) -> bool:

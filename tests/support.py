@@ -2,7 +2,8 @@
 services wired on a test's store.
 
 `Probe` counts round trips, injects a crash around a commit, either before it reaches the store or after the
-store applied it (the response is lost, as when a process dies mid-call), and makes the store refuse commits
+store applied it (the response is lost, as when a process dies mid-call), or right after the first commit that
+holds a claim (between a claim and the application it claims for), and makes the store refuse commits
 that hold a row of `refuse` the way a store refuses an oversized entity (`StoreRejected`, nothing written). The
 code under test (ledger, readers) is never replaced.
 """
@@ -20,6 +21,8 @@ import pytest
 
 from metering.bootstrap import Services
 from metering.devhost.azurite import Azurite
+from metering.ledger.keys import MARKERS
+from metering.ledger.rows import Marker
 from metering.settings import Settings
 from metering.stores import Operation, Row, RowTable, Store, StoreRejected
 from metering.stores.cosmos import CosmosStore
@@ -38,6 +41,8 @@ class Probe:
     failed_commits: int = 0
     crash_after: int | None = None
     crash_applies: bool = False
+    # Crash once right after the store applied a commit holding a claim (ledger/placement.py).
+    crash_after_claim: bool = False
     refuse: set[str] = field(default_factory=set)
     refused: int = 0
     # Called on every read, before it reaches the store: lets a test start another thread's work at that point.
@@ -78,6 +83,10 @@ class ProbedRows:
             if probe.crash_applies:
                 self.inner.commit(partition, operations)
             raise InjectedCrash(f"crash {'after' if probe.crash_applies else 'before'} commit to {partition}")
+        if probe.crash_after_claim and any(Marker(op.data).applied_shard is not None for op in _markers(operations)):
+            probe.crash_after_claim = False
+            self.inner.commit(partition, operations)
+            raise InjectedCrash(f"crash after a claim's commit to {partition}")
         try:
             etags = self.inner.commit(partition, operations)
         except Exception:
@@ -85,6 +94,10 @@ class ProbedRows:
             raise
         probe.commits += 1
         return etags
+
+
+def _markers(operations: Sequence[Operation]) -> list[Operation]:
+    return [op for op in operations if MARKERS.holds(op.key)]
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """The dev host's stand-in for Event Hubs Capture: every message the local queue accepted, archived as Capture does.
 
-`ArchivingPublisher` wraps the queue publisher. Once the queue has accepted a publish call's messages, they are
-written as one Capture file, named as Capture names the window they fall in plus a unique suffix (one file per
-call, not per window). The enqueued time it records is the instant the queue acknowledged the call, taken on
-the app's clock: the queue's own insertion time has whole seconds only, too coarse to order the archive against
-a period's close.
+`ArchivingPublisher` wraps the queue publisher. Once the queues have accepted a publish call's messages, they are
+written as one Capture file per partition (the queue each went to), named as Capture names the window they fall
+in plus a unique suffix (one file per call and partition, not per window). The enqueued time it records is the
+instant the queues acknowledged the call, taken on the app's clock: a queue's own insertion time has whole
+seconds only, too coarse to order the archive against a period's close.
 
 The archive is what the hub accepted. If its write fails after the queue accepted, the call raises
 `PublishError`, so ingest answers 503 and the client sends the same events again: the queue then holds them
@@ -27,7 +27,7 @@ from azure.storage.blob import ContainerClient
 from metering.archive.capture import ArchivedMessage, encode, window_prefix
 from metering.transport import Message, Publisher, PublishError
 
-# The names the dev host gives the local hub in the archive: one partition, like the local queue.
+# The names the dev host gives the local hub in the archive; its partitions are the local queues' indexes.
 LOCAL_NAMESPACE = "local"
 LOCAL_PARTITION = "0"
 
@@ -60,13 +60,15 @@ class CaptureWriter:
             self._last_sequence = first + count - 1
         return range(first, first + count)
 
-    def write(self, messages: Sequence[Message], enqueued: datetime) -> str:
-        """Archive `messages` as enqueued at `enqueued`; returns the blob's name."""
+    def write(self, messages: Sequence[Message], enqueued: datetime, partition: str | None = None) -> str:
+        """Archive `messages` of one partition (the writer's own by default) as enqueued at `enqueued`; returns
+        the blob's name."""
+        partition = partition or self.partition
         archived = [
-            ArchivedMessage(self.partition, sequence, enqueued, message.body, message.partition_key)
+            ArchivedMessage(partition, sequence, enqueued, message.body, message.partition_key)
             for sequence, message in zip(self._sequences(len(messages)), messages, strict=True)
         ]
-        name = f"{window_prefix(self.namespace, self.hub, self.partition, enqueued)}-{uuid.uuid4().hex}.avro"
+        name = f"{window_prefix(self.namespace, self.hub, partition, enqueued)}-{uuid.uuid4().hex}.avro"
         if not self._ready:
             with contextlib.suppress(ResourceExistsError):
                 self.container.create_container()
@@ -76,18 +78,32 @@ class CaptureWriter:
 
 
 class ArchivingPublisher:
-    def __init__(self, inner: Publisher, writer: CaptureWriter, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        inner: Publisher,
+        writer: CaptureWriter,
+        clock: Callable[[], datetime],
+        *,
+        partition_of: Callable[[str], str] | None = None,
+    ) -> None:
+        """`partition_of` names the partition a partition key's messages went to (the writer's one if not given)."""
         self.inner = inner
         self.writer = writer
         self.clock = clock
+        self.partition_of = partition_of
 
     def publish(self, messages: Sequence[Message]) -> None:
         if not messages:
             return
         self.inner.publish(messages)
         accepted = self.clock()
+        by_partition: dict[str | None, list[Message]] = {}
+        for message in messages:
+            partition = None if self.partition_of is None else self.partition_of(message.partition_key)
+            by_partition.setdefault(partition, []).append(message)
         try:
-            self.writer.write(messages, accepted)
+            for partition, group in by_partition.items():
+                self.writer.write(group, accepted, partition)
         except AzureError as error:
             raise PublishError(
                 f"the local queue accepted the events but the archive did not ({type(error).__name__})"

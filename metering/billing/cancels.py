@@ -1,6 +1,7 @@
 """Cancelling a counted event of a sum or count meter, within its open period, exactly once.
 
-The event is found by its marker in the periods it can belong to; the subtraction itself is the ledger's
+The event is found by its marker in the periods it can belong to, in its key shard (and, when that marker is a
+claim, in the shard it names, which applied the event); the subtraction itself is the ledger's
 (ledger/cancel.py), committed here with the cancel's row, and journaled before the caller is answered. A commit
 that meets an aggregator's or another cancel's is read again and retried.
 """
@@ -19,7 +20,7 @@ from metering.core.meters import MeterCatalog
 from metering.core.periods import BillingPeriod, PeriodSchedule, periods_between
 from metering.ledger import cancel
 from metering.ledger.cancel import NotCancellable, PeriodClosed
-from metering.ledger.keys import STATE_ROW, cancel_key, marker_key, partition_key
+from metering.ledger.keys import STATE_ROW, cancel_key, key_shard, marker_key, partition_key
 from metering.ledger.rows import Marker, StateRow
 from metering.stores import CommitConflict, ContentionError, Create, Row, Store
 
@@ -80,7 +81,9 @@ class Cancels:
         done_key = cancel_key(tenant_id, dedupe_key)
         periods = list(periods_between(self.schedule, tenant_id, now - _LOOKBACK, now + self.max_future))
         for period in reversed(periods):
-            partition = partition_key(tenant_id, period)
+            partition = self._applied_in(tenant_id, dedupe_key, period, marker)
+            if partition is None:
+                continue
             for _attempt in range(10):
                 found = self.store.usage.read(partition, [marker, STATE_ROW, done_key])
                 if marker not in found:
@@ -100,6 +103,19 @@ class Cancels:
             else:
                 raise ContentionError(f"cancel in {partition} kept meeting concurrent writes")
         raise NotCounted(dedupe_key)
+
+    def _applied_in(self, tenant_id: str, dedupe_key: str, period: BillingPeriod, marker: str) -> str | None:
+        """The partition of the period whose marker says the event was applied there: its key shard's, or the one
+        its claim there names; None when the key shard holds no marker."""
+        shards = self.schedule.shards(tenant_id, period)
+        partition = partition_key(tenant_id, period, key_shard(tenant_id, dedupe_key, shards))
+        if shards == 1:
+            return partition
+        found = self.store.usage.read(partition, [marker]).get(marker)
+        if found is None:
+            return None
+        applied = Marker(found.data).applied_shard
+        return partition if applied is None else partition_key(tenant_id, period, applied)
 
     def _cancel(
         self, partition: str, period: BillingPeriod, marker: Marker, state: Row | None, now: datetime

@@ -3,11 +3,12 @@
 A period is due when its end plus the grace window has passed and every hub partition has applied its events
 up to that instant (so events still waiting in the hub are not mistaken for late ones). Closing one:
 
-1. flip the state row of each of its store partitions to closed, under its ETag (or create it closed): every
-   aggregator commit rewrites that row under its ETag, so none can slip in after;
-2. write the statement from the closed rows' totals, rated with the plan the tenant had at the period's end,
-   with `create` (racing closers build the same statement from the same closed rows; one create wins, so there
-   is exactly one, and it is never rated again);
+1. flip the state row of each of its store partitions (one per shard) to closed, under its ETag (or create it
+   closed): every aggregator commit that changes a figure rewrites that row under its ETag, so none can slip in
+   after;
+2. write the statement from the closed rows' totals, combined by each meter's kind across the shards, rated with
+   the plan the tenant had at the period's end, with `create` (racing closers build the same statement from the
+   same closed rows; one create wins, so there is exactly one, and it is never rated again);
 3. queue `period.closed` in the outbox (sent at least once, stable id);
 4. move the period from the open index to the purge index.
 
@@ -31,8 +32,9 @@ from metering.core.periods import BillingPeriod
 from metering.core.prices import Pricing, PricingAt
 from metering.ledger import commit, control, rows
 from metering.ledger.control import HubProgress, IndexedPeriod
-from metering.ledger.keys import MARKERS, SHARDS, STATE_ROW, partition_key
+from metering.ledger.keys import MARKERS, STATE_ROW, partition_keys
 from metering.ledger.rows import StateRow
+from metering.ledger.shards import period_state, shard_states
 from metering.notifications.messages import Notification, PeriodInstant
 from metering.notifications.outbox import Outbox
 from metering.stores import CommitConflict, Create, Row, Store
@@ -104,16 +106,19 @@ def build_statement(
     )
 
 
-def period_closed(store: Store, tenant_id: str, period: BillingPeriod) -> bool:
-    """Whether the tenant's period is closed (or being closed): passed by the closer, or a state row flipped."""
+def period_closed(store: Store, tenant_id: str, period: BillingPeriod, shards: int = 1) -> bool:
+    """Whether the tenant's period (of `shards` shards) is closed or being closed: passed by the closer, or a
+    shard's state row flipped."""
     through = control.closed_through(store.control)
     if through is not None and period.end <= through:
         return True
-    for shard in SHARDS:
-        row = store.usage.read(partition_key(tenant_id, period, shard), [STATE_ROW]).get(STATE_ROW)
-        if row is not None and StateRow(row.data).is_closed:
-            return True
-    return False
+    return any(
+        row is not None and StateRow(row.data).is_closed for row in shard_states(store.usage, tenant_id, period, shards)
+    )
+
+
+def one_shard(_tenant_id: str, _period: BillingPeriod) -> int:
+    return 1
 
 
 class PeriodCloser:
@@ -131,8 +136,10 @@ class PeriodCloser:
         page_size: int = 1000,
         max_periods_per_run: int = 5000,
         pricing: PricingAt | None = None,
+        shards: Callable[[str, BillingPeriod], int] = one_shard,
     ) -> None:
         self.pricing = pricing
+        self.shards = shards
         self.page_size = page_size
         self.max_periods_per_run = max_periods_per_run
         self.store = store
@@ -177,11 +184,13 @@ class PeriodCloser:
 
     def close(self, entry: IndexedPeriod, now: datetime) -> Statement:
         tenant, period = entry.tenant_id, entry.period
-        states = [self._flip(partition_key(tenant, period, shard), tenant, period, now) for shard in SHARDS]
-        # One shard per period today; with more, their totals combine here by each meter's aggregation.
+        partitions = partition_keys(tenant, period, self.shards(tenant, period))
+        states = [self._flip(partition, tenant, period, now) for partition in partitions]
+        combined = period_state(states, self.catalog)
+        assert combined is not None, "every shard has a state row once flipped"
         # Rated once, here: a statement that already exists (a racing or earlier closer) is never rated again.
         pricing = None if self.pricing is None else self.pricing(tenant, period.end)
-        statement = build_statement(tenant, period, states[0], self.catalog, pricing)
+        statement = build_statement(tenant, period, combined, self.catalog, pricing)
         try:
             self.store.statements.commit(tenant, [Create(period.key, statement.model_dump(mode="json"))])
         except CommitConflict:
@@ -216,8 +225,7 @@ class PeriodCloser:
         events is by then past the hub's retention and any client's retries."""
         purged = 0
         for entry in control.purgeable(self.store.control, now):
-            for shard in SHARDS:
-                partition = partition_key(entry.tenant_id, entry.period, shard)
+            for partition in partition_keys(entry.tenant_id, entry.period, self.shards(entry.tenant_id, entry.period)):
                 while True:
                     markers = self.store.usage.range(partition, *MARKERS, limit=1000)
                     if not markers:

@@ -1,7 +1,8 @@
 """The invoice preview: a tenant's open period rated as if it closed now, and a forecast to its end.
 
-The preview reads the period's state row and rates it exactly as the closer will (the same lines, the same
-plan lookup, the same rating), so once nothing more arrives it equals the statement the close writes. The
+The preview reads the period's state rows (one per shard, combined) and rates them exactly as the closer will
+(the same lines, the same plan lookup, the same rating), so once nothing more arrives it equals the statement the
+close writes. The
 forecast projects each kind to the period's end (API.md): sum and count linearly, levels and distinct counts
 as they are; it is null during the period's first 24 hours, when one busy hour would be projected over a
 month. Adjustment lines (late events carried in) are one-off and stay as they are.
@@ -22,8 +23,7 @@ from metering.core.meters import MeterCatalog
 from metering.core.money import AmountText, shown
 from metering.core.periods import BillingPeriod, PeriodSchedule
 from metering.core.prices import PricingAt
-from metering.ledger.keys import STATE_ROW, partition_key
-from metering.ledger.rows import StateRow
+from metering.ledger.shards import period_state, shard_states
 from metering.stores import Store
 
 FORECAST_AFTER = timedelta(hours=24)
@@ -80,8 +80,8 @@ class Invoices:
     def preview(self, tenant_id: str) -> InvoicePreview:
         now = self.clock()
         period = self.schedule.period_at(tenant_id, now)
-        row = self.store.usage.read(partition_key(tenant_id, period), [STATE_ROW]).get(STATE_ROW)
-        lines = metered_lines(None if row is None else StateRow(row.data), self.catalog)
+        states = shard_states(self.store.usage, tenant_id, period, self.schedule.shards(tenant_id, period))
+        lines = metered_lines(period_state(states, self.catalog), self.catalog)
         # The plan in force at the period's end, as the closer asks: the plan now, unless it changes again.
         pricing = self.pricing(tenant_id, period.end)
         rated = rate(pricing, lines)

@@ -100,7 +100,7 @@ class LateEvents:
             tenant = planned.event.tenant_id
             day = self.schedule.day_of(tenant, max(now, period.start)).isoformat()
             hour = hour_key(max(now, period.start))
-            adjusted = plan_adjustment(planned, period, day, hour)
+            adjusted = plan_adjustment(planned, period, day, hour, self.schedule.shards(tenant, period))
             entries.append(carry_entry(planned, record, day, hour))
             carry.partitions.setdefault(adjusted.partition, []).append(adjusted)
         if carry.partitions:

@@ -19,6 +19,8 @@ from itertools import pairwise
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from metering.core.shards import DEFAULT_SHARDS, ShardHistory, shards_at
+
 MIN_ANCHOR_DAY = 1
 # Every month has a 28th: an anchor day never needs clamping, so every period of a tenant starts on the same
 # day of the month.
@@ -63,6 +65,10 @@ class PeriodSchedule(Protocol):
     def day_bounds(self, tenant_id: str, day: date) -> tuple[datetime, datetime]: ...
 
     def period_starting(self, tenant_id: str, day: date) -> BillingPeriod | None: ...
+
+    def shards(self, tenant_id: str, period: BillingPeriod) -> int:
+        """How many store partitions the tenant's period is spread over (core/shards.py): fixed per period."""
+        ...
 
 
 class TermsError(ValueError):
@@ -226,14 +232,21 @@ def check_history(history: Sequence[Terms]) -> History:
 
 
 HistoryOf = Callable[[str], History]
+ShardsOf = Callable[[str], ShardHistory]
+
+
+def _one_shard(_tenant: str) -> ShardHistory:
+    return DEFAULT_SHARDS
 
 
 @dataclass
 class TenantSchedule:
-    """Periods per tenant, from each tenant's history of terms. The last period met per tenant is kept, so the
-    aggregator's hot path (thousands of events of a tenant in one period) costs a comparison per event."""
+    """Periods per tenant, from each tenant's history of terms, and each period's shard count from the tenant's
+    shard history. The last period met per tenant is kept, so the aggregator's hot path (thousands of events of a
+    tenant in one period) costs a comparison per event."""
 
     history_of: HistoryOf
+    shards_of: ShardsOf = _one_shard
     _last: dict[str, tuple[History, BillingPeriod]] = field(default_factory=dict)
 
     def _history(self, tenant_id: str) -> History:
@@ -261,6 +274,9 @@ class TenantSchedule:
 
     def period_starting(self, tenant_id: str, day: date) -> BillingPeriod | None:
         return period_starting(self._history(tenant_id), day)
+
+    def shards(self, tenant_id: str, period: BillingPeriod) -> int:
+        return shards_at(self.shards_of(tenant_id), period.start)
 
 
 def calendar_month_utc() -> TenantSchedule:

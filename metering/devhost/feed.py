@@ -8,9 +8,9 @@ checkpoint, and a store outage must only delay counting, never drop events. What
 or apply it dead-letters itself, event by event, so nothing is dead-lettered here for having failed.
 
 Each run of the feed is a partition of its own, numbering deliveries from 0, named as Event Hubs' trigger
-names one (`<namespace>|<hub>|<partition id>`, with `<account>.queue` as namespace and `local-<random>` as
-id): a sequence number then names one delivery of one message, never two, which is all the aggregator
-assumes of it.
+names one (`<namespace>|<hub>|<partition id>`, with `<account>.queue` as namespace and `local-<run>` as id, or
+`local-<run>-<index>` for the queue of that index of a hub of several, transport/queue.py): a sequence number
+then names one delivery of one message, never two, which is all the aggregator assumes of it.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class HubFeed:
         min_backoff_seconds: float = 1.0,
         max_backoff_seconds: float = 60.0,
         idle_seconds: float = 0.2,
+        partition_id: str | None = None,
     ) -> None:
         self.client = client
         self.handler = handler
@@ -70,7 +71,7 @@ class HubFeed:
         self.min_backoff_seconds = min_backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self.idle_seconds = idle_seconds
-        partition_id = f"local-{uuid.uuid4().hex[:8]}"
+        partition_id = partition_id or f"local-{uuid.uuid4().hex[:8]}"
         namespace = f"{client.account_name}.queue"
         self.partition = hub_partition(namespace, hub, partition_id)
         self.sequence = 0
@@ -84,6 +85,9 @@ class HubFeed:
         self._metadata = {"PartitionContext": Datum(json.dumps(context), "json")}
 
     def run(self, stop: threading.Event) -> None:
+        # A hub's partitions exist before anyone sends to them: so does the queue (if the storage answers yet).
+        with contextlib.suppress(AzureError):
+            self.client.create_queue()
         unavailable = 0
         while not stop.is_set():
             try:

@@ -3,7 +3,8 @@
 It reads the app settings (local.settings.json, else local.settings.example.json) into the environment,
 starts Azurite unless AzureWebJobsStorage points elsewhere (and, with METERING_STORE=cosmos and no endpoint, the
 local Cosmos-compatible server), discovers the functions from the app object,
-serves the HTTP triggers with uvicorn, runs the timers, and feeds the Event Hub trigger from the local queue.
+serves the HTTP triggers with uvicorn, runs the timers, and feeds the Event Hub trigger from the local hub's
+queues, one feed per partition, in threads of this process or in worker processes (workers.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import secrets
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from metering.devhost.cosmos import CosmosServer
 from metering.devhost.feed import HubFeed
 from metering.devhost.http import FunctionKeysError, HttpHost, http_routes, parse_function_keys, trigger_of
 from metering.devhost.timers import Timer, timers
+from metering.devhost.workers import FeedOptions, FeedSpec, FeedWorkers, build_feeds, run_feeds
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +97,21 @@ class DevHost:
     admin_key: str = ""
     azurite: Azurite | None = None
     cosmos: CosmosServer | None = None
+    # Worker processes for the hub feeds; 0: the feeds run in threads of this process (tests reach into them).
+    workers: int = 0
     feeds: list[HubFeed] = field(default_factory=list)
+    # The qualified names of the local hub's partitions as this run's feeds name them (in threads or workers).
+    partitions: list[str] = field(default_factory=list)
     timers: list[Timer] = field(default_factory=list)
+    _workers: FeedWorkers | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _server: Any = None
+
+    @property
+    def worker_processes(self) -> int:
+        """How many worker processes feed the hub (0: threads of this process)."""
+        return 0 if self._workers is None else len(self._workers.shares)
 
     @property
     def base_url(self) -> str:
@@ -123,7 +136,7 @@ class DevHost:
         if problem is not None:
             raise ConfigurationError(problem)
         self.timers = timers(functions)
-        self.feeds = self._feeds(functions)
+        self._start_feeds(functions)
         routes = http_routes(functions)
         try:
             function_keys = parse_function_keys(
@@ -134,37 +147,41 @@ class DevHost:
         self._serve(HttpHost(routes, self.function_key, self.admin_key, function_keys=function_keys))
         for timer in self.timers:
             self._spawn(f"timer {timer.name}", timer.run)
-        for feed in self.feeds:
-            self._spawn("hub feed", feed.run)
         return self
 
-    def _feeds(self, functions: list[Any]) -> list[HubFeed]:
+    def _start_feeds(self, functions: list[Any]) -> None:
+        """One feed per partition of the local hub, each under a partition id of this run."""
         from metering.bootstrap import services  # noqa: PLC0415 (after the settings are in the environment)
-        from metering.transport.queue import queue_client  # noqa: PLC0415
+        from metering.core.hub import hub_partition  # noqa: PLC0415
+        from metering.transport.queue import local_partition_id, queue_client  # noqa: PLC0415
 
-        runtime = services()
+        settings = services().settings
         batch = host_settings(self.root).get("extensions", {}).get("eventHubs", {}).get("maxEventBatchSize", 100)
-        feeds = []
+        run = uuid.uuid4().hex[:8]
+        queues = settings.local_queues
+        specs = [FeedSpec(queue, local_partition_id(run, i, len(queues))) for i, queue in enumerate(queues)]
         for function in functions:
             trigger = trigger_of(function)
             if trigger["type"] != "eventHubTrigger":
                 continue
-            if runtime.settings.uses_event_hub:
+            if settings.uses_event_hub:
                 log.warning("%s reads a real Event Hub: the dev host does not feed it", function.get_function_name())
                 continue
-
-            feeds.append(
-                HubFeed(
-                    queue_client(os.environ["AzureWebJobsStorage"], runtime.settings.local_queue),
-                    function.get_user_function(),
-                    trigger["name"],
-                    hub=runtime.settings.event_hub_name,
-                    consumer_group=runtime.settings.event_hub_consumer_group,
-                    max_batch=int(batch),
-                    **retry_intervals(function),
-                )
+            options = FeedOptions(
+                hub=settings.event_hub_name,
+                consumer_group=settings.event_hub_consumer_group,
+                max_batch=int(batch),
+                idle_seconds=0.2,
+                retry=retry_intervals(function),
             )
-        return feeds
+            account = queue_client(os.environ["AzureWebJobsStorage"], queues[0]).account_name
+            self.partitions = [hub_partition(f"{account}.queue", options.hub, spec.partition_id) for spec in specs]
+            if self.workers:
+                self._workers = FeedWorkers(self.app_module, self.root, specs, options, self.workers)
+                self._workers.start()
+            else:
+                self.feeds = build_feeds(function, trigger, specs, options)
+                self._threads.extend(run_feeds(self.feeds, self._stop))
 
     def _serve(self, app: HttpHost) -> None:
         import uvicorn  # noqa: PLC0415 (a dev-only dependency)
@@ -190,6 +207,8 @@ class DevHost:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._workers is not None:
+            self._workers.stop()
         if self._server is not None:
             self._server.should_exit = True
         for thread in self._threads:

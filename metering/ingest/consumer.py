@@ -20,9 +20,12 @@ from metering.core.clock import Clock
 from metering.core.events import BodyError, parse_event
 from metering.core.hub import Applied, Position, contiguous_ranges
 from metering.ingest.deadletters import DeadLetter, DeadLetters
-from metering.ledger.batch import SourcedEvent
+from metering.ledger.batch import PlannedEvent, SourcedEvent
 from metering.ledger.control import HubProgress
-from metering.ledger.ledger import Ledger
+from metering.ledger.keys import STATE_ROW, partition_keys
+from metering.ledger.ledger import ApplyResult, Ledger
+from metering.ledger.rows import StateRow
+from metering.ledger.shards import period_state
 from metering.notifications.outbox import Outbox
 from metering.quotas.alerts import AlertWatch
 from metering.transport import decode_message
@@ -108,11 +111,7 @@ def consume(
     result = ledger.apply(sourced, ranges)
     late = after.late.handle(result.late)
     unapplied = [(r.item.event, r.item.position, r.reason) for r in [*result.rejected, *late.rejected]]
-    alerts = sum(
-        after.alerts.check(first.event.tenant_id, first.period, state.totals())
-        for first, state in result.states.values()
-        if state is not None and not state.is_closed
-    )
+    alerts = _check_thresholds(result, ledger, after.alerts)
     if alerts:
         after.outbox.dispatch()
     enqueued = {(m.partition, m.sequence): m.enqueued for m in messages}
@@ -155,6 +154,40 @@ def consume(
         f"{report.lag_seconds:.1f}" if report.lag_seconds is not None else "n/a",
     )
     return report
+
+
+def _check_thresholds(result: ApplyResult, ledger: Ledger, alerts: AlertWatch) -> int:
+    """Threshold alerts for the totals of every period the batch touched. A period of several shards is checked
+    against all of them combined by kind: the shards this batch wrote are known, the others are read (only when
+    a metric of the tenant has a hard limit, since no other total raises an alert)."""
+    touched: dict[tuple[str, str], tuple[PlannedEvent, dict[str, StateRow | None]]] = {}
+    for partition, (first, state) in result.states.items():
+        touched.setdefault((first.event.tenant_id, first.period.key), (first, {}))[1][partition] = state
+    new = 0
+    for (tenant, _), (first, known) in touched.items():
+        period = first.period
+        shards = ledger.schedule.shards(tenant, period)
+        states: list[StateRow | None] = list(known.values())
+        if shards > 1:
+            metrics = {metric for state in states if state is not None for metric in state.metrics}
+            if not alerts.limited(tenant, metrics):
+                continue
+            states = [
+                known[partition] if partition in known else _state_of(ledger, partition)
+                for partition in partition_keys(tenant, period, shards)
+            ]
+        present = [state for state in states if state is not None]
+        if not present or any(state.is_closed for state in present):
+            continue  # a period being closed raises no new alert
+        combined = period_state(states, ledger.catalog)
+        if combined is not None:
+            new += alerts.check(tenant, period, combined.totals())
+    return new
+
+
+def _state_of(ledger: Ledger, partition: str) -> StateRow | None:
+    row = ledger.store.usage.read(partition, [STATE_ROW]).get(STATE_ROW)
+    return None if row is None else StateRow(row.data)
 
 
 def _newest(messages: Sequence[HubMessage]) -> list[Applied]:

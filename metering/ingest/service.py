@@ -19,7 +19,7 @@ from typing import Any
 from metering.core.events import FieldError, UsageEvent, validate_events
 from metering.core.meters import MeterCatalog
 from metering.quotas.ratelimit import RateLimit, RateLimiter
-from metering.transport import Message, Publisher, pack
+from metering.transport import Message, Publisher, pack, tenant_key
 
 Taken = Mapping[str, tuple[int, RateLimit]]
 
@@ -63,7 +63,10 @@ class IngestService:
         clock: Callable[[], datetime],
         rate_of: Callable[[str], RateLimit | None] | None = None,
         limiter: RateLimiter | None = None,
+        key_of: Callable[[UsageEvent], str] = tenant_key,
     ) -> None:
+        # The hub partition key of each event (ledger/routing.py): the tenant, or its shard for a sharded one.
+        self.key_of = key_of
         self.rate_of = rate_of
         self.limiter = limiter or RateLimiter()
         self.catalog = catalog
@@ -110,4 +113,4 @@ class IngestService:
             raise
 
     def messages(self, events: Sequence[UsageEvent]) -> list[Message]:
-        return pack(events, self.max_message_bytes)
+        return pack(events, self.max_message_bytes, self.key_of)

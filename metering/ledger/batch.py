@@ -3,13 +3,15 @@
 An event contributes a *cell* (cells.py) to the period total, to its day and UTC hour, and to the groups of the
 dimensions its meter breaks down by. Cells of the same key merge by the meter's aggregation, so a batch of
 thousands of events becomes a few rows of deltas. Planning gives each event every key it needs (keys.py) once,
-and sets aside what cannot count (a meter the catalog does not know, an event without an id) and repeats of an
-event within the batch.
+including its shard (placement.py), and sets aside what cannot count (a meter the catalog does not know, an event
+without an id) and repeats of an event within the batch. An event applied in another shard than its key's is
+planned twice: its claim in the key shard, and its application, which the ledger makes only once the claim is
+settled as this payload's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from hashlib import blake2b
@@ -21,7 +23,8 @@ from metering.core.hub import Position
 from metering.core.meters import Aggregation, Meter, MeterCatalog
 from metering.core.periods import BillingPeriod, PeriodSchedule
 from metering.ledger.cells import Cell, absorb, absorb_into
-from metering.ledger.keys import day_row_key, marker_key, partition_key, unique_key
+from metering.ledger.keys import day_row_key, marker_key, marker_shard, partition_keys, unique_key
+from metering.ledger.placement import applying_shard
 
 
 def payload_hash(event: UsageEvent, timestamp: str | None = None) -> str:
@@ -75,6 +78,13 @@ class PlannedEvent:
     unique: str | None = None  # the row key of its distinct value, for unique_count meters
     unique_value: str | None = None
     adjustment: bool = False  # a late event of a closed period, carried into a later one
+    # Applied away from its key shard: the partition (the key shard's) that holds its claim.
+    claimed_in: str | None = None
+    # This entry is that claim: a marker in the key shard naming `shard`, the shard that applies the event; it
+    # contributes nothing. `of` is the application it claims for.
+    claim: bool = False
+    shard: int = 0
+    of: PlannedEvent | None = None
     _payload: str | None = None
     _timestamp: str | None = None
 
@@ -90,8 +100,25 @@ class PlannedEvent:
         """The payload hash, computed when first needed: a marker is written or met. Events a replay skips by
         their hub position never need it."""
         if self._payload is None:
-            self._payload = payload_hash(self.event, self.timestamp)
+            self._payload = self.of.payload if self.of is not None else payload_hash(self.event, self.timestamp)
         return self._payload
+
+    @property
+    def identity(self) -> str:
+        """What its marker must hold for a marker met to be this entry's own: the payload hash, and for a claim
+        also the shard it names (a claim is never taken for an applied event's marker, nor the reverse)."""
+        return claim_identity(self.payload, self.shard) if self.claim else self.payload
+
+    @property
+    def hub_position(self) -> Position | None:
+        """Its hub position, where the partition's recorded hub ranges may vouch for it: only an event applied
+        in its key shard. A claim may have been met by another payload, and an event applied through a claim is
+        settled by its marker there, so neither is ever skipped by position (nor counted in coverage)."""
+        return None if self.claim or self.claimed_in is not None else self.position
+
+
+def claim_identity(payload: str, shard: int) -> str:
+    return f"{payload}>{shard}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +148,8 @@ class BatchPlan:
     partitions: dict[str, list[PlannedEvent]] = field(default_factory=dict)
     repeats: dict[str, list[PlannedEvent]] = field(default_factory=dict)
     rejected: list[Rejected] = field(default_factory=list)
+    # Events applied away from their key shard, each claimed in `partitions` (or `repeats`) of its key shard.
+    claimed: list[PlannedEvent] = field(default_factory=list)
 
 
 def contribution(meter: Meter, event: UsageEvent) -> Cell:
@@ -159,8 +188,8 @@ def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: P
     seen: set[str] = set()
     meters = catalog.meters
     # A batch holds runs of one tenant's events of one period (a message is one tenant's): the schedule returns
-    # the same period object for them, and its partition key is built once per run.
-    last: tuple[str, BillingPeriod | None, str] = ("", None, "")
+    # the same period object for them, and its shard count and partition keys are found once per run.
+    last: tuple[str, BillingPeriod | None, list[str]] = ("", None, [])
     for item in items:
         event = item.event
         # Checked again: an event that waited in the hub was checked (if at all) against the catalog of then.
@@ -178,11 +207,12 @@ def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: P
         instant = event.timestamp
         period = schedule.period_at(tenant, instant)
         if period is last[1] and tenant == last[0]:
-            pkey = last[2]
+            partitions = last[2]
         else:
-            pkey = partition_key(tenant, period)
-            last = (tenant, period, pkey)
+            partitions = partition_keys(tenant, period, schedule.shards(tenant, period))
+            last = (tenant, period, partitions)
         mkey = marker_key(tenant, dedupe)
+        pkey, shard, claim_in = _placed(meter, event, mkey, partitions)
         hour = hour_key(instant)
         day = schedule.day_of(tenant, instant).isoformat()
         dimensions = event.dimensions
@@ -202,25 +232,71 @@ def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: P
         if unique is not None:
             planned.unique_value = unique
             planned.unique = unique_key(meter.name, unique)
-        key = pkey + mkey
-        if key in seen:
-            plan.repeats.setdefault(pkey, []).append(planned)
+        if claim_in is not None:
+            planned.claimed_in = claim_in
+            plan.claimed.append(planned)
+            _hold(plan, seen, _claim(planned, claim_in, shard))
         else:
-            seen.add(key)
-            plan.partitions.setdefault(pkey, []).append(planned)
+            _hold(plan, seen, planned)
     return plan
 
 
-def plan_adjustment(planned: PlannedEvent, period: BillingPeriod, day: str, hour: str) -> PlannedEvent:
-    """A late event carried into `period` (counted on the day and hour it was carried). It keeps its marker
-    key, so it is carried once however often it comes again; it has no hub position, because the hub ranges
-    that partition records as applied say nothing of events carried into it."""
+def _placed(meter: Meter, event: UsageEvent, marker: str, partitions: list[str]) -> tuple[str, int, str | None]:
+    """The partition and shard that apply the event, and the partition of its key shard when that is another."""
+    shards = len(partitions)
+    if shards == 1:
+        return partitions[0], 0, None
+    key_shard = marker_shard(marker, shards)
+    shard = applying_shard(meter, event, key_shard, shards)
+    return partitions[shard], shard, None if shard == key_shard else partitions[key_shard]
+
+
+def _hold(plan: BatchPlan, seen: set[str], planned: PlannedEvent) -> None:
+    """File the event (or its claim) under its partition, as a first occurrence or a repeat. A dedupe key has one
+    key shard whatever its meter: repeats across meters meet there too."""
+    key = planned.partition + planned.marker
+    if key in seen:
+        plan.repeats.setdefault(planned.partition, []).append(planned)
+    else:
+        seen.add(key)
+        plan.partitions.setdefault(planned.partition, []).append(planned)
+
+
+_NOTHING = Cell(decimals.ZERO, 0)
+
+
+def _claim(planned: PlannedEvent, partition: str, shard: int) -> PlannedEvent:
+    return PlannedEvent(
+        event=planned.event,
+        meter=planned.meter,
+        position=planned.position,
+        partition=partition,
+        period=planned.period,
+        marker=planned.marker,
+        day=planned.day,
+        hour=planned.hour,
+        cell=_NOTHING,
+        groups={},
+        claim=True,
+        shard=shard,
+        of=planned,
+    )
+
+
+def plan_adjustment(planned: PlannedEvent, period: BillingPeriod, day: str, hour: str, shards: int = 1) -> PlannedEvent:
+    """A late event carried into `period` of `shards` shards (counted on the day and hour it was carried). It
+    keeps its marker key, so it is carried once however often it comes again, in its key shard there; it has no
+    hub position, because the hub ranges that partition records as applied say nothing of events carried into
+    it. Only kinds applied in their key shard are carried (sum and count: billing/late.py)."""
     tenant = planned.event.tenant_id
+    key_shard = marker_shard(planned.marker, shards)
+    if applying_shard(planned.meter, planned.event, key_shard, shards) != key_shard:
+        raise ValueError(f"a {planned.meter.aggregation} event is applied by its value's shard: it is not carried")
     return PlannedEvent(
         event=planned.event,
         meter=planned.meter,
         position=None,
-        partition=partition_key(tenant, period),
+        partition=partition_keys(tenant, period, shards)[key_shard],
         period=period,
         marker=planned.marker,
         day=day,
@@ -274,10 +350,24 @@ class ChunkDeltas:
         return {hour for per_meter in self.days.values() for delta in per_meter.values() for hour in delta.hours}
 
 
+def _add_groups(kind: Aggregation, delta: DayDelta, groups: Mapping[str, str | None], cell: Cell) -> None:
+    """An event's cell in each of its dimensions' groups: its value's, or the group of events without it."""
+    for dim, value in groups.items():
+        if value is None:
+            absorb(kind, delta.absent, dim, cell)
+            continue
+        values = delta.groups.get(dim)
+        if values is None:
+            values = delta.groups[dim] = {}
+        absorb(kind, values, value, cell)
+
+
 def chunk_deltas(events: Iterable[PlannedEvent]) -> ChunkDeltas:
     deltas = ChunkDeltas()
     totals, days, meters = deltas.totals, deltas.days, deltas.meters
     for planned in events:
+        if planned.claim:
+            continue  # a claim only holds the key: its event counts where it is applied
         meter = planned.meter
         name = meter.name
         kind = meter.aggregation
@@ -298,14 +388,7 @@ def chunk_deltas(events: Iterable[PlannedEvent]) -> ChunkDeltas:
             absorb_into(kind, delta.day, cell)
         if kind is not Aggregation.UNIQUE_COUNT:
             absorb(kind, delta.hours, planned.hour, cell)
-        for dim, value in planned.groups.items():
-            if value is None:
-                absorb(kind, delta.absent, dim, cell)
-                continue
-            values = delta.groups.get(dim)
-            if values is None:
-                values = delta.groups[dim] = {}
-            absorb(kind, values, value, cell)
+        _add_groups(kind, delta, planned.groups, cell)
         if planned.unique is not None:
             seen = deltas.uniques.get(planned.unique)
             if seen is None:

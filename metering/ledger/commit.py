@@ -1,8 +1,9 @@
 """Planning the commits of one store partition (pure: no I/O): which events go in which commit, and the
 operations each commit writes.
 
-A commit holds a chunk of events: their dedupe markers (created, never upserted), their new distinct values,
-the day rows their deltas change and the period state row, each entity at most once, at most `max_ops` of them.
+A commit holds a chunk of events: their dedupe markers (created, never upserted; a claim's marker for an event
+applied in another shard), their new distinct values, the day rows their deltas change and the period state row,
+each entity at most once, at most `max_ops` of them.
 What the operations are built from (the rows as last read or written, with their ETags) is given by the
 caller, the ledger, which does the reading and the writing.
 """
@@ -46,7 +47,7 @@ def held_back(hub_ranges: Mapping[str, tuple[int, int]], repeats: Sequence[Plann
     commit may record it as applied (a redelivery must judge it again if this one stops before it)."""
     ranges = dict(hub_ranges)
     for planned in repeats:
-        position = planned.position
+        position = planned.hub_position
         if position is not None and position.partition in ranges:
             lo, hi = ranges[position.partition]
             ranges[position.partition] = (lo, min(hi, position.sequence - 1))
@@ -54,13 +55,13 @@ def held_back(hub_ranges: Mapping[str, tuple[int, int]], repeats: Sequence[Plann
 
 
 def row_keys(planned: PlannedEvent) -> set[str]:
-    """The aggregate rows an event's deltas may change besides the state row."""
-    return {day_row_key(planned.day)}
+    """The aggregate rows an event's deltas may change besides the state row (a claim changes none)."""
+    return set() if planned.claim else {day_row_key(planned.day)}
 
 
 def chunks(events: Sequence[PlannedEvent], max_ops: int) -> list[list[PlannedEvent]]:
     """Greedy chunks whose operations (markers, new distinct values, rows, the state row) fit one commit,
-    each entity at most once."""
+    each entity at most once. (A chunk of claims alone needs no state row: one operation of slack.)"""
     found: list[list[PlannedEvent]] = []
     current: list[PlannedEvent] = []
     keys: set[str] = set()
@@ -92,12 +93,12 @@ def coverage(
     first_pending: dict[str, int] = {}
     for chunk in later_chunks:
         for planned in chunk:
-            position = planned.position
+            position = planned.hub_position
             if position is not None and position.partition in hub_ranges:
                 seq = first_pending.get(position.partition)
                 if seq is None or position.sequence < seq:
                     first_pending[position.partition] = position.sequence
-    present = {p.position.partition for p in events if p.position is not None}
+    present = {position.partition for p in events if (position := p.hub_position) is not None}
     covered: dict[str, tuple[int, int]] = {}
     for partition, (lo, hi) in hub_ranges.items():
         if partition not in present:
@@ -112,7 +113,7 @@ def coverage(
 def moving_day(state: Row | None, deltas: ChunkDeltas) -> str | None:
     """The day whose block leaves the state row for its day row in this chunk, if a later day arrives."""
     today = StateRow(state.data).today if state is not None else None
-    if today is not None and max(deltas.days) > today.day:
+    if today is not None and deltas.days and max(deltas.days) > today.day:
         return today.day
     return None
 
@@ -136,7 +137,14 @@ def operations(
     """A chunk's commit, each operation with what it writes (MARKER, UNIQUE or ROW). `day_rows` must hold every
     day row the chunk touches and the moving day's (None where there is none), `uniques` the distinct-value rows
     known (a value not in it is new to the period)."""
-    ops: list[tuple[Operation, str]] = [(Create(p.marker, rows.marker_row(p, now)), MARKER) for p in chunk]
+    ops: list[tuple[Operation, str]] = [
+        (Create(p.marker, rows.claim_row(p, now) if p.claim else rows.marker_row(p, now)), MARKER) for p in chunk
+    ]
+    if all(p.claim for p in chunk):
+        # Claims change no total, so they leave the state row alone: the aggregator of the shard they are in
+        # (which is writing that row) never meets them as a conflict. A claim the closer overtakes is harmless:
+        # its event is counted, or filed late, by the shard that applies it.
+        return ops
     new_in_period: Counter[str] = Counter()
     new_by_day: dict[str, Counter[str]] = {}
     for key, met in deltas.uniques.items():
@@ -162,7 +170,7 @@ def operations(
         stored = _stored_block(day_rows, moving)
         blocks[moving] = rows.add_to_block(stored, day=moving, per_meter=rows.block_deltas(today), meters=meters)
         today = None
-    today_day = today["day"] if today is not None else max(deltas.days)
+    today_day = today["day"] if today is not None else max(deltas.days, default=None)
     for day, per_meter in deltas.days.items():
         new_distinct = new_by_day.get(day)
         if day == today_day:

@@ -1,11 +1,14 @@
 """Every key of the usage, conflicts and late-events tables, and the ranges that scan them: the one place that
 builds or takes apart a key.
 
-A usage partition is one tenant, billing period and shard, `<tenant>|<period key>|<shard>`. Inside it:
+A usage partition is one tenant, billing period and shard, `<tenant>|<period key>|<shard>`; a period has
+N shards (0 to N-1, N fixed per period: core/shards.py), and an event's dedupe key decides its shard (`shard_of`;
+which shard applies it is ledger/shards.py's rule). Inside a partition:
 
     s                     the period state (rows.StateRow)
     d|<day>               one tenant-local day's block (rows.DayBlock)
-    m|<digest>            the dedupe marker of one event, created once, never updated (rows.Marker)
+    m|<digest>            the dedupe marker of one event, created once, never updated (rows.Marker); in the
+                          event's key shard, a claim when the event is applied in another shard (rows.Marker)
     u|<meter>|<digest>    a distinct value of a unique_count meter and the days it was met on (rows.UniqueRow)
     c|<digest>            the cancel of the event whose marker has the same digest
 
@@ -23,10 +26,8 @@ from typing import NamedTuple
 from metering.core.periods import BillingPeriod
 
 STATE_ROW = "s"
-# One shard per tenant and period. Unique counts must see every distinct value of a period in one partition
-# to stay exact; spreading a hot tenant over several shards needs a second step for them (README, Limits).
+# The shard of a period with one shard: every tenant's, unless given more.
 SHARD = 0
-SHARDS = (SHARD,)
 
 _MARKER = "m|"
 _DAY = "d|"
@@ -58,6 +59,27 @@ def digest(text: str) -> str:
 def partition_key(tenant_id: str, period: BillingPeriod, shard: int = SHARD) -> str:
     # Tenant ids are restricted to A-Z a-z 0-9 . _ : - , all legal in a PartitionKey.
     return f"{tenant_id}|{period.key}|{shard}"
+
+
+def partition_keys(tenant_id: str, period: BillingPeriod, shards: int) -> list[str]:
+    """Every store partition of a tenant's period, shard 0 first."""
+    return [partition_key(tenant_id, period, shard) for shard in range(shards)]
+
+
+def shard_of(hex_digest: str, shards: int) -> int:
+    """The shard a digest (keys.digest's hex) falls in: its first 32 bits, modulo the period's shard count.
+    Ingest and producers give an event's dedupe key digest (`event_digest`) the same function."""
+    return int(hex_digest[:8], 16) % shards if shards > 1 else SHARD
+
+
+def key_shard(tenant_id: str, dedupe_key: str, shards: int) -> int:
+    """An event's key shard: where its marker (or its claim) lives, whatever its meter."""
+    return shard_of(event_digest(tenant_id, dedupe_key), shards)
+
+
+def marker_shard(marker: str, shards: int) -> int:
+    """The key shard of the event whose marker key this is."""
+    return shard_of(marker.removeprefix(_MARKER), shards)
 
 
 def event_digest(tenant_id: str, dedupe_key: str) -> str:

@@ -8,6 +8,15 @@ fails as a whole; the ledger then re-reads, drops what is already applied and tr
 What it learns stays in a per-instance cache: the rows and ETags its own commits returned, the markers it wrote
 and the hub positions each partition has applied. In steady state (one aggregator per hub partition, as Event
 Hubs assigns them) a batch costs no reads at all, and a redelivered batch costs one read per partition at most.
+Invocations may run on several threads of one instance: each partition's cache is used under its own lock.
+
+With several shards, an event applied away from its key shard (placement.py) goes in two steps: first its claim
+in the key shard, committed like a marker (with that shard's other events); then, only for the claims that are
+this payload's (created now, or met with the same payload and shard), the event itself in its applying shard,
+under its own marker there. A claim met with another payload is a conflict, so the event is not applied. A crash
+between the two steps leaves a claim without its application, which the redelivery completes: it meets its own
+claim, and the applying shard's marker decides whether the event is counted yet. So a dedupe key is counted at
+most once in any shard, and only with the payload that took its key shard first.
 
 A commit the store refuses for what it holds (`StoreRejected`: too large, a value it cannot take) would fail the
 same way on every delivery and stall the hub partition. So the ledger bisects the chunk until the events that
@@ -20,6 +29,7 @@ fails as a whole (`SystematicRejection`) and is retried, rather than emptying th
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +83,8 @@ class ApplyResult:
     retries: int = 0
     # Each touched partition's state after the batch (None: the partition has none), for threshold alerts.
     states: dict[str, tuple[PlannedEvent, StateRow | None]] = field(default_factory=dict)
+    # The claims (partition + marker) found or made for this payload: only their events are applied.
+    claimed: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -89,6 +101,7 @@ class _Known:
     uniques: dict[str, Row | None] = field(default_factory=dict)
     all_uniques: bool = False
     uniques_loaded: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass(slots=True)
@@ -142,6 +155,7 @@ class Ledger:
         self._cached_markers = cached_markers
         self.poison_share = poison_share
         self._known: OrderedDict[str, _Known] = OrderedDict()
+        self._lock = threading.Lock()
 
     def plan(self, items: Iterable[SourcedEvent]) -> BatchPlan:
         return plan_batch(items, self.catalog, self.schedule)
@@ -166,28 +180,52 @@ class Ledger:
             allowance = poison_allowance(planned + len(plan.rejected), self.poison_share)
         refusals = _Refusals(allowance)
         for partition, listed in plan.partitions.items():
-            # Each entity at most once per transaction: a second occurrence of a marker in a partition's list
-            # (a caller's own plan may hold one, e.g. a late event received twice) is judged as a repeat.
-            events, repeats = commit.first_occurrences(listed, plan.repeats.get(partition, []))
-            self._apply_partition(partition, events, commit.held_back(hub_ranges, repeats), result, refusals)
+            repeats = plan.repeats.get(partition, [])
+            self._apply_listed(partition, listed, repeats, hub_ranges=hub_ranges, result=result, refusals=refusals)
+        # The events applied away from their key shard, once their claims are settled: only this payload's.
+        settled: dict[str, list[PlannedEvent]] = {}
+        for planned in plan.claimed:
+            if f"{planned.claimed_in}{planned.marker}" in result.claimed:
+                settled.setdefault(planned.partition, []).append(planned)
+        for partition, listed in settled.items():
+            self._apply_listed(partition, listed, [], hub_ranges={}, result=result, refusals=refusals)
+        return result
+
+    def _apply_listed(
+        self,
+        partition: str,
+        listed: list[PlannedEvent],
+        repeats: list[PlannedEvent],
+        *,
+        hub_ranges: Mapping[str, tuple[int, int]],
+        result: ApplyResult,
+        refusals: _Refusals,
+    ) -> None:
+        # Each entity at most once per transaction: a second occurrence of a marker in a partition's list (a
+        # caller's own plan may hold one, e.g. a late event received twice) is judged as a repeat.
+        events, repeats = commit.first_occurrences(listed, repeats)
+        known = self._partition(partition)
+        with known.lock:
+            ranges = commit.held_back(hub_ranges, repeats)
+            self._apply_partition(partition, known, events, hub_ranges=ranges, result=result, refusals=refusals)
             if repeats:
                 # Their first occurrences are settled now, so each repeat meets the payload that counted.
-                self._apply_partition(partition, repeats, {}, result, refusals)
-            state = self._known[partition].rows.get(STATE_ROW) if partition in self._known else None
-            result.states[partition] = (events[0], StateRow(state.data) if state is not None else None)
-        return result
+                self._apply_partition(partition, known, repeats, hub_ranges={}, result=result, refusals=refusals)
+            state = known.rows.get(STATE_ROW)
+        result.states[partition] = (events[0], StateRow(state.data) if state is not None else None)
 
     # -- one store partition -------------------------------------------------------------------------------
 
     def _apply_partition(
         self,
         partition: str,
+        known: _Known,
         events: list[PlannedEvent],
+        *,
         hub_ranges: Mapping[str, tuple[int, int]],
         result: ApplyResult,
         refusals: _Refusals,
     ) -> None:
-        known = self._partition(partition)
         touched = {STATE_ROW}
         for planned in events:
             touched |= commit.row_keys(planned)
@@ -212,7 +250,8 @@ class Ledger:
             self._learn_uniques(partition, known)
         pending: list[PlannedEvent] = []
         for planned in events:
-            if planned.position is not None and view is not None and view.covers(planned.position):
+            position = planned.hub_position
+            if position is not None and view is not None and view.covers(position):
                 result.duplicates += 1
             elif not self._is_known_applied(planned, known, result):
                 pending.append(planned)
@@ -260,11 +299,11 @@ class Ledger:
         outlive the close), the others are late and go back to the caller, never into the void."""
         state = known.rows[STATE_ROW]
         view = StateRow(state.data) if state is not None else None
-        unsure = [p for p in events if not (p.position and view and view.covers(p.position))]
+        unsure = [p for p in events if not (p.hub_position and view and view.covers(p.hub_position))]
         result.duplicates += len(events) - len(unsure)
         markers = self.store.usage.read(partition, [p.marker for p in unsure if p.marker not in known.markers])
         for row in markers.values():
-            known.markers[row.key] = Marker(row.data).payload
+            known.markers[row.key] = Marker(row.data).identity
         result.late.extend(p for p in unsure if not self._is_known_applied(p, known, result))
 
     def _closed_by_now(self, end: datetime) -> bool:
@@ -272,14 +311,21 @@ class Ledger:
         return through is not None and end <= through
 
     def _is_known_applied(self, planned: PlannedEvent, known: _Known, result: ApplyResult) -> bool:
+        """Whether the event's marker is known: its own (a duplicate, or for a claim: this payload's, to apply), or
+        another payload's (a conflict)."""
         first = known.markers.get(planned.marker)
         if first is None:
             return False
-        if first == planned.payload:
-            result.duplicates += 1
+        if first == planned.identity:
+            if planned.claim:
+                result.claimed.add(planned.partition + planned.marker)
+            else:
+                result.duplicates += 1
         else:
+            # The payload that holds the key, without the shard a claim names.
+            held = first.partition(">")[0]
             self._record_conflicts(
-                [Conflict(planned.event.tenant_id, planned.event.dedupe_key, first, planned.event)], result
+                [Conflict(planned.event.tenant_id, planned.event.dedupe_key, held, planned.event)], result
             )
         return True
 
@@ -327,9 +373,12 @@ class Ledger:
                 elif kind == commit.UNIQUE:
                     known.uniques[op.key] = Row(op.key, etag, op.data)
             for planned in chunk:
-                known.markers[planned.marker] = planned.payload
+                known.markers[planned.marker] = planned.identity
+                if planned.claim:
+                    result.claimed.add(partition + planned.marker)
+                else:
+                    result.applied += 1
             self._trim(known)
-            result.applied += len(chunk)
             result.commits += 1
             return
         raise ContentionError(f"gave up on partition {partition} after {self.max_attempts} conflicting commits")
@@ -337,14 +386,15 @@ class Ledger:
     # -- what the store holds ------------------------------------------------------------------------------
 
     def _partition(self, partition: str) -> _Known:
-        known = self._known.get(partition)
-        if known is None:
-            known = self._known[partition] = _Known()
-            while len(self._known) > self._cached_partitions:
-                self._known.popitem(last=False)
-        else:
-            self._known.move_to_end(partition)
-        return known
+        with self._lock:
+            known = self._known.get(partition)
+            if known is None:
+                known = self._known[partition] = _Known()
+                while len(self._known) > self._cached_partitions:
+                    self._known.popitem(last=False)
+            else:
+                self._known.move_to_end(partition)
+            return known
 
     def _learn_rows(self, partition: str, known: _Known, keys: Iterable[str]) -> None:
         unknown = [key for key in keys if key not in known.rows]
@@ -381,7 +431,7 @@ class Ledger:
         known.all_uniques = known.uniques_loaded = False
         markers = self.store.usage.read(partition, [p.marker for p in chunk])
         for row in markers.values():
-            known.markers[row.key] = Marker(row.data).payload
+            known.markers[row.key] = Marker(row.data).identity
         chunk[:] = [p for p in chunk if not self._is_known_applied(p, known, result)]
 
     def _trim(self, known: _Known) -> None:

@@ -1,8 +1,9 @@
 """Reading usage back: a period's figures, history in hour, day or period buckets, group breakdowns.
 
 Everything is read from the aggregate rows (the state row for a period, day rows for days and hours and
-their groups), never from markers, so a read costs one point read or one short range query per period. Results
-are cells (exact figures with their event counts); the HTTP layer turns them into the contract's models.
+their groups), never from markers, so a read costs one point read or one short range query per period and shard.
+A period of several shards is read from each and combined by each meter's kind (shards.py). Results are cells
+(exact figures with their event counts); the HTTP layer turns them into the contract's models.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from metering.core.meters import Aggregation, GroupKind, Meter, MeterCatalog
 from metering.core.periods import BillingPeriod, Granularity, PeriodSchedule, PeriodStatus, periods_between
 from metering.ledger.cells import Cell, combine
 from metering.ledger.control import closed_through
-from metering.ledger.keys import SHARDS, STATE_ROW, day_row_key, days, partition_key
+from metering.ledger.keys import STATE_ROW, day_row_key, days, partition_keys
 from metering.ledger.rows import DayBlock, StateRow, combine_blocks
+from metering.ledger.shards import all_closed, combine_shards, period_state, shard_states
 from metering.stores import Store
 
 # History ranges are bounded so one request stays one short query per period.
@@ -152,10 +154,10 @@ class UsageReader:
 
     def for_period(self, tenant_id: str, metric: str, period: BillingPeriod) -> PeriodUsage:
         meter = self.meter(metric)
-        row = self.store.usage.read(partition_key(tenant_id, period), [STATE_ROW]).get(STATE_ROW)
-        state = StateRow(row.data) if row is not None else None
+        rows = shard_states(self.store.usage, tenant_id, period, self.schedule.shards(tenant_id, period))
+        state = period_state(rows, self.catalog)
         status = PeriodStatus.OPEN if self.clock() < period.end else PeriodStatus.GRACE
-        if state is not None and state.is_closed:
+        if all_closed(rows):
             status = PeriodStatus.CLOSED
         if status is PeriodStatus.GRACE and self._passed_by_closer(period):
             status = PeriodStatus.CLOSED
@@ -169,14 +171,14 @@ class UsageReader:
         )
 
     def used_in(self, tenant_id: str, period: BillingPeriod) -> list[PeriodUsage]:
-        """The period's usage of every meter of the catalog it counted events of, from one read of its state
-        row (a meter since removed from the catalog is left out)."""
-        row = self.store.usage.read(partition_key(tenant_id, period), [STATE_ROW]).get(STATE_ROW)
-        if row is None:
+        """The period's usage of every meter of the catalog it counted events of, from one read of each shard's
+        state row (a meter since removed from the catalog is left out)."""
+        rows = shard_states(self.store.usage, tenant_id, period, self.schedule.shards(tenant_id, period))
+        state = period_state(rows, self.catalog)
+        if state is None:
             return []
-        state = StateRow(row.data)
         status = PeriodStatus.OPEN if self.clock() < period.end else PeriodStatus.GRACE
-        if state.is_closed or (status is PeriodStatus.GRACE and self._passed_by_closer(period)):
+        if all_closed(rows) or (status is PeriodStatus.GRACE and self._passed_by_closer(period)):
             status = PeriodStatus.CLOSED
         return [
             PeriodUsage(tenant_id, meter, period, status, cell, state.updated)
@@ -190,8 +192,8 @@ class UsageReader:
         hours: set[str] | None = set()
         shard_cells: list[dict[str, Cell]] = []
         closed = self._passed_by_closer(period)
-        for shard in SHARDS:
-            row = self.store.usage.read(partition_key(tenant_id, period, shard), [STATE_ROW]).get(STATE_ROW)
+        for shard, partition in enumerate(partition_keys(tenant_id, period, self.schedule.shards(tenant_id, period))):
+            row = self.store.usage.read(partition, [STATE_ROW]).get(STATE_ROW)
             state = StateRow(row.data) if row is not None else None
             name = str(shard)
             token[name] = state.version if state is not None else 0
@@ -210,7 +212,7 @@ class UsageReader:
         for metric in {metric for found in shard_cells for metric in found}:
             meter = self.catalog.get(metric)
             if meter is not None:
-                combined = combine(meter.aggregation, [found.get(metric) for found in shard_cells])
+                combined = combine_shards(meter.aggregation, [found.get(metric) for found in shard_cells])
                 if combined is not None:
                     cells[metric] = combined
         return PeriodChanges(token, None if hours is None else frozenset(hours), cells, closed)
@@ -305,18 +307,18 @@ class UsageReader:
         self, tenant_id: str, periods: list[BillingPeriod], start: date | None, end: date | None
     ) -> dict[str, DayBlock]:
         """The blocks of the days from start to end (all of the periods' days when None), each combined from its
-        day row and, for the latest day, the state row."""
+        day rows and, for each shard's latest day, its state row."""
         wanted = days(start.isoformat() if start else None, (end + timedelta(days=1)).isoformat() if end else None)
         found: dict[str, list[DayBlock]] = {}
         for period in periods:
-            partition = partition_key(tenant_id, period)
-            for row in self.store.usage.range(partition, *wanted):
-                block = DayBlock(row.data)
-                found.setdefault(block.day, []).append(block)
-            row = self.store.usage.read(partition, [STATE_ROW]).get(STATE_ROW)
-            today = StateRow(row.data).today if row is not None else None
-            if today is not None and wanted.holds(day_row_key(today.day)):
-                found.setdefault(today.day, []).append(today)
+            for partition in partition_keys(tenant_id, period, self.schedule.shards(tenant_id, period)):
+                for row in self.store.usage.range(partition, *wanted):
+                    block = DayBlock(row.data)
+                    found.setdefault(block.day, []).append(block)
+                row = self.store.usage.read(partition, [STATE_ROW]).get(STATE_ROW)
+                today = StateRow(row.data).today if row is not None else None
+                if today is not None and wanted.holds(day_row_key(today.day)):
+                    found.setdefault(today.day, []).append(today)
         return {day: block for day, blocks in found.items() if (block := combine_blocks(blocks)) is not None}
 
     def _day_bucket(self, tenant_id: str, meter: Meter, day: date, blocks: dict[str, DayBlock]) -> Bucket:

@@ -6,16 +6,18 @@ deltas change them. The one place that reads or writes a usage row's fields; key
                lately (a version and the UTC hours changed at it), so the exporters read only those hours
     d|<day>    one tenant-local day's block: per meter the day cell, UTC hour cells and groups (per dimension
                its values' cells, the overflow cell and the cell of events without the dimension)
-    m|<...>    dedupe marker: the event's payload hash and its contribution (what a cancel subtracts)
+    m|<...>    dedupe marker: the event's payload hash and its contribution (what a cancel subtracts); in the
+               event's key shard, for an event applied in another shard, a claim: the payload hash and that shard
     u|<...>    a distinct value of a unique_count meter and the days of the period it was met on
     c|<...>    a cancel (its result, so a repeat answers the same)
 
-Every transaction of the aggregator rewrites the state row under its ETag, so the period closer, flipping that
-row to closed, is ordered against all of them. Since it is written anyway, it also carries the latest day's
-block: a transaction of current events then writes the state row and its markers, and nothing else. When a
-later day starts, the old block moves into its day row in the same transaction. A reader combines a day's row
-with the state's block when both name that day: each event, and each distinct value of a day, is counted in
-exactly one of the two, so combining them by the meter's aggregation is exact.
+Every transaction of the aggregator that changes a figure rewrites the state row under its ETag (a claim changes
+none), so the period closer, flipping that row to closed, is ordered against all of them. Since it is written
+anyway, it also carries the latest day's block: a transaction of current events then writes the state row and its
+markers, and nothing else. When a later day starts, the old block moves into its day row in the same
+transaction. A reader combines a day's row with the state's block when both name that day: each event, and each
+distinct value of a day, is counted in exactly one of the two, so combining them by the meter's aggregation is
+exact.
 
 Functions here are pure and never mutate their inputs: a cached row must stay as the store holds it until a
 commit succeeds. Views (`StateRow`, `DayBlock`, `Marker`, `UniqueRow`) read a row's data without copying it.
@@ -35,7 +37,7 @@ from metering.core.clock import format_timestamp
 from metering.core.hub import Position
 from metering.core.meters import DEFAULT_MAX_GROUP_VALUES, Aggregation, Meter
 from metering.core.periods import BillingPeriod
-from metering.ledger.batch import ChunkDeltas, DayDelta
+from metering.ledger.batch import ChunkDeltas, DayDelta, claim_identity
 from metering.ledger.cells import Cell, cell_of, merge_json
 
 if TYPE_CHECKING:
@@ -252,6 +254,17 @@ class Marker:
     def adjustment(self) -> bool:
         return bool(self.data.get("adj"))
 
+    @property
+    def applied_shard(self) -> int | None:
+        """For a claim, the shard that applies its event (whose own marker holds the contribution)."""
+        return self.data.get("s")
+
+    @property
+    def identity(self) -> str:
+        """What a planned event's identity must equal for this marker to be its own (batch.PlannedEvent)."""
+        shard = self.data.get("s")
+        return self.payload if shard is None else claim_identity(self.payload, shard)
+
 
 @dataclass(frozen=True, slots=True)
 class UniqueRow:
@@ -300,8 +313,11 @@ def apply_to_state(
 ) -> dict[str, Any]:
     """The state row with a commit's deltas applied; `hours` are the UTC hours whose cells the commit changes."""
     totals = dict(state["totals"])
+    # The kind each total was counted with: shards and readers combine totals by it (shards.py).
+    kinds = dict(state.get("kinds", {}))
     for name, delta in deltas.totals.items():
         kind = deltas.meters[name].aggregation
+        kinds[name] = kind.value
         if kind is Aggregation.UNIQUE_COUNT:
             delta = Cell(decimals.add(delta.value, Decimal(new_distinct.get(name, 0))), delta.count)  # noqa: PLW2901
         totals[name] = merge_json(kind, totals.get(name), delta)
@@ -314,7 +330,7 @@ def apply_to_state(
         watermarks[hub_partition] = merge_interval(watermarks.pop(hub_partition, []), lo, hi)
     for stale in list(watermarks)[:-MAX_HUB_PARTITIONS]:
         del watermarks[stale]
-    updated = {**state, "totals": totals, "wm": watermarks, "today": today, "updated": now}
+    updated = {**state, "totals": totals, "kinds": kinds, "wm": watermarks, "today": today, "updated": now}
     if adjustments:
         updated["adj"] = adjustments
     updated.update(_changes(state, hours))
@@ -480,6 +496,21 @@ def marker_row(planned: PlannedEvent, applied_at: str) -> dict[str, Any]:
         data["adj"] = True
         data["hr"] = planned.hour
     return data
+
+
+def claim_row(planned: PlannedEvent, applied_at: str) -> dict[str, Any]:
+    """A claim holds the dedupe key for the payload applied in shard `s`: what the event is, not what it added."""
+    event = planned.event
+    return {
+        "k": event.dedupe_key,
+        "h": planned.payload,
+        "e": event.event_id,
+        "m": event.metric,
+        "t": planned.timestamp,
+        "d": planned.day,
+        "a": applied_at,
+        "s": planned.shard,
+    }
 
 
 def unique_row(metric: str, value: str, days: set[str], now: str) -> dict[str, Any]:

@@ -1,14 +1,15 @@
 """Threshold alerts: when a tenant's usage of a meter reaches a percentage of its hard limit in a period.
 
 Checked after every batch against the totals it leaves (also for a batch of duplicates only), so an alert a
-crash prevented is raised by the next batch of that tenant. Each (tenant, metric, period, threshold) is
+crash prevented is raised by the next batch of that tenant. A period of several shards is checked against its
+shards' totals combined (ingest/consumer.py), never one shard's. Each (tenant, metric, period, threshold) is
 recorded once in the outbox (notifications/outbox.py): redeliveries, usage that drops and crosses again, and racing
 instances meet the record and send nothing new.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
@@ -64,6 +65,10 @@ class AlertWatch:
         self.outbox = outbox
         self.clock = clock
         self._raised: set[str] = set()
+
+    def limited(self, tenant_id: str, metrics: Iterable[str]) -> bool:
+        """Whether any of the tenant's metrics has a hard limit (else no total of theirs can raise an alert)."""
+        return any(self.limits_for(tenant_id, metric).hard is not None for metric in metrics)
 
     def check(self, tenant_id: str, period: BillingPeriod, totals: Mapping[str, Cell]) -> int:
         """Record the alerts `totals` call for; returns how many were new."""

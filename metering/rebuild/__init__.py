@@ -94,7 +94,14 @@ def rebuild(
         totals = [
             TotalLine.of(total)
             for total in compare(
-                live.store, scratch.store, periods, live.catalog, start=start, end=end, max_future=settings.max_future
+                live.store,
+                scratch.store,
+                periods,
+                live.catalog,
+                start=start,
+                end=end,
+                max_future=settings.max_future,
+                shards=live.schedule.shards,
             )
         ]
     finally:

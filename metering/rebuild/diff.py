@@ -1,19 +1,20 @@
-"""Comparing live totals with rebuilt ones, per tenant, meter and period (the period state rows of both stores)."""
+"""Comparing live totals with rebuilt ones, per tenant, meter and period (the period state rows of both stores, each
+period's shards combined by kind)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from metering.core import decimals
-from metering.core.meters import Aggregation, MeterCatalog
+from metering.core.meters import MeterCatalog
 from metering.core.periods import BillingPeriod
 from metering.ledger import control
-from metering.ledger.cells import Cell, combine
-from metering.ledger.keys import SHARDS, STATE_ROW, partition_key
+from metering.ledger.cells import Cell
 from metering.ledger.rows import StateRow
+from metering.ledger.shards import period_state, shard_states
 from metering.stores import Store
 
 
@@ -69,44 +70,33 @@ def compare(
     start: datetime,
     end: datetime,
     max_future: timedelta,
+    shards: Callable[[str, BillingPeriod], int] = lambda _tenant, _period: 1,
 ) -> list[PeriodTotal]:
     totals: list[PeriodTotal] = []
     for tenant, period in periods:
-        ours = _states(live, tenant, period)
-        rebuilt = _states(scratch, tenant, period)
-        whole = start <= period.start - max_future and all(_settled_by(state, end) for state in ours)
-        metrics = {metric for state in (*ours, *rebuilt) for metric in state.metrics}
+        count = shards(tenant, period)
+        found = shard_states(live.usage, tenant, period, count)
+        live_rows = [StateRow(row.data) for row in found if row is not None]
+        ours = period_state(found, catalog)
+        rebuilt = period_state(shard_states(scratch.usage, tenant, period, count), catalog)
+        whole = start <= period.start - max_future and all(_settled_by(state, end) for state in live_rows)
+        metrics = {metric for state in (ours, rebuilt) if state is not None for metric in state.metrics}
         for metric in sorted(metrics):
-            meter = catalog.get(metric)
             totals.append(
                 PeriodTotal(
                     tenant_id=tenant,
                     metric=metric,
                     period=period,
-                    ours=_total(ours, metric, meter.aggregation if meter else None),
-                    rebuilt=_total(rebuilt, metric, meter.aggregation if meter else None),
+                    ours=_total(ours, metric),
+                    rebuilt=_total(rebuilt, metric),
                     whole=whole,
                 )
             )
     return totals
 
 
-def _states(store: Store, tenant: str, period: BillingPeriod) -> list[StateRow]:
-    states = []
-    for shard in SHARDS:
-        row = store.usage.read(partition_key(tenant, period, shard), [STATE_ROW]).get(STATE_ROW)
-        if row is not None:
-            states.append(StateRow(row.data))
-    return states
-
-
-def _total(states: list[StateRow], metric: str, kind: Aggregation | None) -> Cell | None:
-    cells = [cell for state in states if (cell := state.total(metric)) is not None]
-    if not cells:
-        return None
-    if kind is None or len(cells) == 1:
-        return cells[0]
-    return combine(kind, cells)
+def _total(state: StateRow | None, metric: str) -> Cell | None:
+    return None if state is None else state.total(metric)
 
 
 def _settled_by(state: StateRow, end: datetime) -> bool:

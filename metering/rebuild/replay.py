@@ -34,8 +34,7 @@ from metering.core.periods import BillingPeriod
 from metering.ingest.consumer import BatchReport, HubMessage, consume
 from metering.ledger import control
 from metering.ledger.batch import BatchPlan, SourcedEvent, plan_adjustment
-from metering.ledger.keys import STATE_ROW, partition_key
-from metering.ledger.rows import StateRow
+from metering.ledger.shards import period_state, shard_states
 from metering.notifications.outbox import DiscardSink
 from metering.rebuild.scratch import Scratch
 from metering.settings import LateEventPolicy
@@ -100,6 +99,7 @@ class Replay:
         self.live = live.store
         self.scratch = scratch
         self.schedule = live.schedule
+        self.catalog = live.catalog
         self.start = start
         self.end = end
         self.only = frozenset(tenants) if tenants else None
@@ -223,9 +223,9 @@ class Replay:
         statement = self.live.statements.read(tenant, [period.key]).get(period.key)
         if statement is not None:
             return Statement.model_validate(statement.data).closed_at
-        row = self.live.usage.read(partition_key(tenant, period), [STATE_ROW]).get(STATE_ROW)
-        if row is not None:
-            state = StateRow(row.data)
+        rows = shard_states(self.live.usage, tenant, period, self.schedule.shards(tenant, period))
+        state = period_state(rows, self.catalog)
+        if state is not None:
             return state.closed_at if state.is_closed else None
         if not self._closed_through_read:
             self._closed_through = control.closed_through(self.live.control)
@@ -275,7 +275,8 @@ class Replay:
             self._problem(entry, "the carried event is not valid for the catalog")
             return
         self._close_of(entry.tenant_id, target)
-        adjusted = plan_adjustment(planned[0], target, details["day"], details["hour"])
+        shards = self.schedule.shards(entry.tenant_id, target)
+        adjusted = plan_adjustment(planned[0], target, details["day"], details["hour"], shards)
         carry = BatchPlan(partitions={adjusted.partition: [adjusted]})
         result = self.ledger.apply_plan(carry, {})
         if result.late:

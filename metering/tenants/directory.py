@@ -4,8 +4,9 @@ billing terms (anchor day and time zone). What a record holds and the rules a ch
 One row per tenant in the tenants table. The period schedule and the quota checks read it through a short cache,
 so the aggregator's hot path costs a dictionary lookup. That cache is why a change of terms takes effect at the
 first period boundary at least `SETTLE` after the change: by then every instance has read the new history, so
-no instance files an event by terms that are no longer in force. Plan and limit changes apply at once: an
-operator raising a blocked customer's limit expects the next quota check to see it.
+no instance files an event by terms that are no longer in force; a change of shards waits for the same reason.
+Plan and limit changes apply at once: an operator raising a blocked customer's limit expects the next quota
+check to see it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from metering.core.clock import format_timestamp
 from metering.core.limits import Limits
 from metering.core.meters import MeterCatalog
 from metering.core.periods import BillingPeriod, History
+from metering.core.shards import ShardHistory
 from metering.quotas.plans import Plan, PlanCatalog, resolve_limits
 from metering.quotas.ratelimit import RateLimit
 from metering.stores import CommitConflict, Create, Replace, RowTable
@@ -80,6 +82,9 @@ class TenantDirectory:
 
     def history(self, tenant_id: str) -> History:
         return self.record(tenant_id).history
+
+    def shard_history(self, tenant_id: str) -> ShardHistory:
+        return self.record(tenant_id).shards
 
     def plan_of(self, tenant_id: str) -> Plan:
         name = self.record(tenant_id).plan

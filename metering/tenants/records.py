@@ -4,11 +4,13 @@ rules a change must keep. directory.py reads and writes them.
     <tenant> | settings    {"plan", "limits": {<metric>: {"soft", "hard"}},
                             "terms": [{"from", "anchor", "tz"}], "plans": [{"from", "plan"}],
                             "links": {"stripe_customer_id", "marketplace_resource_id", "marketplace_plan_id"},
-                            "updated", "tnb": <tokens_not_before, when set>}
+                            "shards": [{"from", "n"}], "updated", "tnb": <tokens_not_before, when set>}
 
 `links` name the tenant at the billing targets its usage is exported to (billing/exports/).
 
 Plans have a history like the billing terms (plan_history.py): a period is rated with the plan in force at its end.
+Shards have one too (core/shards.py), changed at a period boundary like the terms: a period keeps the count in
+force at its start.
 """
 
 from __future__ import annotations
@@ -36,8 +38,19 @@ from metering.core.periods import (
     TermsError,
     change_terms,
     check_history,
+    next_boundary,
     period_in,
 )
+from metering.core.shards import (
+    DEFAULT_SHARDS,
+    MAX_SHARDS,
+    MIN_SHARDS,
+    ShardHistory,
+    ShardsError,
+    change_shards,
+)
+from metering.core.shards import history_from_json as shards_from_json
+from metering.core.shards import history_json as shards_json
 from metering.quotas.plans import PlanCatalog, unlimitable
 from metering.stores import Row
 from metering.tenants.plan_history import PlanHistory, change_plan, history_from_json, history_json
@@ -83,6 +96,9 @@ class TenantUpdate(BaseModel):
     stripe_customer_id: _link(STRIPE_CUSTOMER_PATTERN) = None
     marketplace_resource_id: _link(MARKETPLACE_RESOURCE_PATTERN) = None
     marketplace_plan_id: _link(MARKETPLACE_PLAN_PATTERN) = None
+    # How many store partitions (and hub partition keys) each period of the tenant is spread over, from the
+    # first period boundary at least 10 minutes ahead, like new terms.
+    shards: Annotated[int, Field(ge=MIN_SHARDS, le=MAX_SHARDS, strict=True)] | None = None
 
 
 class PeriodView(BaseModel):
@@ -98,6 +114,11 @@ class TermsView(BaseModel):
 
 class PlanChangeView(BaseModel):
     plan: str
+    effective_from: datetime | None
+
+
+class ShardChangeView(BaseModel):
+    shards: int
     effective_from: datetime | None
 
 
@@ -121,6 +142,10 @@ class TenantSettings(BaseModel):
     stripe_customer_id: str | None = None
     marketplace_resource_id: str | None = None
     marketplace_plan_id: str | None = None
+    # The latest shard count, in force from `shards_effective_from` (null: since always), and every change.
+    shards: int = 1
+    shards_effective_from: datetime | None = None
+    shard_history: list[ShardChangeView] = Field(default_factory=list)
 
 
 class TenantError(ValueError):
@@ -147,6 +172,8 @@ class TenantRecord:
     def link(self, name: str) -> str | None:
         return self.links.get(name)
 
+    shards: ShardHistory = DEFAULT_SHARDS
+
     def to_json(self, now: str) -> dict[str, Any]:
         data = {
             "plan": self.plan,
@@ -163,6 +190,7 @@ class TenantRecord:
             ],
             "plans": history_json(self.plans),
             "links": dict(self.links),
+            "shards": shards_json(self.shards),
             "updated": now,
         }
         if self.tokens_not_before is not None:
@@ -190,6 +218,7 @@ class TenantRecord:
             history_from_json(data.get("plans"), data["plan"]),
             None if revoked is None else datetime.fromisoformat(revoked),
             dict(data.get("links", {})),
+            shards_from_json(data.get("shards")),
         )
 
 
@@ -223,6 +252,9 @@ def settings_view(tenant_id: str, record: TenantRecord, default_plan: str, now: 
         plan_history=[PlanChangeView(plan=c.plan, effective_from=c.effective_from) for c in record.plans],
         tokens_not_before=record.tokens_not_before,
         **{name: record.link(name) for name in LINK_FIELDS},
+        shards=record.shards[-1].shards,
+        shards_effective_from=record.shards[-1].effective_from,
+        shard_history=[ShardChangeView(shards=c.shards, effective_from=c.effective_from) for c in record.shards],
     )
 
 
@@ -276,9 +308,12 @@ def apply_change(
         history = change_terms(history, terms, not_before)
     links = _changed_links(current.links, change, errors)
     revoked = _tokens_not_before(current.tokens_not_before, change.tokens_not_before, now, errors)
+    shards = _shards(current.shards, change.shards, history, not_before, errors)
     if errors:
         raise TenantError(errors)
-    return TenantRecord(plan, limits, history, plans=plan_changes, tokens_not_before=revoked, links=links)
+    return TenantRecord(
+        plan, limits, history, plans=plan_changes, tokens_not_before=revoked, links=links, shards=shards
+    )
 
 
 def _tokens_not_before(
@@ -319,6 +354,20 @@ def _changed_links(current: Mapping[str, str], change: TenantUpdate, errors: lis
             FieldError(0, missing, "is needed too: a Marketplace usage event names both the resource and its plan")
         )
     return links
+
+
+def _shards(
+    current: ShardHistory, requested: int | None, history: History, not_before: datetime, errors: list[FieldError]
+) -> ShardHistory:
+    """The shard history with `requested` in force from the first boundary of the terms as they will be, like new
+    terms; a period keeps the count in force at its start."""
+    if requested is None:
+        return current
+    try:
+        return change_shards(current, requested, next_boundary(history, not_before), not_before)
+    except ShardsError as error:
+        errors.append(FieldError(0, "shards", str(error)))
+        return current
 
 
 def _plan_start(

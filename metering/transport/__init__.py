@@ -2,14 +2,16 @@
 aggregator has applied them (`Backlog`). The adapters are eventhub.py (Azure Event Hubs) and queue.py (the local
 Storage queue the dev host feeds the trigger from).
 
-Events are packed per tenant into JSON arrays, as few messages as fit a size limit: Event Hubs bills ingress in
-64 KB units, and a Storage queue message holds 64 KiB after Base64. A message's partition key is its tenant,
-so a tenant's events stay in one hub partition and reach one aggregator in order.
+Events are packed per partition key into JSON arrays, as few messages as fit a size limit: Event Hubs bills
+ingress in 64 KB units, and a Storage queue message holds 64 KiB after Base64. A message's partition key is its
+tenant, so a tenant's events stay in one hub partition and reach one aggregator in order; a tenant with several
+shards gets one key per shard, `<tenant>|<shard>` (ledger/routing.py), so its events spread over hub partitions
+and aggregators. The key only spreads the work: where an event is counted never depends on it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -66,11 +68,18 @@ class Publisher(Protocol):
     def close(self) -> None: ...
 
 
-def pack(events: Iterable[UsageEvent], max_bytes: int) -> list[Message]:
-    """Each tenant's events as JSON arrays of at most `max_bytes` bytes (measured on the encoded text)."""
+def tenant_key(event: UsageEvent) -> str:
+    return event.tenant_id
+
+
+def pack(
+    events: Iterable[UsageEvent], max_bytes: int, key_of: Callable[[UsageEvent], str] = tenant_key
+) -> list[Message]:
+    """The events of each partition key (`key_of`: the tenant by default) as JSON arrays of at most `max_bytes`
+    bytes (measured on the encoded text). A key is always one tenant's."""
     by_tenant: dict[str, list[bytes]] = {}
     for event in events:
-        by_tenant.setdefault(event.tenant_id, []).append(event.model_dump_json(exclude_none=True).encode())
+        by_tenant.setdefault(key_of(event), []).append(event.model_dump_json(exclude_none=True).encode())
     messages: list[Message] = []
     for tenant, encoded in by_tenant.items():
         current: list[bytes] = []

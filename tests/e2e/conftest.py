@@ -1,4 +1,5 @@
-"""A real dev host per test worker (its own Azurite, a free port), and an HTTP client with the key."""
+"""A real dev host per test worker (its own Azurite, a free port, a local hub of four partitions fed by threads of
+the test process, so tests can reach into the app), and an HTTP client with the key."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from metering.devhost.feed import HubFeed
 from metering.devhost.host import DevHost
+from metering.transport.partitioning import partition_for
 
 FUNCTION_KEY = "test-function-key"
 ADMIN_KEY = "test-admin-key"
@@ -45,6 +48,8 @@ def devhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHost]:
             "METERING_PORTAL_SECRET": PORTAL_SECRET,
             "METERING_PORTAL_SECRET_PREVIOUS": PORTAL_SECRET_PREVIOUS,
             "METERING_PORTAL_FRAME_ANCESTORS": PORTAL_FRAME_ANCESTORS,
+            # Several partitions, as a hub has: tenants' events are fed by different feeds, at once.
+            "METERING_LOCAL_PARTITIONS": "4",
         }
     )
     host = DevHost(port=0, data=tmp_path_factory.mktemp("devhost-azurite"))
@@ -75,6 +80,11 @@ def portal_tenants(devhost: DevHost) -> Any:
     from tests.e2e.portal import seed  # noqa: PLC0415
 
     return seed(devhost)
+
+
+def feed_of(devhost: DevHost, partition_key: str) -> HubFeed:
+    """The feed of the local partition a partition key's messages go to (a tenant's, with one shard)."""
+    return devhost.feeds[partition_for(partition_key, len(devhost.feeds))]
 
 
 @pytest.fixture

@@ -227,6 +227,9 @@ def test_tenant_settings_round_trip(api, admin, tenant):
         "stripe_customer_id": None,
         "marketplace_resource_id": None,
         "marketplace_plan_id": None,
+        "shards": 1,
+        "shards_effective_from": None,
+        "shard_history": [{"shards": 1, "effective_from": None}],
     }
     assert admin.get(path).json() == default
 
@@ -280,6 +283,14 @@ def test_tenant_settings_round_trip(api, admin, tenant):
     restored = usage(api, tenant, period=start.date().isoformat())
     assert instant(restored["period_end"]) == (start + timedelta(days=32)).replace(day=1)
 
+    # Shards too wait for a period boundary: the current period keeps one.
+    sharded = admin.put(path, json={"shards": 4}).json()
+    assert (sharded["shards"], instant(sharded["shards_effective_from"])) == (4, start)
+    assert sharded["shard_history"] == [
+        {"shards": 1, "effective_from": None},
+        {"shards": 4, "effective_from": sharded["shards_effective_from"]},
+    ]
+
 
 @pytest.mark.parametrize(
     ("body", "fields"),
@@ -296,6 +307,9 @@ def test_tenant_settings_round_trip(api, admin, tenant):
         ({"plan": "pro", "billing_anchor_day": 0}, {"billing_anchor_day"}),
         ({"plan": "pro", "billing_anchor_day": 29}, {"billing_anchor_day"}),
         ({"plan": "pro", "billing_anchor_day": "5"}, {"billing_anchor_day"}),
+        ({"shards": 0}, {"shards"}),
+        ({"shards": 17}, {"shards"}),
+        ({"shards": "4"}, {"shards"}),
         ({"plan": "pro", "colour": "red"}, {"colour"}),
         ({"plan": "gold", "timezone": "Nowhere/Else"}, {"plan", "timezone"}),
         ({"plan": "pro", "plan_effective_from": stamp(NOW + timedelta(days=1))}, {"plan_effective_from"}),

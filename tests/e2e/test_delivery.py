@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from metering.bootstrap import services
+from tests.e2e.conftest import feed_of
 from tests.e2e.test_api import settle, usage_event
 from tests.support import ProbedStore
 
@@ -15,7 +16,7 @@ def test_a_batch_whose_call_failed_is_delivered_again_and_counted_once(devhost, 
     probed.probe.crash_after, probed.probe.crash_applies = 1, True
     ledger.store = probed
     try:
-        [feed] = devhost.feeds
+        feed = feed_of(devhost, tenant)
         failures = feed.stats.failures
         events = [usage_event(tenant, f"e{i}", "1.5") for i in range(250)]
         assert api.post("/events", json=events).status_code == 202

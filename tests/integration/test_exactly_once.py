@@ -3,7 +3,10 @@ independently from the unique events (the first payload of each dedupe key).
 
 Each example draws a stream of events over several tenants, every meter and two billing periods, with exact
 duplicates (inside a batch and across batches), retries under an idempotency key with a new event id, and
-conflicting payloads under a key already counted. Phase 1 delivers it in batches that are replayed whole, replayed
+conflicting payloads under a key already counted, the same key reused for another meter of another kind among
+them. The tenants' periods have 1, 2 or 4 shards (one tenant goes from 2 to 4 at the period boundary), so
+distinct values are applied away from their events' key shards through claims, and the crashes below fall
+between a claim and its application too. Phase 1 delivers it in batches that are replayed whole, replayed
 split differently, or cut short by a crash before or after a commit reached the store (with the same instance
 retrying or a new one taking over), on transactions small enough that batches span several. Phase 2 has two
 aggregators apply overlapping batches at the same time, then a third redeliver the whole phase. Phase 3 closes
@@ -38,7 +41,8 @@ from metering.core.clock import format_timestamp
 from metering.core.events import UsageEvent
 from metering.core.hub import Position
 from metering.core.meters import Aggregation, load_catalog
-from metering.core.periods import CalendarMonthUtc, Granularity
+from metering.core.periods import DEFAULT_HISTORY, Granularity, TenantSchedule
+from metering.core.shards import ShardChange
 from metering.ledger.batch import SourcedEvent, payload_hash
 from metering.ledger.keys import conflict_payload, marker_key
 from metering.ledger.ledger import Ledger
@@ -64,6 +68,18 @@ CATALOG = load_catalog()
 METERS = sorted(CATALOG.meters)
 TENANTS = ["t1", "t2", "t3"]
 START = datetime(2026, 10, 30, tzinfo=UTC)  # four days across the October / November boundary
+# One shard, two then four from November, four: every shard rule meets one, several and a change of count.
+SHARDS = {
+    "t1": (ShardChange(1, None),),
+    "t2": (ShardChange(2, None), ShardChange(4, datetime(2026, 11, 1, tzinfo=UTC))),
+    "t3": (ShardChange(4, None),),
+}
+
+
+def sharded() -> TenantSchedule:
+    return TenantSchedule(lambda _tenant: DEFAULT_HISTORY, SHARDS.__getitem__)
+
+
 DAYS = [date(2026, 10, 30) + timedelta(days=i) for i in range(4)]
 DIMENSION_VALUES = ["a", "b", "c"]
 
@@ -76,9 +92,13 @@ def quantities(draw: st.DrawFn, metric: str) -> Decimal:
     return draw(st.decimals(min_value=-bound if negative else 0, max_value=bound, places=places, allow_nan=False))
 
 
+# Distinct values are the meter whose events go through claims with several shards: drawn more often.
+DRAWN_METERS = [*METERS, *[m for m in METERS if CATALOG.meters[m].aggregation is Aggregation.UNIQUE_COUNT] * 2]
+
+
 @st.composite
 def logical_events(draw: st.DrawFn, index: int) -> UsageEvent:
-    metric = draw(st.sampled_from(METERS))
+    metric = draw(st.sampled_from(DRAWN_METERS))
     meter = CATALOG.meters[metric]
     dimensions = {dim: draw(st.sampled_from(DIMENSION_VALUES)) for dim in meter.group_by if draw(st.booleans())}
     return UsageEvent(
@@ -95,15 +115,24 @@ def logical_events(draw: st.DrawFn, index: int) -> UsageEvent:
     )
 
 
-def variant(original: UsageEvent, kind: str, quantity: Decimal, hour: int) -> UsageEvent:
-    """A repeat of an event: the same payload, a retry with a new id under its idempotency key, or a conflict
-    (another payload, same day so the same period)."""
+def variant(original: UsageEvent, kind: str, quantity: Decimal, hour: int, metric: str) -> UsageEvent:
+    """A repeat of an event: the same payload, a retry with a new id under its idempotency key, a conflict
+    (another payload, same day so the same period), or the key reused for another meter of another kind."""
     if kind == "new_id" and original.idempotency_key is not None:
         return original.model_copy(update={"event_id": f"{original.event_id}-retry"})
     if kind == "conflict":
         moved = original.timestamp.replace(hour=hour)
         return original.model_copy(update={"quantity": original.quantity + quantity, "timestamp": moved})
+    if kind == "other_meter":
+        return original.model_copy(update={"metric": metric, "quantity": quantity, "dimensions": {}})
     return original
+
+
+def other_kind(metric: str, index: int) -> str:
+    """A meter of another aggregation kind than `metric`'s."""
+    kind = CATALOG.meters[metric].aggregation
+    others = [m for m in METERS if CATALOG.meters[m].aggregation is not kind]
+    return others[index % len(others)]
 
 
 @st.composite
@@ -112,10 +141,11 @@ def streams(draw: st.DrawFn, originals: list[UsageEvent], conflict_sources: list
     `conflict_sources`, so which payload is first never depends on how concurrent aggregators interleave."""
     stream = list(originals)
     for _ in range(draw(st.integers(0, len(originals)))):
-        kind = draw(st.sampled_from(["same", "new_id", "conflict"]))
-        pool = conflict_sources if kind == "conflict" else originals + conflict_sources
+        kind = draw(st.sampled_from(["same", "new_id", "conflict", "other_meter"]))
+        pool = conflict_sources if kind in ("conflict", "other_meter") else originals + conflict_sources
         source = pool[draw(st.integers(0, len(pool) - 1))]
-        repeat = variant(source, kind, Decimal(draw(st.integers(1, 9))), draw(st.integers(0, 23)))
+        metric = other_kind(source.metric, draw(st.integers(0, 10)))
+        repeat = variant(source, kind, Decimal(draw(st.integers(1, 9))), draw(st.integers(0, 23)), metric)
         after = stream.index(source) + 1 if source in stream else 0
         stream.insert(draw(st.integers(after, len(stream))), repeat)
     return stream
@@ -132,7 +162,7 @@ def cuts(draw: st.DrawFn, size: int) -> list[tuple[int, int]]:
 class Delivery:
     start: int
     stop: int
-    action: str  # once | replay | resplit | crash
+    action: str  # once | replay | resplit | crash | claim_crash (right after the first claim is committed)
     crash_after: int = 0
     crash_applies: bool = False
     same_instance: bool = False
@@ -161,7 +191,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     phase2 = draw(streams(originals[n1:], originals[:n1]))
     deliveries = []
     for start, stop in cuts(draw, len(phase1)):
-        action = draw(st.sampled_from(["once", "replay", "resplit", "crash"]))
+        action = draw(st.sampled_from(["once", "replay", "resplit", "crash", "claim_crash"]))
         resplit = [(start + a, start + b) for a, b in cuts(draw, stop - start)]
         deliveries.append(
             Delivery(
@@ -233,7 +263,7 @@ def expected_cell(metric: str, events: list[UsageEvent]) -> tuple[str, int]:
 
 
 def check(store: Any, unique: list[UsageEvent], conflicts: set[tuple[str, str, str]]) -> None:
-    schedule = CalendarMonthUtc()
+    schedule = sharded()
     reader = wired(store, clock=lambda: datetime(2026, 12, 5, tzinfo=UTC), schedule=schedule).usage
     by: dict[tuple[str, str], list[UsageEvent]] = defaultdict(list)
     for event in unique:
@@ -304,7 +334,7 @@ class Refused(set[tuple[str, str]]):
 
 
 def new_ledger(store: Any, scenario: Scenario, **parts: Any) -> Ledger:
-    services = wired(store, schedule=CalendarMonthUtc(), catalog=CATALOG, **parts)
+    services = wired(store, schedule=sharded(), catalog=CATALOG, **parts)
     return services.new_ledger(max_ops=scenario.max_ops, poison_share=1.0)
 
 
@@ -314,21 +344,25 @@ def deliver_phase1(store: ProbedStore, scenario: Scenario, refused: Refused, *, 
     stream = scenario.phase1
     for delivery in scenario.deliveries:
         batch = sourced(stream, delivery.start, delivery.stop)
-        if delivery.action == "crash" and atomic:
-            store.probe.crash_after = store.probe.commits + delivery.crash_after
-            store.probe.crash_applies = delivery.crash_applies
+        if delivery.action in ("crash", "claim_crash") and atomic:
+            if delivery.action == "crash":
+                store.probe.crash_after = store.probe.commits + delivery.crash_after
+                store.probe.crash_applies = delivery.crash_applies
+            else:
+                store.probe.crash_after_claim = True
             try:
                 refused.apply(ledger, batch)
             except InjectedCrash:
                 ledger = ledger if delivery.same_instance else make()
             store.probe.crash_after = None
+            store.probe.crash_after_claim = False
             for a, b in delivery.resplit or []:
                 refused.apply(ledger, sourced(stream, a, b))
             continue
         refused.apply(ledger, batch)
         if delivery.action == "replay":
             refused.apply(make(), batch)
-        elif delivery.action in ("resplit", "crash"):
+        elif delivery.action in ("resplit", "crash", "claim_crash"):
             replayer = make() if not delivery.same_instance else ledger
             for a, b in delivery.resplit or []:
                 refused.apply(replayer, sourced(stream, a, b))
@@ -439,7 +473,7 @@ def run(store: ProbedStore, scenario: Scenario, parts: dict[str, Any], *, atomic
 
 def close_and_replay(store: ProbedStore, scenario: Scenario, parts: dict[str, Any], unique: list[UsageEvent]) -> None:
     clock = FixedClock(datetime(2026, 12, 5, tzinfo=UTC))
-    schedule = CalendarMonthUtc()
+    schedule = sharded()
     closing = make_settings(grace_hours=24, dedupe_retention_days=35, late_event_policy=LateEventPolicy.REVIEW)
     services = wired(store, settings=closing, clock=clock, schedule=schedule, catalog=CATALOG, **parts)
     closed = {(c.tenant_id, c.period.key) for c in services.closer.run().closed}

@@ -43,7 +43,7 @@ CAPTURE_NAMESPACE = "evhns-metering"
 class Stack:
     settings: Settings
     services: Services
-    feed: HubFeed
+    feeds: list[HubFeed]
     tenant: str
 
     def send(self, *events: dict[str, Any]) -> None:
@@ -51,8 +51,9 @@ class Stack:
         assert response.status == 202, response.body
 
     def deliver(self) -> None:
-        while self.feed.deliver_once():
-            pass
+        for feed in self.feeds:
+            while feed.deliver_once():
+                pass
 
     def cancel(self, event_id: str) -> None:
         response = self.services.http.billing.cancel(self.tenant, json.dumps({"event_id": event_id}).encode())
@@ -109,6 +110,8 @@ def stack(request, azurite, monkeypatch) -> Iterator[Stack]:
         # The previous month closes on demand, and a late event of it is carried into this one.
         "METERING_GRACE_HOURS": "0",
         "METERING_LATE_EVENT_POLICY": policy or "adjust",
+        # Two local partitions: the archive holds each message under the partition its queue stands for.
+        "METERING_LOCAL_PARTITIONS": "2",
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
@@ -118,15 +121,20 @@ def stack(request, azurite, monkeypatch) -> Iterator[Stack]:
     def aggregate(events: list[Any]) -> None:
         consume(hub_messages(events), services.ledger, services.dead_letters, services.clock, services.after_apply)
 
-    feed = HubFeed(
-        queue_client(azurite.connection_string, settings.local_queue),
-        aggregate,
-        "events",
-        hub=settings.event_hub_name,
-        consumer_group=settings.event_hub_consumer_group,
-    )
-    feed.client.create_queue()
-    yield Stack(settings, services, feed, f"t-{suffix}")
+    feeds = [
+        HubFeed(
+            queue_client(azurite.connection_string, queue),
+            aggregate,
+            "events",
+            hub=settings.event_hub_name,
+            consumer_group=settings.event_hub_consumer_group,
+            partition_id=f"local-{suffix[:8]}-{index}",
+        )
+        for index, queue in enumerate(settings.local_queues)
+    ]
+    for feed in feeds:
+        feed.client.create_queue()
+    yield Stack(settings, services, feeds, f"t-{suffix}")
     drop = getattr(services.store, "drop", None)
     if drop is not None:
         drop()

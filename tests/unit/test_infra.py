@@ -26,6 +26,8 @@ INFRA = ROOT / "infra"
 LOCAL_ONLY = {
     # The Storage queue standing in for Event Hubs when no hub is configured (the dev host); Azure has the hub.
     "METERING_LOCAL_QUEUE",
+    # How many partitions (queues and feeds) that stand-in has; in Azure the hub's partitions are declared in Bicep.
+    "METERING_LOCAL_PARTITIONS",
     # The local Cosmos server's key: in Azure the Cosmos store connects with the app's identity (keys are disabled).
     "COSMOS_KEY",
     # Commits without a transactional batch, for the local Cosmos server only (refused for any non-loopback endpoint).

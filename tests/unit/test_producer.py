@@ -11,7 +11,7 @@ from azure.eventhub.exceptions import EventHubError
 
 from metering.client import InvalidEvent, new_event
 from metering.core.events import parse_event
-from metering.ingest.producer import EventHubUsageProducer, SendFailed
+from metering.ingest.producer import EventHubUsageProducer, SendFailed, partition_key
 from metering.transport import EVENT_HUB_MESSAGE_BYTES, decode_message
 
 NOW = datetime.now(UTC)
@@ -138,3 +138,18 @@ def test_a_failed_send_returns_the_events_to_send_again_with_the_same_ids():
     again = producer_for(working).send(retry)
     assert again == retry
     assert sorted(item["event_id"] for _, item in sent_events(working)) == sorted(e.event_id for e in retry)
+
+
+def test_a_sharded_tenants_events_go_under_the_keys_ingest_gives_them():
+    client = FakeProducerClient()
+    producer = EventHubUsageProducer(client, shards=lambda tenant: 4 if tenant == "hot" else 1)
+    sent = producer.send(
+        [{**event, "event_id": f"h{i}"} for i, event in enumerate(events("hot", 200))] + events("acme", 3)
+    )
+    got = sent_events(client)
+    keys = {key for key, event in got if event["tenant_id"] == "hot"}
+    assert keys == {"hot|0", "hot|1", "hot|2", "hot|3"}
+    assert {key for key, event in got if event["tenant_id"] == "acme"} == {"acme"}
+    # Each event under the key ingest would give it, which the public function tells direct producers.
+    by_id = {event.event_id: event for event in sent}
+    assert all(partition_key(by_id[event["event_id"]], 4) == key for key, event in got if key != "acme")
