@@ -10,9 +10,11 @@ code under test (ledger, readers) is never replaced.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -179,3 +181,10 @@ class FixedClock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+def run_async(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine to its end in a thread of its own: the session's browser (Playwright's sync API) keeps an
+    event loop running in this worker's main thread, where asyncio.run would refuse to start another."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -16,6 +16,7 @@ import pytest
 from metering.devhost.feed import HubFeed
 from metering.devhost.host import DevHost
 from metering.transport.partitioning import partition_for
+from tests.support import run_async  # noqa: F401 (the e2e tests import it from here)
 
 FUNCTION_KEY = "test-function-key"
 ADMIN_KEY = "test-admin-key"
@@ -75,11 +76,26 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def portal_tenants(devhost: DevHost) -> Any:
-    """Tenants with usage for the portal's tests, seeded once (tests/e2e/portal.py)."""
-    from tests.e2e.portal import seed  # noqa: PLC0415
+def previous_period(devhost: DevHost) -> Any:
+    """The previous period's usage of every module that needs one, written first, then closed by one close.
 
-    return seed(devhost)
+    A close closes every period that ended before it for every tenant (an event of one is late from then on), so
+    the usage of the previous period is all written before the session's first close: the portal's tenants
+    (tests/e2e/portal.py) and the billing tests' (test_billing_api.build_previous_month, which ends with the
+    close). Every test that closes periods on the shared dev host asks for this first."""
+    from tests.e2e.portal import write  # noqa: PLC0415
+    from tests.e2e.test_billing_api import build_previous_month  # noqa: PLC0415
+
+    portal = write(devhost)
+    return portal, build_previous_month(devhost)
+
+
+@pytest.fixture(scope="session")
+def portal_tenants(devhost: DevHost, previous_period: Any) -> Any:
+    """Tenants with usage for the portal's tests, seeded once (tests/e2e/portal.py)."""
+    from tests.e2e.portal import finish  # noqa: PLC0415
+
+    return finish(devhost, previous_period[0])
 
 
 def feed_of(devhost: DevHost, partition_key: str) -> HubFeed:

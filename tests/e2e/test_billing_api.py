@@ -543,11 +543,17 @@ def priced_events(tenant: str) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.fixture(scope="module")
-def previous_month(devhost: Any) -> PreviousMonth:
+@pytest.fixture
+def previous_month(previous_period: Any) -> PreviousMonth:
+    """The session's previous period, written, read and corrected, then closed by one close (conftest)."""
+    return previous_period[1]
+
+
+def build_previous_month(devhost: Any) -> PreviousMonth:
     """Once a close has run, every period that ended before it is closed for every tenant, and an event of it
     is late even for a tenant that had no usage in it. So this module's usage of the previous period is all
-    written, read and corrected first, and closed by one close; every test that closes periods uses this."""
+    written, read and corrected first, and closed by one close (conftest `previous_period` calls this after the
+    other modules' writes)."""
     closing, cancelling, priced = (f"t-{uuid.uuid4().hex[:12]}" for _ in range(3))
     with (
         httpx.Client(base_url=devhost.base_url, headers={"x-functions-key": FUNCTION_KEY}, timeout=30) as api,

@@ -56,7 +56,7 @@ def test_a_bad_limit_is_refused_before_sending(run, tenant):
     assert "metric=soft:hard" in result.output
 
 
-def test_periods_close(run):
+def test_periods_close(run, previous_period):
     result = run("periods", "close", "--format", "json")
     assert result.exit_code == 0, result.output
     closed = json.loads(result.stdout)["closed"]
@@ -73,7 +73,7 @@ def test_operator_routes_refuse_the_function_key(run, tenant):
     assert run("periods", "close", "--admin-key", FUNCTION_KEY).exit_code == 1
 
 
-def test_the_client_operator_calls(devhost, tenant):
+def test_the_client_operator_calls(devhost, tenant, previous_period):
     with MeteringClient(devhost.base_url, FUNCTION_KEY, admin_key=ADMIN_KEY) as client:
         settings = client.set_tenant(tenant, plan="pro", limits={"api.requests": MetricLimits(soft="8", hard="10.5")})
         assert isinstance(settings, TenantSettings)

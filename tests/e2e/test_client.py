@@ -31,7 +31,7 @@ from metering.client import (
 )
 from metering.core.meters import Aggregation, GroupKind
 from metering.core.periods import PeriodStatus
-from tests.e2e.conftest import FUNCTION_KEY, eventually
+from tests.e2e.conftest import FUNCTION_KEY, eventually, run_async
 
 
 @pytest.fixture
@@ -208,4 +208,4 @@ def test_async_client_every_call(devhost, tenant):
             with pytest.raises(ValidationFailed):
                 await client.record(tenant, "api.requests", "-1")
 
-    asyncio.run(scenario())
+    run_async(scenario())

@@ -5,7 +5,6 @@ official SDK."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import threading
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from metering.client import (
 )
 from metering.core.estimates import error_bound
 from metering.devhost.host import DevHost
-from tests.e2e.conftest import FUNCTION_KEY, eventually
+from tests.e2e.conftest import FUNCTION_KEY, eventually, run_async
 
 FAST = Backoff(initial=0.05, maximum=0.5)
 
@@ -231,7 +230,7 @@ def test_the_async_aggregating_writer_counts_exactly_too(devhost, client, tenant
             assert await writer.flush(timeout=30)
             assert writer.stats.recorded == 1200
 
-    asyncio.run(scenario())
+    run_async(scenario())
     assert network.lost >= 1
     counted(client, tenant, truth)
 

@@ -23,7 +23,7 @@ from metering.client import (
     WriterClosed,
 )
 from metering.devhost.host import DevHost
-from tests.e2e.conftest import FUNCTION_KEY, eventually
+from tests.e2e.conftest import FUNCTION_KEY, eventually, run_async
 from tests.e2e.test_client import closed_port
 
 FAST = Backoff(initial=0.05, maximum=0.5)
@@ -180,7 +180,7 @@ def test_async_writer(devhost, tenant):
             with pytest.raises(WriterClosed):
                 await writer.record(tenant, "api.requests", 1)
 
-    asyncio.run(scenario())
+    run_async(scenario())
     assert [r.status for r in rejected] == [422]
     with MeteringClient(devhost.base_url, FUNCTION_KEY) as client:
         for n in range(3):

@@ -3,11 +3,11 @@ with its traceback, so the cause is never silent."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
 from metering.devhost.http import HttpHost, HttpRoute, route_pattern
+from tests.support import run_async
 
 
 def test_a_function_that_raised_is_answered_500_and_logged_with_its_traceback(caplog):
@@ -18,7 +18,7 @@ def test_a_function_that_raised_is_answered_500_and_logged_with_its_traceback(ca
     host = HttpHost([route], function_key="k", admin_key="a")
     scope = {"path": "/api/usage/acme", "method": "GET", "query_string": b"", "headers": [(b"x-functions-key", b"k")]}
     with caplog.at_level(logging.ERROR, logger="metering.devhost.http"):
-        status, _, body = asyncio.run(host.respond(scope, b""))
+        status, _, body = run_async(host.respond(scope, b""))
     assert status == 500
     assert json.loads(body)["detail"] == "usage raised LookupError"
     [record] = caplog.records
