@@ -32,6 +32,8 @@ class Aggregation(StrEnum):
     MIN = "min"
     LATEST = "latest"
     UNIQUE_COUNT = "unique_count"
+    # Each resource's level held over time (API.md "Time-weighted meters"): the period integral in unit-hours.
+    TIME_WEIGHTED = "time_weighted"
 
     @property
     def is_level(self) -> bool:
@@ -103,6 +105,8 @@ class Meter(BaseModel):
             raise ValueError(f"allow_negative has no meaning for a {self.aggregation} meter")
         if len(set(self.group_by)) != len(self.group_by):
             raise ValueError("group_by lists a dimension twice")
+        if self.aggregation is Aggregation.TIME_WEIGHTED and self.group_by:
+            raise ValueError("a time_weighted meter cannot have group_by (a level is held per resource, not per event)")
         if self.aggregation in (Aggregation.MIN, Aggregation.LATEST) and (
             self.stripe_event_name is not None or self.marketplace_dimension is not None
         ):

@@ -33,14 +33,14 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from metering.core.clock import Clock, format_timestamp, utc_now
 from metering.core.hub import contiguous_ranges
 from metering.core.meters import MeterCatalog
 from metering.core.periods import PeriodSchedule
-from metering.ledger import commit, control, rows
+from metering.ledger import commit, control, levels, rows
 from metering.ledger.batch import (
     BatchPlan,
     Conflict,
@@ -350,6 +350,7 @@ class Ledger:
             if moving is not None:
                 self._learn_rows(partition, known, [day_row_key(moving)])
             self._learn_uniques_of(partition, known, deltas.uniques)
+            placed = self._place_levels(partition, known, chunk)
             operations = commit.operations(
                 chunk=chunk,
                 deltas=deltas,
@@ -359,6 +360,7 @@ class Ledger:
                 meters=self.catalog.meters,
                 coverage=coverage,
                 now=format_timestamp(self.clock()),
+                levels=placed,
             )
             try:
                 etags = self.store.usage.commit(partition, [op for op, _ in operations])
@@ -382,6 +384,24 @@ class Ledger:
             result.commits += 1
             return
         raise ContentionError(f"gave up on partition {partition} after {self.max_attempts} conflicting commits")
+
+    def _place_levels(self, partition: str, known: _Known, chunk: list[PlannedEvent]) -> levels.LevelChanges | None:
+        """The chunk's time-weighted points between their neighbours, reading the rows that names (at most a
+        resource row round, a points round and a history-bucket round)."""
+        if not levels.level_events(chunk):
+            return None
+        tenant = chunk[0].event.tenant_id
+        schedule = self.schedule
+        locate = levels.day_locator(
+            lambda instant: schedule.day_of(tenant, instant).isoformat(),
+            lambda day: schedule.day_bounds(tenant, date.fromisoformat(day))[1],
+        )
+        for _round in range(4):
+            placed = levels.place(chunk, known.rows, locate)
+            if isinstance(placed, levels.LevelChanges):
+                return placed
+            self._learn_rows(partition, known, placed.keys)
+        raise AssertionError("placing points kept naming rows it had been given")
 
     # -- what the store holds ------------------------------------------------------------------------------
 

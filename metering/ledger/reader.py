@@ -9,17 +9,19 @@ A period of several shards is read from each and combined by each meter's kind (
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from metering.core import decimals, estimates
+from metering.core import decimals, estimates, integrals
 from metering.core.clock import Clock, hour_key, utc_now
+from metering.core.integrals import Bucket as LevelBucket
+from metering.core.integrals import Integral
 from metering.core.meters import Aggregation, GroupKind, Meter, MeterCatalog
 from metering.core.periods import BillingPeriod, Granularity, PeriodSchedule, PeriodStatus, periods_between
 from metering.ledger.cells import Cell, combine
 from metering.ledger.control import closed_through
-from metering.ledger.keys import STATE_ROW, day_row_key, days, partition_keys
+from metering.ledger.keys import STATE_ROW, day_row_key, days, level_buckets, partition_keys
 from metering.ledger.rows import DayBlock, StateRow, combine_blocks
 from metering.ledger.shards import all_closed, combine_shards, period_state, shard_states
 from metering.stores import Store
@@ -75,6 +77,9 @@ class PeriodUsage(_Figures):
     status: PeriodStatus
     cell: Cell | None
     last_updated: datetime | None
+    # time_weighted meters: the level at the instant read, and the average over the period so far.
+    level: Decimal | None = None
+    average: Decimal | None = None
 
     @property
     def sampled(self) -> bool:
@@ -161,13 +166,36 @@ class UsageReader:
             status = PeriodStatus.CLOSED
         if status is PeriodStatus.GRACE and self._passed_by_closer(period):
             status = PeriodStatus.CLOSED
-        return PeriodUsage(
+        usage = PeriodUsage(
             tenant_id=tenant_id,
             meter=meter,
             period=period,
             status=status,
             cell=state.total(metric) if state is not None else None,
             last_updated=state.updated if state is not None else None,
+        )
+        return self._levelled(usage, state)
+
+    def _levelled(self, usage: PeriodUsage, state: StateRow | None) -> PeriodUsage:
+        """A time_weighted meter's figures at the instant read: its integral (closed + L x t - M) to now, or to the
+        period end once it ended, as unit-hours, with the level and the average."""
+        if usage.meter.aggregation is not Aggregation.TIME_WEIGHTED:
+            return usage
+        period = usage.period
+        figure = state.levels(usage.metric) if state is not None else Integral()
+        latest = state.latest_point(usage.metric) if state is not None else None
+        start, end = integrals.micros(period.start), integrals.micros(period.end)
+        until = max(start, min(end, integrals.micros(self.clock())))
+        if latest is not None:
+            # A point may be a few minutes ahead of this clock (ingest allows it): the integral is read from it on.
+            until = max(until, min(end, latest))
+        exact = figure.at(until)
+        count = usage.cell.count if usage.cell is not None else 0
+        return replace(
+            usage,
+            cell=Cell(integrals.unit_hours(exact), count),
+            level=figure.level,
+            average=integrals.average(exact, until - start),
         )
 
     def used_in(self, tenant_id: str, period: BillingPeriod) -> list[PeriodUsage]:
@@ -181,7 +209,7 @@ class UsageReader:
         if all_closed(rows) or (status is PeriodStatus.GRACE and self._passed_by_closer(period)):
             status = PeriodStatus.CLOSED
         return [
-            PeriodUsage(tenant_id, meter, period, status, cell, state.updated)
+            self._levelled(PeriodUsage(tenant_id, meter, period, status, cell, state.updated), state)
             for metric, cell in sorted(state.totals().items())
             if (meter := self.catalog.get(metric)) is not None and cell.count > 0
         ]
@@ -267,6 +295,8 @@ class UsageReader:
         periods = list(periods_between(self.schedule, tenant_id, begin, finish))
         if granularity is Granularity.PERIOD:
             return [self._period_bucket(tenant_id, meter, period) for period in periods]
+        if meter.aggregation is Aggregation.TIME_WEIGHTED:
+            return self._level_buckets(tenant_id, meter, periods, start, end, granularity=granularity)
         blocks = self._day_blocks(tenant_id, periods, start, end)
         if granularity is Granularity.DAY:
             return [self._day_bucket(tenant_id, meter, day, blocks) for day in _dates(start, end)]
@@ -302,6 +332,81 @@ class UsageReader:
 
     def _period_bucket(self, tenant_id: str, meter: Meter, period: BillingPeriod) -> Bucket:
         return Bucket(period.start, period.end, self.for_period(tenant_id, meter.name, period).cell, meter.is_sampled)
+
+    def _level_buckets(
+        self,
+        tenant_id: str,
+        meter: Meter,
+        periods: list[BillingPeriod],
+        start: date,
+        end: date,
+        *,
+        granularity: Granularity,
+    ) -> list[Bucket]:
+        """A time_weighted meter's day or hour buckets: each period's bucket rows (every shard's, added) laid out
+        from the period start, so each bucket's integral is its opening level x its length + its own steps."""
+        blocks = self._day_blocks(tenant_id, periods, start, end)
+        now = integrals.micros(self.clock())
+        wanted: list[tuple[datetime, datetime]]
+        if granularity is Granularity.DAY:
+            wanted = [self.schedule.day_bounds(tenant_id, day) for day in _dates(start, end)]
+        else:
+            begin = self.schedule.day_bounds(tenant_id, start)[0].astimezone(UTC)
+            finish = self.schedule.day_bounds(tenant_id, end)[1]
+            instant = begin.replace(minute=0, second=0, microsecond=0)
+            wanted = []
+            while instant < finish:
+                wanted.append((instant, instant + timedelta(hours=1)))
+                instant += timedelta(hours=1)
+        figures: dict[datetime, Decimal] = {}
+        for period in periods:
+            figures.update(self._period_level_buckets(tenant_id, meter, period, granularity, now))
+        buckets = []
+        for lo, hi in wanted:
+            cells = blocks.get(self.schedule.day_of(tenant_id, lo).isoformat())
+            day = cells.meter(meter.name) if cells is not None else None
+            count = 0
+            if day is not None:
+                if granularity is Granularity.DAY:
+                    count = day.day.count if day.day is not None else 0
+                else:
+                    count = sum(c.count for hour, c in day.hours() if hour == hour_key(lo))
+            figure = figures.get(lo, decimals.ZERO)
+            buckets.append(Bucket(lo, hi, Cell(integrals.unit_hours(figure), count) if figure or count else None))
+        return buckets
+
+    def _period_level_buckets(
+        self, tenant_id: str, meter: Meter, period: BillingPeriod, granularity: Granularity, now: int
+    ) -> dict[datetime, Decimal]:
+        """Every day or hour bucket of one period by its start, as an exact integral in unit-microseconds."""
+        stored: dict[str, LevelBucket] = {}
+        hours: dict[str, LevelBucket] = {}
+        for partition in partition_keys(tenant_id, period, self.schedule.shards(tenant_id, period)):
+            for row in self.store.usage.range(partition, *level_buckets(meter.name)):
+                day = row.data["day"]
+                stored[day] = stored.get(day, LevelBucket()).plus(LevelBucket.from_json(row.data["d"]))
+                for hour, figures in row.data["h"].items():
+                    hours[hour] = hours.get(hour, LevelBucket()).plus(LevelBucket.from_json(figures))
+        laid: list[tuple[int, int, LevelBucket]] = []
+        starts: list[datetime] = []
+        if granularity is Granularity.DAY:
+            day = self.schedule.day_of(tenant_id, period.start)
+            while True:
+                lo, hi = self.schedule.day_bounds(tenant_id, day)
+                if lo >= period.end:
+                    break
+                starts.append(lo)
+                laid.append((integrals.micros(lo), integrals.micros(hi), stored.get(day.isoformat(), LevelBucket())))
+                day += timedelta(days=1)
+        else:
+            instant = period.start
+            while instant < period.end:
+                starts.append(instant)
+                at = integrals.micros(instant)
+                laid.append((at, at + integrals.MICROS_PER_HOUR, hours.get(hour_key(instant), LevelBucket())))
+                instant += timedelta(hours=1)
+        found = integrals.bucket_integrals(decimals.ZERO, laid, until=max(now, integrals.micros(period.start)))
+        return {lo: figure for lo, (figure, _) in zip(starts, found, strict=True)}
 
     def _day_blocks(
         self, tenant_id: str, periods: list[BillingPeriod], start: date | None, end: date | None

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from metering.core import decimals
 from metering.core.clock import format_timestamp
 from metering.core.hub import Position
+from metering.core.integrals import Integral
 from metering.core.meters import DEFAULT_MAX_GROUP_VALUES, Aggregation, Meter
 from metering.core.periods import BillingPeriod
 from metering.ledger.batch import ChunkDeltas, DayDelta, claim_identity
@@ -42,6 +43,7 @@ from metering.ledger.cells import Cell, cell_of, merge_json
 
 if TYPE_CHECKING:
     from metering.ledger.batch import Conflict, PlannedEvent
+    from metering.ledger.levels import LevelChanges
 
 ROW_VERSION = 1
 OPEN = "open"
@@ -158,6 +160,15 @@ class StateRow:
     def adjustment(self, metric: str) -> Cell | None:
         """The part of the metric's total carried in from closed periods (late-event policy `adjust`)."""
         return cell_of(self.data.get("adj", {}).get(metric))
+
+    def levels(self, metric: str) -> Integral:
+        """A time_weighted meter's integral as closed, L and M (unit-microseconds); zero when it has no point."""
+        return Integral.from_json(self.data.get("tw", {}).get(metric))
+
+    def latest_point(self, metric: str) -> int | None:
+        """The instant (microseconds) of the meter's latest point: a figure is never read before it."""
+        at = self.data.get("twt", {}).get(metric)
+        return None if at is None else int(at)
 
     @property
     def today(self) -> DayBlock | None:
@@ -310,6 +321,7 @@ def apply_to_state(
     now: str,
     today: dict[str, Any] | None,
     hours: Collection[str] = (),
+    levels: LevelChanges | None = None,
 ) -> dict[str, Any]:
     """The state row with a commit's deltas applied; `hours` are the UTC hours whose cells the commit changes."""
     totals = dict(state["totals"])
@@ -333,8 +345,22 @@ def apply_to_state(
     updated = {**state, "totals": totals, "kinds": kinds, "wm": watermarks, "today": today, "updated": now}
     if adjustments:
         updated["adj"] = adjustments
+    if levels is not None and levels.integrals:
+        updated.update(add_levels(state, levels.integrals, levels.latest))
     updated.update(_changes(state, hours))
     return updated
+
+
+def add_levels(state: Mapping[str, Any], changes: Mapping[str, Integral], latest: Mapping[str, int]) -> dict[str, Any]:
+    """The state row's time-weighted parts with a commit's changes: per meter the integral as closed, L and M
+    (`tw`, unit-microseconds, exact) and the latest point instant (`twt`, microseconds)."""
+    figures = dict(state.get("tw", {}))
+    for name, change in changes.items():
+        figures[name] = Integral.from_json(figures.get(name)).plus(change).to_json()
+    instants = dict(state.get("twt", {}))
+    for name, at in latest.items():
+        instants[name] = max(int(instants.get(name, at)), at)
+    return {"tw": figures, "twt": instants}
 
 
 def _changes(state: Mapping[str, Any], hours: Collection[str]) -> dict[str, Any]:

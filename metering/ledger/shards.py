@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from metering.core.integrals import Integral
 from metering.core.meters import Aggregation, MeterCatalog
 from metering.core.periods import BillingPeriod
 from metering.ledger import rows
@@ -33,6 +34,8 @@ ACROSS: dict[Aggregation, Combine] = {
     Aggregation.MIN: merge,
     Aggregation.LATEST: merge,
     Aggregation.UNIQUE_COUNT: merge,
+    # Event counts add; the integral's parts (closed, L, M) add too, and are combined beside the cells (`levels`).
+    Aggregation.TIME_WEIGHTED: merge,
 }
 
 
@@ -87,6 +90,7 @@ def period_state(states: Sequence[Row | StateRow | None], catalog: MeterCatalog)
     }
     if adjustments:
         data["adj"] = adjustments
+    data.update(_combined_levels(views))
     if closed:
         data["closed_at"] = max(view.data["closed_at"] for view in views)
         data["catalog"] = first.get("catalog")
@@ -117,6 +121,21 @@ def _combined(
         assert cell is not None
         combined[metric] = cell.to_json()
     return combined
+
+
+def _combined_levels(views: Sequence[StateRow]) -> dict[str, Any]:
+    """Time-weighted integrals of several shards: each resource is in one shard, so closed parts, Ls and Ms add;
+    the latest point is the latest of any."""
+    figures: dict[str, Integral] = {}
+    instants: dict[str, int] = {}
+    for view in views:
+        for metric in view.data.get("tw", {}):
+            figures[metric] = figures.get(metric, Integral()).plus(view.levels(metric))
+        for metric, at in view.data.get("twt", {}).items():
+            instants[metric] = max(instants.get(metric, int(at)), int(at))
+    if not figures:
+        return {}
+    return {"tw": {metric: figure.to_json() for metric, figure in figures.items()}, "twt": instants}
 
 
 def _view(state: Row | StateRow) -> StateRow:

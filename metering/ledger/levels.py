@@ -1,0 +1,200 @@
+"""A chunk's time-weighted points placed between their neighbours: the rows they change (pure: no I/O).
+
+A point of a time_weighted meter changes the integral by what its neighbours say (core/integrals.py), so unlike a
+cell it cannot be pre-aggregated blind: the ledger gives this module the rows it read, and this module either
+names the rows it still needs (`Missing`) or returns every row the chunk writes and the exact change of each
+meter's integral (`LevelChanges`). Rows, all in the resource's shard (placement.by_resource):
+
+    r|<meter>|<resource>            the resource's opening level, its last point and the UTC days with points
+    p|<meter>|<resource>|<UTC day>  its points of one UTC day: a row stays small (a point a minute is 1,440)
+    w|<meter>|<day>                 the meter's history buckets of one tenant-local day: the day's and each UTC
+                                    hour's steps D and weighted steps W (integrals.Bucket)
+
+Only the point's own day row is written; the neighbours may be on the nearest earlier and later days with
+points, which the resource row lists, so at most three point rows are read per point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from metering.core import decimals, integrals
+from metering.core.integrals import Bucket, Integral, Point, Step
+from metering.ledger.keys import level_buckets_key, points_key, resource_key
+from metering.stores import Row
+
+if TYPE_CHECKING:
+    from metering.ledger.batch import PlannedEvent
+
+# A tenant-local day of an instant (microseconds): its ISO date and the instant (microseconds) it ends at.
+Locate = Callable[[int], tuple[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """Rows the ledger must read before the chunk can be placed."""
+
+    keys: frozenset[str]
+
+
+@dataclass(slots=True)
+class LevelChanges:
+    """What a chunk's points write: rows by key (new data), and per meter the change of its integral and the
+    latest point instant it saw (a read is never taken before a point: see reader)."""
+
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    integrals: dict[str, Integral] = field(default_factory=dict)
+    latest: dict[str, int] = field(default_factory=dict)
+
+
+def point_of(planned: PlannedEvent) -> Point:
+    """Points of one instant are ordered by event id; the dedupe key after it only tells apart two events that
+    share an id under different idempotency keys (neither may hide the other)."""
+    event = planned.event
+    order = f"{event.event_id or ''}\0{event.dedupe_key}"
+    return Point(integrals.micros(event.timestamp), order, event.quantity)
+
+
+def utc_day(at: int) -> str:
+    return integrals.instant(at).date().isoformat()
+
+
+def _hour(at: int) -> tuple[str, int]:
+    start = at - at % integrals.MICROS_PER_HOUR
+    return integrals.instant(start).strftime("%Y-%m-%dT%H"), start + integrals.MICROS_PER_HOUR
+
+
+def level_events(chunk: Sequence[PlannedEvent]) -> list[PlannedEvent]:
+    return [p for p in chunk if p.resource is not None and not p.claim]
+
+
+def resource_keys(chunk: Sequence[PlannedEvent]) -> set[str]:
+    return {resource_key(p.meter.name, p.resource) for p in level_events(chunk) if p.resource is not None}
+
+
+def place(chunk: Sequence[PlannedEvent], rows: Mapping[str, Row | None], locate: Locate) -> LevelChanges | Missing:
+    """Insert the chunk's points, in its order, between their neighbours as the rows say; rows not in `rows` are
+    named as missing (a key mapped to None is known to be absent)."""
+    events = level_events(chunk)
+    if not events:
+        return LevelChanges()
+    needed = _points_needed(events, rows)
+    if needed:
+        return Missing(frozenset(needed))
+    changes = _inserted(events, rows, locate)
+    missing = {key for key in changes.rows if key.startswith("w|") and key not in rows}
+    if missing:
+        return Missing(frozenset(missing))
+    return changes
+
+
+def _points_needed(events: Sequence[PlannedEvent], rows: Mapping[str, Row | None]) -> set[str]:
+    """The resource rows not read yet, else the point rows around each point not read yet."""
+    needed = resource_keys(events) - rows.keys()
+    if needed:
+        return needed
+    for planned in events:
+        day = utc_day(point_of(planned).at)
+        for other in (day, *_around(_resource(rows, planned)["days"], day)):
+            key = points_key(planned.meter.name, planned.resource or "", other)
+            if key not in rows:
+                needed.add(key)
+    return needed
+
+
+def _inserted(events: Sequence[PlannedEvent], rows: Mapping[str, Row | None], locate: Locate) -> LevelChanges:
+    changes = LevelChanges()
+    resources: dict[str, dict[str, Any]] = {}
+    held: dict[str, dict[str, list[Point]]] = {}  # resource key -> UTC day -> points
+    for planned in events:
+        name, resource = planned.meter.name, planned.resource or ""
+        rkey = resource_key(name, resource)
+        if rkey not in resources:
+            resources[rkey] = _resource(rows, planned)
+            held[rkey] = {}
+        record = resources[rkey]
+        days = held[rkey]
+        point = point_of(planned)
+        day = utc_day(point.at)
+        for other in (day, *_around(record["days"], day)):
+            if other not in days:
+                days[other] = _points(rows.get(points_key(name, resource, other)))
+        ordered = sorted(days)
+        # The points of the loaded days around this one are contiguous in the resource's order: the nearest
+        # earlier and later days with points are among them.
+        nearby = [p for d in ordered for p in days[d]]
+        change = integrals.insert(nearby, point, Decimal(record["o"]))
+        if len(change.points) == len(nearby):
+            continue  # already there: a replay whose marker this instance had forgotten
+        days[day] = [p for p in change.points if utc_day(p.at) == day]
+        if day not in record["days"]:
+            record["days"] = sorted([*record["days"], day])
+        last = change.points[-1]
+        record["last"] = _point_json(last)
+        changes.rows[points_key(name, resource, day)] = {
+            "m": name,
+            "x": resource,
+            "day": day,
+            "pts": [_point_json(p) for p in days[day]],
+        }
+        changes.integrals[name] = changes.integrals.get(name, Integral()).plus(change.integral)
+        changes.latest[name] = max(changes.latest.get(name, point.at), point.at)
+        for step in change.steps:
+            _add_step(changes, rows, name, step, locate)
+    for rkey, record in resources.items():
+        changes.rows[rkey] = record
+    return changes
+
+
+def _add_step(changes: LevelChanges, rows: Mapping[str, Row | None], name: str, step: Step, locate: Locate) -> None:
+    day, day_end = locate(step.at)
+    key = level_buckets_key(name, day)
+    if key not in changes.rows:
+        stored = rows.get(key)
+        base = stored.data if stored is not None else {"m": name, "day": day, "d": None, "h": {}}
+        changes.rows[key] = {**base, "h": dict(base["h"])}
+    data = changes.rows[key]
+    data["d"] = Bucket.from_json(data["d"]).plus(integrals.bucket_of(step, day_end)).to_json()
+    hour, hour_end = _hour(step.at)
+    data["h"][hour] = Bucket.from_json(data["h"].get(hour)).plus(integrals.bucket_of(step, hour_end)).to_json()
+
+
+def _around(days: Sequence[str], day: str) -> list[str]:
+    """The nearest listed days before and after `day`."""
+    before = [d for d in days if d < day]
+    after = [d for d in days if d > day]
+    return ([before[-1]] if before else []) + ([after[0]] if after else [])
+
+
+def _resource(rows: Mapping[str, Row | None], planned: PlannedEvent) -> dict[str, Any]:
+    row = rows.get(resource_key(planned.meter.name, planned.resource or ""))
+    if row is not None:
+        return {**row.data, "days": list(row.data["days"])}
+    return {"m": planned.meter.name, "x": planned.resource or "", "o": "0", "days": [], "last": None}
+
+
+def _points(row: Row | None) -> list[Point]:
+    if row is None:
+        return []
+    return [Point(int(at), event_id, Decimal(level)) for at, event_id, level in row.data["pts"]]
+
+
+def _point_json(point: Point) -> list[Any]:
+    return [point.at, point.event_id, decimals.to_str(point.level)]
+
+
+def day_locator(day_of: Callable[[datetime], str], day_end: Callable[[str], datetime]) -> Locate:
+    """A `Locate` from a tenant's schedule (day of an instant, end of a day), each day's end computed once."""
+    ends: dict[str, int] = {}
+
+    def locate(at: int) -> tuple[str, int]:
+        day = day_of(integrals.instant(at))
+        if day not in ends:
+            ends[day] = integrals.micros(day_end(day))
+        return day, ends[day]
+
+    return locate
