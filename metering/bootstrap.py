@@ -30,6 +30,7 @@ from metering.api.portal import PortalApi
 from metering.api.reads import Reads
 from metering.api.webhooks import Webhooks
 from metering.billing.cancels import Cancels
+from metering.billing.carry import LevelCarry
 from metering.billing.closing import PeriodCloser, period_closed
 from metering.billing.exports.engine import Exporter
 from metering.billing.exports.port import Target
@@ -272,6 +273,7 @@ class Services:
             clock=self.clock,
             pricing=self.pricing_at,
             shards=self.schedule.shards,
+            carry=LevelCarry(self.store, self.catalog, self.schedule).carry,
         )
 
     @cached_property

@@ -137,7 +137,10 @@ class PeriodCloser:
         max_periods_per_run: int = 5000,
         pricing: PricingAt | None = None,
         shards: Callable[[str, BillingPeriod], int] = one_shard,
+        carry: Callable[[str, BillingPeriod, datetime], object] | None = None,
     ) -> None:
+        # Time-weighted levels carried into the next period once this one is closed (billing/carry.py).
+        self.carry = carry
         self.pricing = pricing
         self.shards = shards
         self.page_size = page_size
@@ -204,6 +207,9 @@ class PeriodCloser:
             statement=statement,
         )
         self.outbox.add(notice.id, notice.message())
+        if self.carry is not None:
+            # Before the index entry goes: a crash in between carries again on the next run, which is idempotent.
+            self.carry(tenant, period, now)
         control.move_to_closed(self.store.control, entry, statement.closed_at + self.retention)
         return statement
 

@@ -33,7 +33,8 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from metering.core.clock import Clock, format_timestamp, utc_now
@@ -51,7 +52,8 @@ from metering.ledger.batch import (
     payload_hash,
     plan_batch,
 )
-from metering.ledger.keys import STATE_ROW, UNIQUES, conflict_key, day_row_key
+from metering.ledger.keys import STATE_ROW, UNIQUES, conflict_key, day_row_key, partition_key, resource_key
+from metering.ledger.placement import value_shard
 from metering.ledger.rows import Marker, StateRow
 from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, ContentionError, Row, Store, StoreRejected
 
@@ -396,12 +398,26 @@ class Ledger:
             lambda instant: schedule.day_of(tenant, instant).isoformat(),
             lambda day: schedule.day_bounds(tenant, date.fromisoformat(day))[1],
         )
+        state = known.rows.get(STATE_ROW)
+        carried = state is not None and StateRow(state.data).carried
         for _round in range(4):
-            placed = levels.place(chunk, known.rows, locate)
+            placed = levels.place(chunk, known.rows, locate, opening_of=self._level_before, carried=carried)
             if isinstance(placed, levels.LevelChanges):
                 return placed
             self._learn_rows(partition, known, placed.keys)
         raise AssertionError("placing points kept naming rows it had been given")
+
+    def _level_before(self, planned: PlannedEvent) -> Decimal:
+        """A resource's level at the end of the previous period, read through from its row there (its last point,
+        or the level it opened with): asked once per resource and period, before the closer carries it."""
+        tenant = planned.event.tenant_id
+        previous = self.schedule.period_at(tenant, planned.period.start - timedelta(microseconds=1))
+        shards = self.schedule.shards(tenant, previous)
+        resource = planned.resource or ""
+        shard = value_shard(planned.meter, resource, shards) if shards > 1 else 0
+        key = resource_key(planned.meter.name, resource)
+        row = self.store.usage.read(partition_key(tenant, previous, shard), [key]).get(key)
+        return levels.end_level(row.data) if row is not None else Decimal(0)
 
     # -- what the store holds ------------------------------------------------------------------------------
 

@@ -49,6 +49,20 @@ class LevelChanges:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     integrals: dict[str, Integral] = field(default_factory=dict)
     latest: dict[str, int] = field(default_factory=dict)
+    # Per meter, the opening levels read through from the previous period and added here (the carry, when the
+    # closer writes it, adds the rest: billing/carry.py).
+    captured: dict[str, Decimal] = field(default_factory=dict)
+
+
+# A resource's level at its period's start, read through from the previous period: asked only for a resource the
+# period has no row of yet.
+OpeningOf = Callable[["PlannedEvent"], Decimal]
+# The tenant's figures before the closer carried the previous period's levels in: every opening read through is
+# added to the integral from the period start. After it, the carry holds them: nothing is added.
+
+
+def _no_opening(_planned: PlannedEvent) -> Decimal:
+    return decimals.ZERO
 
 
 def point_of(planned: PlannedEvent) -> Point:
@@ -76,16 +90,25 @@ def resource_keys(chunk: Sequence[PlannedEvent]) -> set[str]:
     return {resource_key(p.meter.name, p.resource) for p in level_events(chunk) if p.resource is not None}
 
 
-def place(chunk: Sequence[PlannedEvent], rows: Mapping[str, Row | None], locate: Locate) -> LevelChanges | Missing:
+def place(
+    chunk: Sequence[PlannedEvent],
+    rows: Mapping[str, Row | None],
+    locate: Locate,
+    *,
+    opening_of: OpeningOf = _no_opening,
+    carried: bool = False,
+) -> LevelChanges | Missing:
     """Insert the chunk's points, in its order, between their neighbours as the rows say; rows not in `rows` are
-    named as missing (a key mapped to None is known to be absent)."""
+    named as missing (a key mapped to None is known to be absent). A resource new to the period opens at
+    `opening_of` its level, which is added from the period start unless the previous period's levels were
+    `carried` in already."""
     events = level_events(chunk)
     if not events:
         return LevelChanges()
     needed = _points_needed(events, rows)
     if needed:
         return Missing(frozenset(needed))
-    changes = _inserted(events, rows, locate)
+    changes = _inserted(events, rows, locate, opening_of, carried)
     missing = {key for key in changes.rows if key.startswith("w|") and key not in rows}
     if missing:
         return Missing(frozenset(missing))
@@ -106,7 +129,13 @@ def _points_needed(events: Sequence[PlannedEvent], rows: Mapping[str, Row | None
     return needed
 
 
-def _inserted(events: Sequence[PlannedEvent], rows: Mapping[str, Row | None], locate: Locate) -> LevelChanges:
+def _inserted(
+    events: Sequence[PlannedEvent],
+    rows: Mapping[str, Row | None],
+    locate: Locate,
+    opening_of: OpeningOf,
+    carried: bool,
+) -> LevelChanges:
     changes = LevelChanges()
     resources: dict[str, dict[str, Any]] = {}
     held: dict[str, dict[str, list[Point]]] = {}  # resource key -> UTC day -> points
@@ -116,6 +145,14 @@ def _inserted(events: Sequence[PlannedEvent], rows: Mapping[str, Row | None], lo
         if rkey not in resources:
             resources[rkey] = _resource(rows, planned)
             held[rkey] = {}
+            if rows.get(rkey) is None:
+                level = opening_of(planned)
+                resources[rkey]["o"] = decimals.to_str(level)
+                if level and not carried:
+                    start = integrals.micros(planned.period.start)
+                    _add_integral(changes, name, integrals.opening(level, start))
+                    changes.captured[name] = decimals.add(changes.captured.get(name, decimals.ZERO), level)
+                    add_step(changes, rows, name, Step(start, level), locate)
         record = resources[rkey]
         days = held[rkey]
         point = point_of(planned)
@@ -141,16 +178,20 @@ def _inserted(events: Sequence[PlannedEvent], rows: Mapping[str, Row | None], lo
             "day": day,
             "pts": [_point_json(p) for p in days[day]],
         }
-        changes.integrals[name] = changes.integrals.get(name, Integral()).plus(change.integral)
+        _add_integral(changes, name, change.integral)
         changes.latest[name] = max(changes.latest.get(name, point.at), point.at)
         for step in change.steps:
-            _add_step(changes, rows, name, step, locate)
+            add_step(changes, rows, name, step, locate)
     for rkey, record in resources.items():
         changes.rows[rkey] = record
     return changes
 
 
-def _add_step(changes: LevelChanges, rows: Mapping[str, Row | None], name: str, step: Step, locate: Locate) -> None:
+def _add_integral(changes: LevelChanges, name: str, change: Integral) -> None:
+    changes.integrals[name] = changes.integrals.get(name, Integral()).plus(change)
+
+
+def add_step(changes: LevelChanges, rows: Mapping[str, Row | None], name: str, step: Step, locate: Locate) -> None:
     day, day_end = locate(step.at)
     key = level_buckets_key(name, day)
     if key not in changes.rows:
@@ -198,3 +239,33 @@ def day_locator(day_of: Callable[[datetime], str], day_end: Callable[[str], date
         return day, ends[day]
 
     return locate
+
+
+@dataclass(frozen=True, slots=True)
+class LevelFigures:
+    """A time_weighted meter's figures at an instant: the exact integral (unit-microseconds), and what is shown
+    and priced from it, each by one division rounded half-even to 12 places."""
+
+    integral: Decimal
+    total: Decimal  # unit-hours
+    level: Decimal
+    average: Decimal
+
+
+def figures_at(
+    figure: Integral, period_start: datetime, period_end: datetime, now: datetime, latest: int | None
+) -> LevelFigures:
+    """The figures up to now (an open period) or to the period end (an ended one); never before the latest point
+    (ingest accepts points a few minutes ahead of its clock)."""
+    start, end = integrals.micros(period_start), integrals.micros(period_end)
+    until = max(start, min(end, integrals.micros(now)))
+    if latest is not None:
+        until = max(until, min(end, latest))
+    exact = figure.at(until)
+    return LevelFigures(exact, integrals.unit_hours(exact), figure.level, integrals.average(exact, until - start))
+
+
+def end_level(resource: Mapping[str, Any]) -> Decimal:
+    """A resource row's level at its period's end: its last point's, or the level it opened with."""
+    last = resource.get("last")
+    return Decimal(last[2]) if last else Decimal(resource.get("o", "0"))

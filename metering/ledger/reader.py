@@ -22,8 +22,9 @@ from metering.core.periods import BillingPeriod, Granularity, PeriodSchedule, Pe
 from metering.ledger.cells import Cell, combine
 from metering.ledger.control import closed_through
 from metering.ledger.keys import STATE_ROW, day_row_key, days, level_buckets, partition_keys
+from metering.ledger.levels import figures_at
 from metering.ledger.rows import DayBlock, StateRow, combine_blocks
-from metering.ledger.shards import all_closed, combine_shards, period_state, shard_states
+from metering.ledger.shards import all_carried, all_closed, combine_shards, period_state, shard_states
 from metering.stores import Store
 
 # History ranges are bounded so one request stays one short query per period.
@@ -174,29 +175,22 @@ class UsageReader:
             cell=state.total(metric) if state is not None else None,
             last_updated=state.updated if state is not None else None,
         )
-        return self._levelled(usage, state)
+        return self._levelled(usage, state, all_carried(rows))
 
-    def _levelled(self, usage: PeriodUsage, state: StateRow | None) -> PeriodUsage:
+    def _levelled(self, usage: PeriodUsage, state: StateRow | None, carried: bool) -> PeriodUsage:
         """A time_weighted meter's figures at the instant read: its integral (closed + L x t - M) to now, or to the
         period end once it ended, as unit-hours, with the level and the average."""
         if usage.meter.aggregation is not Aggregation.TIME_WEIGHTED:
             return usage
         period = usage.period
         figure = state.levels(usage.metric) if state is not None else Integral()
+        if not carried:
+            through = self.read_through(usage.tenant_id, usage.metric, period, state)
+            figure = figure.plus(integrals.opening(through, integrals.micros(period.start)))
         latest = state.latest_point(usage.metric) if state is not None else None
-        start, end = integrals.micros(period.start), integrals.micros(period.end)
-        until = max(start, min(end, integrals.micros(self.clock())))
-        if latest is not None:
-            # A point may be a few minutes ahead of this clock (ingest allows it): the integral is read from it on.
-            until = max(until, min(end, latest))
-        exact = figure.at(until)
+        found = figures_at(figure, period.start, period.end, self.clock(), latest)
         count = usage.cell.count if usage.cell is not None else 0
-        return replace(
-            usage,
-            cell=Cell(integrals.unit_hours(exact), count),
-            level=figure.level,
-            average=integrals.average(exact, until - start),
-        )
+        return replace(usage, cell=Cell(found.total, count), level=found.level, average=found.average)
 
     def used_in(self, tenant_id: str, period: BillingPeriod) -> list[PeriodUsage]:
         """The period's usage of every meter of the catalog it counted events of, from one read of each shard's
@@ -208,10 +202,13 @@ class UsageReader:
         status = PeriodStatus.OPEN if self.clock() < period.end else PeriodStatus.GRACE
         if all_closed(rows) or (status is PeriodStatus.GRACE and self._passed_by_closer(period)):
             status = PeriodStatus.CLOSED
+        totals = state.totals()
+        levelled = {metric: Cell(decimals.ZERO, 0) for metric in state.data.get("tw", {}) if metric not in totals}
         return [
-            self._levelled(PeriodUsage(tenant_id, meter, period, status, cell, state.updated), state)
-            for metric, cell in sorted(state.totals().items())
-            if (meter := self.catalog.get(metric)) is not None and cell.count > 0
+            self._levelled(PeriodUsage(tenant_id, meter, period, status, cell, state.updated), state, all_carried(rows))
+            for metric, cell in sorted({**totals, **levelled}.items())
+            if (meter := self.catalog.get(metric)) is not None
+            and (cell.count > 0 or meter.aggregation is Aggregation.TIME_WEIGHTED)
         ]
 
     def changes(self, tenant_id: str, period: BillingPeriod, since: Mapping[str, int] | None) -> PeriodChanges:
@@ -333,6 +330,18 @@ class UsageReader:
     def _period_bucket(self, tenant_id: str, meter: Meter, period: BillingPeriod) -> Bucket:
         return Bucket(period.start, period.end, self.for_period(tenant_id, meter.name, period).cell, meter.is_sampled)
 
+    def read_through(self, tenant_id: str, metric: str, period: BillingPeriod, state: StateRow | None) -> Decimal:
+        """The opening level of a period the previous one's levels are not carried into yet: the previous period's
+        level at its end, less what this period's resources read through already (and what was carried)."""
+        previous = self.schedule.period_at(tenant_id, period.start - timedelta(microseconds=1))
+        before = period_state(
+            shard_states(self.store.usage, tenant_id, previous, self.schedule.shards(tenant_id, previous)), self.catalog
+        )
+        if before is None:
+            return decimals.ZERO
+        taken = decimals.ZERO if state is None else decimals.add(state.captured(metric), state.carry(metric))
+        return decimals.subtract(before.levels(metric).level, taken)
+
     def _level_buckets(
         self,
         tenant_id: str,
@@ -360,7 +369,11 @@ class UsageReader:
                 instant += timedelta(hours=1)
         figures: dict[datetime, Decimal] = {}
         for period in periods:
-            figures.update(self._period_level_buckets(tenant_id, meter, period, granularity, now))
+            rows = shard_states(self.store.usage, tenant_id, period, self.schedule.shards(tenant_id, period))
+            opening = decimals.ZERO
+            if not all_carried(rows):
+                opening = self.read_through(tenant_id, meter.name, period, period_state(rows, self.catalog))
+            figures.update(self._period_level_buckets(tenant_id, meter, period, granularity, now=now, opening=opening))
         buckets = []
         for lo, hi in wanted:
             cells = blocks.get(self.schedule.day_of(tenant_id, lo).isoformat())
@@ -376,7 +389,14 @@ class UsageReader:
         return buckets
 
     def _period_level_buckets(
-        self, tenant_id: str, meter: Meter, period: BillingPeriod, granularity: Granularity, now: int
+        self,
+        tenant_id: str,
+        meter: Meter,
+        period: BillingPeriod,
+        granularity: Granularity,
+        *,
+        now: int,
+        opening: Decimal,
     ) -> dict[datetime, Decimal]:
         """Every day or hour bucket of one period by its start, as an exact integral in unit-microseconds."""
         stored: dict[str, LevelBucket] = {}
@@ -405,7 +425,7 @@ class UsageReader:
                 at = integrals.micros(instant)
                 laid.append((at, at + integrals.MICROS_PER_HOUR, hours.get(hour_key(instant), LevelBucket())))
                 instant += timedelta(hours=1)
-        found = integrals.bucket_integrals(decimals.ZERO, laid, until=max(now, integrals.micros(period.start)))
+        found = integrals.bucket_integrals(opening, laid, until=max(now, integrals.micros(period.start)))
         return {lo: figure for lo, (figure, _) in zip(starts, found, strict=True)}
 
     def _day_blocks(

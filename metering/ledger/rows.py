@@ -165,6 +165,19 @@ class StateRow:
         """A time_weighted meter's integral as closed, L and M (unit-microseconds); zero when it has no point."""
         return Integral.from_json(self.data.get("tw", {}).get(metric))
 
+    def captured(self, metric: str) -> Decimal:
+        """The opening levels this partition read through from the previous period before it was carried in."""
+        return Decimal(self.data.get("twu", {}).get(metric, "0"))
+
+    def carry(self, metric: str) -> Decimal:
+        """The opening level the closer carried into this partition from the previous period (the rest)."""
+        return Decimal(self.data.get("twc", {}).get(metric, "0"))
+
+    @property
+    def carried(self) -> bool:
+        """Whether the previous period's levels were carried into this partition (billing/carry.py)."""
+        return bool(self.data.get("twk"))
+
     def latest_point(self, metric: str) -> int | None:
         """The instant (microseconds) of the meter's latest point: a figure is never read before it."""
         at = self.data.get("twt", {}).get(metric)
@@ -347,6 +360,11 @@ def apply_to_state(
         updated["adj"] = adjustments
     if levels is not None and levels.integrals:
         updated.update(add_levels(state, levels.integrals, levels.latest))
+    if levels is not None and levels.captured:
+        captured = dict(state.get("twu", {}))
+        for name, level in levels.captured.items():
+            captured[name] = decimals.to_str(decimals.add(Decimal(captured.get(name, "0")), level))
+        updated["twu"] = captured
     updated.update(_changes(state, hours))
     return updated
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
+from metering.core import decimals
 from metering.core.integrals import Integral
 from metering.core.meters import Aggregation, MeterCatalog
 from metering.core.periods import BillingPeriod
@@ -60,6 +62,11 @@ def all_closed(states: Sequence[Row | StateRow | None]) -> bool:
     """Whether every shard's state row exists and is closed: the closer flips them all before its statement, so
     until then some shard may still change."""
     return all(state is not None and _view(state).is_closed for state in states)
+
+
+def all_carried(states: Sequence[Row | StateRow | None]) -> bool:
+    """Whether the previous period's time-weighted levels were carried into every shard (billing/carry.py)."""
+    return all(state is not None and _view(state).carried for state in states)
 
 
 def period_state(states: Sequence[Row | StateRow | None], catalog: MeterCatalog) -> StateRow | None:
@@ -133,9 +140,18 @@ def _combined_levels(views: Sequence[StateRow]) -> dict[str, Any]:
             figures[metric] = figures.get(metric, Integral()).plus(view.levels(metric))
         for metric, at in view.data.get("twt", {}).items():
             instants[metric] = max(instants.get(metric, int(at)), int(at))
-    if not figures:
+    if not figures and not any(view.carried for view in views):
         return {}
-    return {"tw": {metric: figure.to_json() for metric, figure in figures.items()}, "twt": instants}
+    combined: dict[str, Any] = {"tw": {metric: figure.to_json() for metric, figure in figures.items()}, "twt": instants}
+    for part in ("twu", "twc"):
+        sums: dict[str, Decimal] = {}
+        for view in views:
+            for metric, text in view.data.get(part, {}).items():
+                sums[metric] = decimals.add(sums.get(metric, decimals.ZERO), Decimal(text))
+        if sums:
+            combined[part] = {metric: decimals.to_str(value) for metric, value in sums.items()}
+    combined["twk"] = all(view.carried for view in views)
+    return combined
 
 
 def _view(state: Row | StateRow) -> StateRow:

@@ -16,8 +16,10 @@ from metering.core.meters import Aggregation, Meter, MeterCatalog, load_catalog
 from metering.core.periods import DEFAULT_HISTORY, Granularity, TenantSchedule
 from metering.core.shards import ShardChange
 from metering.ledger.batch import SourcedEvent
+from metering.notifications.outbox import DiscardSink
 from metering.stores.memory import MemoryStore
-from tests.support import FixedClock, wired
+from metering.transport import EmptyBacklog
+from tests.support import FixedClock, make_settings, wired
 
 D = Decimal
 NOV_1 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -120,3 +122,72 @@ def test_history_buckets_hold_their_own_integrals():
         )
         == november(services).total
     )
+
+
+# -- across periods ---------------------------------------------------------------------------------------------
+
+DEC_1 = datetime(2026, 12, 1, tzinfo=UTC)
+JAN_1 = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def closing_services(now: datetime, shards: int = 1) -> Any:
+    return wired(
+        MemoryStore(),
+        settings=make_settings(grace_hours=1),
+        catalog=CATALOG,
+        clock=FixedClock(now),
+        schedule=sharded(shards),
+        backlog=EmptyBacklog(),
+        sink=DiscardSink(),
+    )
+
+
+def usage_of(services: Any, start: datetime) -> Any:
+    return services.usage.for_period("acme", "disk.gb", services.schedule.period_at("acme", start))
+
+
+def statement_line(services: Any, start: datetime) -> Any:
+    period = services.schedule.period_at("acme", start)
+    stored = services.store.statements.read("acme", [period.key])[period.key]
+    return next(line for line in stored.data["lines"] if line["metric"] == "disk.gb")
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_a_level_is_read_through_then_carried_and_a_period_without_events_bills_it(shards: int):
+    # 10 GB from 30 Nov 12:00: November holds 120 GB-h. December, read on 1 Dec 00:30 (November in grace), reads
+    # the level through: 5 GB-h. Closed, November carries it: all of December is 10 x 744 = 7440 GB-h, 10
+    # GB-months, and so is January, which has no event at all and still closes and bills it.
+    services = closing_services(DEC_1 + timedelta(minutes=30), shards)
+    apply(services, [level(1, datetime(2026, 11, 30, 12, tzinfo=UTC), 10)])
+    assert usage_of(services, DEC_1).total == D(5)
+    services.clock.now = DEC_1 + timedelta(hours=2)
+    services.closer.run()
+    assert usage_of(services, DEC_1).total == D(20)
+    assert statement_line(services, NOV_1)["quantity"] == "120"
+    services.clock.now = JAN_1 + timedelta(hours=2)
+    services.closer.run()
+    december = statement_line(services, DEC_1)
+    assert (december["quantity"], december["level"], december["average"], december["event_count"]) == (
+        "7440",
+        "10",
+        "10",
+        0,
+    )
+    services.clock.now = datetime(2027, 2, 1, 2, tzinfo=UTC)
+    services.closer.run()
+    assert statement_line(services, JAN_1)["quantity"] == "7440"
+
+
+def test_an_opening_read_through_before_a_late_point_of_grace_is_corrected_at_the_close():
+    # December's first point (1 GB on 2 Dec) reads November's 10 GB through; then a point of 30 Nov 18:00 (5 GB)
+    # arrives in November's grace. Closing November corrects December's opening to 5: 5 x 24 + 1 x 720 = 840.
+    services = closing_services(DEC_1 + timedelta(minutes=30))
+    apply(services, [level(1, datetime(2026, 11, 30, 12, tzinfo=UTC), 10)])
+    apply(services, [level(2, DEC_1 + timedelta(days=1), 1)], start=10)
+    apply(services, [level(3, datetime(2026, 11, 30, 18, tzinfo=UTC), 5)], start=20)
+    services.clock.now = JAN_1 + timedelta(hours=2)
+    services.closer.run()
+    assert statement_line(services, NOV_1)["quantity"] == str(10 * 6 + 5 * 6)
+    assert statement_line(services, DEC_1)["quantity"] == "840"
+    days = services.usage.history("acme", "disk.gb", date(2026, 12, 1), date(2026, 12, 3), Granularity.DAY)
+    assert [b.total for b in days] == [D(120), D(24), D(24)]
