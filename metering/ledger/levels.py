@@ -170,8 +170,10 @@ def _inserted(
         days[day] = [p for p in change.points if utc_day(p.at) == day]
         if day not in record["days"]:
             record["days"] = sorted([*record["days"], day])
-        last = change.points[-1]
-        record["last"] = _point_json(last)
+        # The loaded days may stop short of the resource's last point: only a later point replaces it.
+        stored_last = record["last"]
+        if stored_last is None or point.order > (int(stored_last[0]), stored_last[1]):
+            record["last"] = _point_json(point)
         changes.rows[points_key(name, resource, day)] = {
             "m": name,
             "x": resource,
