@@ -232,7 +232,7 @@ class Services:
     def alert_after(self, result: ApplyResult) -> None:
         """Threshold alerts of what an operator's action counted, as the aggregator raises them for a batch."""
         raised = sum(
-            self.alerts.check(first.event.tenant_id, first.period, state.totals())
+            self.alerts.check(first.event.tenant_id, first.period, state.limit_figures())
             for first, state in result.states.values()
             if state is not None and not state.is_closed
         )

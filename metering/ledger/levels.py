@@ -29,6 +29,7 @@ from metering.stores import Row
 
 if TYPE_CHECKING:
     from metering.ledger.batch import PlannedEvent
+    from metering.ledger.rows import Marker
 
 # A tenant-local day of an instant (microseconds): its ISO date and the instant (microseconds) it ends at.
 Locate = Callable[[int], tuple[str, int]]
@@ -271,3 +272,52 @@ def end_level(resource: Mapping[str, Any]) -> Decimal:
     """A resource row's level at its period's end: its last point's, or the level it opened with."""
     last = resource.get("last")
     return Decimal(last[2]) if last else Decimal(resource.get("o", "0"))
+
+
+def unplace(marker: Marker, rows: Mapping[str, Row | None], locate: Locate) -> LevelChanges | Missing:
+    """A cancel's removal of a counted point, the exact inverse of its insertion given the neighbours left: the
+    rows it changes, or the rows it still needs read."""
+    name, resource = marker.metric, marker.resource or ""
+    rkey = resource_key(name, resource)
+    if rkey not in rows:
+        return Missing(frozenset({rkey}))
+    stored = rows[rkey]
+    assert stored is not None, "a counted point's resource has its row"
+    record = {**stored.data, "days": list(stored.data["days"])}
+    point = Point(
+        integrals.micros(datetime.fromisoformat(marker.data["t"])),
+        f"{marker.event_id or ''}\0{marker.dedupe_key}",
+        marker.quantity,
+    )
+    day = utc_day(point.at)
+    wanted = [day, *_around(record["days"], day)]
+    missing = {points_key(name, resource, d) for d in wanted} - rows.keys()
+    if missing:
+        return Missing(frozenset(missing))
+    days = {d: _points(rows.get(points_key(name, resource, d))) for d in wanted}
+    nearby = [p for d in sorted(days) for p in days[d]]
+    change = integrals.remove(nearby, point, Decimal(record["o"]))
+    changes = LevelChanges()
+    if len(change.points) == len(nearby):
+        return changes  # not among the points: nothing to remove
+    kept = [p for p in change.points if utc_day(p.at) == day]
+    if not kept:
+        record["days"] = [d for d in record["days"] if d != day]
+    last = record["last"]
+    if last is not None and (int(last[0]), last[1]) == point.order:
+        earlier = [p for p in change.points if p.order < point.order]
+        record["last"] = _point_json(earlier[-1]) if earlier else None
+    changes.rows[points_key(name, resource, day)] = {
+        "m": name,
+        "x": resource,
+        "day": day,
+        "pts": [_point_json(p) for p in kept],
+    }
+    changes.rows[rkey] = record
+    changes.integrals[name] = change.integral
+    for step in change.steps:
+        add_step(changes, rows, name, step, locate)
+    missing = {key for key in changes.rows if key.startswith("w|") and key not in rows}
+    if missing:
+        return Missing(frozenset(missing))
+    return changes

@@ -87,6 +87,11 @@ class PeriodUsage(_Figures):
         return self.meter.is_sampled
 
     @property
+    def limited(self) -> Decimal:
+        """The figure quotas compare with limits: a time_weighted meter's level, every other meter's total."""
+        return self.level if self.level is not None else self.total
+
+    @property
     def metric(self) -> str:
         return self.meter.name
 

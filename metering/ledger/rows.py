@@ -161,6 +161,15 @@ class StateRow:
         """The part of the metric's total carried in from closed periods (late-event policy `adjust`)."""
         return cell_of(self.data.get("adj", {}).get(metric))
 
+    def limit_figures(self) -> dict[str, Cell]:
+        """What limits and alerts compare per meter: its total, or for a time_weighted meter its level now (a
+        level over time has no total to exhaust: what a limit bounds is how much is held)."""
+        figures = self.totals()
+        for metric in self.data.get("tw", {}):
+            count = figures[metric].count if metric in figures else 0
+            figures[metric] = Cell(self.levels(metric).level, count)
+        return figures
+
     def levels(self, metric: str) -> Integral:
         """A time_weighted meter's integral as closed, L and M (unit-microseconds); zero when it has no point."""
         return Integral.from_json(self.data.get("tw", {}).get(metric))
@@ -277,6 +286,11 @@ class Marker:
     @property
     def adjustment(self) -> bool:
         return bool(self.data.get("adj"))
+
+    @property
+    def resource(self) -> str | None:
+        """For a time_weighted meter's event, the resource whose level it set."""
+        return self.data.get("r")
 
     @property
     def applied_shard(self) -> int | None:
@@ -535,6 +549,8 @@ def marker_row(planned: PlannedEvent, applied_at: str) -> dict[str, Any]:
         data["w"] = event.sample_weight
     if planned.position is not None:
         data["p"] = [planned.position.partition, planned.position.sequence]
+    if planned.resource is not None:
+        data["r"] = planned.resource  # a cancel removes the point from this resource's points
     if planned.adjustment:
         # Counted on the day and hour it was carried, not those of its timestamp: a cancel needs them.
         data["adj"] = True

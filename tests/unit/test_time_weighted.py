@@ -12,11 +12,14 @@ import pytest
 
 from metering.core.events import UsageEvent
 from metering.core.hub import Position
+from metering.core.limits import Decision, Limits
 from metering.core.meters import Aggregation, Meter, MeterCatalog, load_catalog
 from metering.core.periods import DEFAULT_HISTORY, Granularity, TenantSchedule
 from metering.core.shards import ShardChange
 from metering.ledger.batch import SourcedEvent
+from metering.ledger.rows import StateRow
 from metering.notifications.outbox import DiscardSink
+from metering.quotas.decisions import decide
 from metering.stores.memory import MemoryStore
 from metering.transport import EmptyBacklog
 from tests.support import FixedClock, make_settings, wired
@@ -191,3 +194,41 @@ def test_an_opening_read_through_before_a_late_point_of_grace_is_corrected_at_th
     assert statement_line(services, DEC_1)["quantity"] == "840"
     days = services.usage.history("acme", "disk.gb", date(2026, 12, 1), date(2026, 12, 3), Granularity.DAY)
     assert [b.total for b in days] == [D(120), D(24), D(24)]
+
+
+# -- cancels and limits -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_a_cancel_removes_its_point_exactly(shards: int):
+    # 10 GB from the 1st, 2.5 GB from the 5th, 4 GB from the 9th: cancelling the 5th's point leaves
+    # 10 x 192 + 4 x 528 = 4032 GB-h; cancelling the 9th's then reopens 10 GB to the end: 7200.
+    services = services_at(AFTER_NOVEMBER, shards)
+    apply(
+        services,
+        [level(1, NOV_1, 10), level(2, NOV_1 + timedelta(days=4), "2.5"), level(3, NOV_1 + timedelta(days=8), 4)],
+    )
+    result = services.cancels.cancel("acme", "e:e2")
+    assert result.quantity == "2.5"
+    assert (november(services).total, november(services).event_count) == (D(4032), 2)
+    assert services.cancels.cancel("acme", "e:e2") == result  # a repeat answers the same, changes nothing
+    assert november(services).total == D(4032)
+    services.cancels.cancel("acme", "e:e3")
+    usage = november(services)
+    assert (usage.total, usage.level, usage.event_count) == (D(7200), D(10), 1)
+    days = services.usage.history("acme", "disk.gb", date(2026, 11, 1), date(2026, 11, 30), Granularity.DAY)
+    assert [b.total for b in days] == [D(240)] * 30
+    # The point can come back (a new event): placed again between the neighbours left.
+    apply(services, [level(4, NOV_1 + timedelta(days=8), 4)], start=50)
+    assert november(services).total == D(10 * 192 + 4 * 528)
+
+
+def test_quotas_and_alerts_compare_the_level_and_a_request_adds_to_it():
+    services = services_at(NOV_1 + timedelta(days=3))
+    apply(services, [level(1, NOV_1, 40, "a"), level(2, NOV_1, 30, "b")])
+    usage = november(services)
+    assert usage.limited == D(70)  # not the 5040 GB-hours held so far
+    verdict = decide(usage.meter, usage.limited, D(25), Limits(soft=D(80), hard=D(100)))
+    assert (verdict.decision, verdict.projected, verdict.remaining) == (Decision.WARNING, D(95), D(5))
+    state = services.usage.store.usage.read("acme|2026-11-01|0", ["s"])["s"]
+    assert StateRow(state.data).limit_figures()["disk.gb"].value == D(70)
