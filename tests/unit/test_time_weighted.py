@@ -14,7 +14,7 @@ from metering.core.events import UsageEvent
 from metering.core.hub import Position
 from metering.core.limits import Decision, Limits
 from metering.core.meters import Aggregation, Meter, MeterCatalog, load_catalog
-from metering.core.periods import DEFAULT_HISTORY, Granularity, TenantSchedule
+from metering.core.periods import DEFAULT_HISTORY, Granularity, TenantSchedule, Terms
 from metering.core.shards import ShardChange
 from metering.ledger.batch import SourcedEvent
 from metering.ledger.rows import StateRow
@@ -232,3 +232,19 @@ def test_quotas_and_alerts_compare_the_level_and_a_request_adds_to_it():
     assert (verdict.decision, verdict.projected, verdict.remaining) == (Decision.WARNING, D(95), D(5))
     state = services.usage.store.usage.read("acme|2026-11-01|0", ["s"])["s"]
     assert StateRow(state.data).limit_figures()["disk.gb"].value == D(70)
+
+
+def test_a_month_with_a_daylight_saving_change_has_its_elapsed_hours():
+    # A Berlin tenant's March 2026 is 743 elapsed hours (28 Feb 23:00 UTC to 31 Mar 22:00 UTC): 2 GB held all
+    # month is 1486 GB-h and 2 GB-months; its 29 March (the change) is a 23-hour day bucket: 46 GB-h.
+    berlin = (Terms(timezone="Europe/Berlin"),)
+    schedule = TenantSchedule(lambda _t: berlin, lambda _t: (ShardChange(1, None),))
+    start = datetime(2026, 2, 28, 23, tzinfo=UTC)
+    services = wired(
+        MemoryStore(), catalog=CATALOG, clock=FixedClock(datetime(2026, 4, 2, tzinfo=UTC)), schedule=schedule
+    )
+    apply(services, [level(1, start, 2)])
+    usage = services.usage.for_period("acme", "disk.gb", schedule.period_at("acme", start))
+    assert (usage.total, usage.average) == (D(1486), D(2))
+    days = services.usage.history("acme", "disk.gb", date(2026, 3, 28), date(2026, 3, 30), Granularity.DAY)
+    assert [b.total for b in days] == [D(48), D(46), D(48)]
