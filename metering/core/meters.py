@@ -114,6 +114,13 @@ class Meter(BaseModel):
                 f"a {self.aggregation} meter cannot be exported (stripe_event_name, marketplace_dimension): a target "
                 "adds what it is sent, and a lowest or latest level is not a sum of changes"
             )
+        if self.aggregation is Aggregation.TIME_WEIGHTED and (
+            self.stripe_event_name is not None or self.marketplace_dimension is not None
+        ):
+            raise ValueError(
+                "a time_weighted meter is not exported yet (stripe_event_name, marketplace_dimension): its hours' "
+                "unit-hours are not sent to a target"
+            )
         if self.sampling and (self.stripe_event_name is not None or self.marketplace_dimension is not None):
             raise ValueError("a sampled meter cannot be exported: its figures are estimates, not billable usage")
         if self.sampling and not self.aggregation.is_additive:

@@ -194,6 +194,9 @@ class UsageReader:
             figure = figure.plus(integrals.opening(through, integrals.micros(period.start)))
         latest = state.latest_point(usage.metric) if state is not None else None
         found = figures_at(figure, period.start, period.end, self.clock(), latest)
+        if figure.is_zero and usage.cell is None:
+            # No level in the period, and none carried in: no usage, as for any meter.
+            return replace(usage, level=decimals.ZERO, average=decimals.ZERO)
         count = usage.cell.count if usage.cell is not None else 0
         return replace(usage, cell=Cell(found.total, count), level=found.level, average=found.average)
 
