@@ -756,7 +756,7 @@ def test_a_statement_is_rated_with_the_plan_in_force_at_the_period_end(api, admi
     assert [(r["kind"], r["amount"]) for r in rows] == [
         ("fee", "49.00"),
         ("usage", "60.00"),
-        ("usage", "1.25"),
+        ("usage", "0.00"),
         ("usage", "4.59"),
     ]
 

@@ -248,3 +248,18 @@ def test_a_month_with_a_daylight_saving_change_has_its_elapsed_hours():
     assert (usage.total, usage.average) == (D(1486), D(2))
     days = services.usage.history("acme", "disk.gb", date(2026, 3, 28), date(2026, 3, 30), Granularity.DAY)
     assert [b.total for b in days] == [D(48), D(46), D(48)]
+
+
+def test_a_carry_of_more_resources_than_one_transaction_holds_is_written_in_several_and_once():
+    # 130 volumes of 1 GB from 30 Nov 00:00 (24 h each in November): 130 GB all of December, 96,720 GB-hours.
+    services = closing_services(DEC_1 + timedelta(minutes=30), shards=2)
+    volumes = [level(i, datetime(2026, 11, 30, tzinfo=UTC), 1, f"vol-{i}") for i in range(130)]
+    apply(services, volumes)
+    services.clock.now = DEC_1 + timedelta(hours=2)
+    services.closer.run()
+    services.closer.run()  # nothing more: carried once
+    services.clock.now = JAN_1 + timedelta(hours=2)
+    services.closer.run()
+    assert statement_line(services, NOV_1)["quantity"] == str(130 * 24)
+    december = statement_line(services, DEC_1)
+    assert (december["quantity"], december["level"], december["average"]) == (str(130 * 744), "130", "130")
