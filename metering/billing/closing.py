@@ -166,7 +166,9 @@ class PeriodCloser:
             for entry in page[: self.max_periods_per_run - len(report.closed)]:
                 self.close(entry, now)
                 report.closed.append(ClosedPeriod(entry.tenant_id, entry.period))
-            if len(page) < self.page_size:
+            # Until a page finds nothing: closing a period may index the next one (time-weighted levels carried
+            # into it, billing/carry.py), which is due too when it ended long enough ago.
+            if not page:
                 break
         # Every period that ended by `closed_through` is closed now, or never had a partition: the aggregator
         # files an event of such a period as late instead of opening it. So it may only pass the periods closed.

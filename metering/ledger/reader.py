@@ -12,17 +12,28 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from metering.core import decimals, estimates, integrals
 from metering.core.clock import Clock, hour_key, utc_now
 from metering.core.integrals import Bucket as LevelBucket
-from metering.core.integrals import Integral
+from metering.core.integrals import Integral, Point, Step, bucket_of
 from metering.core.meters import Aggregation, GroupKind, Meter, MeterCatalog
 from metering.core.periods import BillingPeriod, Granularity, PeriodSchedule, PeriodStatus, periods_between
 from metering.ledger.cells import Cell, combine
 from metering.ledger.control import closed_through
-from metering.ledger.keys import STATE_ROW, day_row_key, days, level_buckets, partition_keys
-from metering.ledger.levels import figures_at
+from metering.ledger.keys import (
+    STATE_ROW,
+    day_row_key,
+    days,
+    level_buckets,
+    partition_key,
+    partition_keys,
+    points_key,
+    resources,
+)
+from metering.ledger.levels import end_level, figures_at
+from metering.ledger.placement import value_shard
 from metering.ledger.rows import DayBlock, StateRow, combine_blocks
 from metering.ledger.shards import all_carried, all_closed, combine_shards, period_state, shard_states
 from metering.stores import Store
@@ -145,6 +156,28 @@ class PeriodChanges:
     closed: bool
 
 
+@dataclass(slots=True)
+class ReadThrough:
+    """The previous period's levels in a period they are not carried into yet: the integral they add, and the
+    same as steps of the level for history buckets."""
+
+    integral: Integral
+    steps: list[Step]
+
+    def add(self, level: Decimal, start: int, until: int | None) -> None:
+        """`level` held from `start` (the period start) until `until` (None: from then on)."""
+        self.integral = self.integral.plus(
+            integrals.insertion(Point(start, "", level), None, _at(until), decimals.ZERO)
+        )
+        self.steps.append(Step(start, level))
+        if until is not None:
+            self.steps.append(Step(until, decimals.negate(level)))
+
+
+def _at(until: int | None) -> Point | None:
+    return None if until is None else Point(until, "", decimals.ZERO)
+
+
 class UsageReader:
     def __init__(
         self, store: Store, catalog: MeterCatalog, schedule: PeriodSchedule, *, clock: Clock = utc_now
@@ -190,8 +223,7 @@ class UsageReader:
         period = usage.period
         figure = state.levels(usage.metric) if state is not None else Integral()
         if not carried:
-            through = self.read_through(usage.tenant_id, usage.metric, period, state)
-            figure = figure.plus(integrals.opening(through, integrals.micros(period.start)))
+            figure = figure.plus(self.read_through(usage.tenant_id, usage.meter, period).integral)
         latest = state.latest_point(usage.metric) if state is not None else None
         found = figures_at(figure, period.start, period.end, self.clock(), latest)
         if figure.is_zero and usage.cell is None:
@@ -338,17 +370,41 @@ class UsageReader:
     def _period_bucket(self, tenant_id: str, meter: Meter, period: BillingPeriod) -> Bucket:
         return Bucket(period.start, period.end, self.for_period(tenant_id, meter.name, period).cell, meter.is_sampled)
 
-    def read_through(self, tenant_id: str, metric: str, period: BillingPeriod, state: StateRow | None) -> Decimal:
-        """The opening level of a period the previous one's levels are not carried into yet: the previous period's
-        level at its end, less what this period's resources read through already (and what was carried)."""
+    def read_through(self, tenant_id: str, meter: Meter, period: BillingPeriod) -> ReadThrough:
+        """What the previous period's levels add to a period they are not carried into yet, exactly: every resource
+        of the previous period without a row here holds its end level from the period start; a resource whose
+        first point here read its opening before the previous period's last points came in (its grace) holds the
+        difference until that first point. (Once carried, the closer has written both into the rows.)"""
         previous = self.schedule.period_at(tenant_id, period.start - timedelta(microseconds=1))
-        before = period_state(
-            shard_states(self.store.usage, tenant_id, previous, self.schedule.shards(tenant_id, previous)), self.catalog
-        )
+        previous_shards = self.schedule.shards(tenant_id, previous)
+        before = period_state(shard_states(self.store.usage, tenant_id, previous, previous_shards), self.catalog)
         if before is None:
-            return decimals.ZERO
-        taken = decimals.ZERO if state is None else decimals.add(state.captured(metric), state.carry(metric))
-        return decimals.subtract(before.levels(metric).level, taken)
+            return ReadThrough(Integral(), [])
+        start = integrals.micros(period.start)
+        found = ReadThrough(Integral(), [])
+        held = decimals.ZERO  # the end levels of the resources that have a row here
+        for partition in partition_keys(tenant_id, period, self.schedule.shards(tenant_id, period)):
+            here = self.store.usage.range(partition, *resources(meter.name))
+            for row in here:
+                resource = row.data["x"]
+                shard = value_shard(meter, resource, previous_shards) if previous_shards > 1 else 0
+                there = self.store.usage.read(partition_key(tenant_id, previous, shard), [row.key]).get(row.key)
+                ended = end_level(there.data) if there is not None else decimals.ZERO
+                held = decimals.add(held, ended)
+                delta = decimals.subtract(ended, Decimal(row.data["o"]))
+                if delta:
+                    found.add(delta, start, self._first_point(partition, meter.name, row.data))
+        rest = decimals.subtract(before.levels(meter.name).level, held)
+        if rest:
+            found.add(rest, start, None)
+        return found
+
+    def _first_point(self, partition: str, metric: str, resource: Mapping[str, Any]) -> int | None:
+        if not resource["days"]:
+            return None
+        key = points_key(metric, resource["x"], resource["days"][0])
+        row = self.store.usage.read(partition, [key]).get(key)
+        return int(row.data["pts"][0][0]) if row is not None and row.data["pts"] else None
 
     def _level_buckets(
         self,
@@ -378,10 +434,8 @@ class UsageReader:
         figures: dict[datetime, Decimal] = {}
         for period in periods:
             rows = shard_states(self.store.usage, tenant_id, period, self.schedule.shards(tenant_id, period))
-            opening = decimals.ZERO
-            if not all_carried(rows):
-                opening = self.read_through(tenant_id, meter.name, period, period_state(rows, self.catalog))
-            figures.update(self._period_level_buckets(tenant_id, meter, period, granularity, now=now, opening=opening))
+            steps = [] if all_carried(rows) else self.read_through(tenant_id, meter, period).steps
+            figures.update(self._period_level_buckets(tenant_id, meter, period, granularity, now=now, steps=steps))
         buckets = []
         for lo, hi in wanted:
             cells = blocks.get(self.schedule.day_of(tenant_id, lo).isoformat())
@@ -404,9 +458,10 @@ class UsageReader:
         granularity: Granularity,
         *,
         now: int,
-        opening: Decimal,
+        steps: list[Step],
     ) -> dict[datetime, Decimal]:
-        """Every day or hour bucket of one period by its start, as an exact integral in unit-microseconds."""
+        """Every day or hour bucket of one period by its start, as an exact integral in unit-microseconds; `steps`
+        are the level's changes read through from the previous period."""
         stored: dict[str, LevelBucket] = {}
         hours: dict[str, LevelBucket] = {}
         for partition in partition_keys(tenant_id, period, self.schedule.shards(tenant_id, period)):
@@ -415,6 +470,13 @@ class UsageReader:
                 stored[day] = stored.get(day, LevelBucket()).plus(LevelBucket.from_json(row.data["d"]))
                 for hour, figures in row.data["h"].items():
                     hours[hour] = hours.get(hour, LevelBucket()).plus(LevelBucket.from_json(figures))
+        for step in steps:
+            moment = integrals.instant(step.at)
+            local = self.schedule.day_of(tenant_id, moment)
+            day_end = integrals.micros(self.schedule.day_bounds(tenant_id, local)[1])
+            stored[local.isoformat()] = stored.get(local.isoformat(), LevelBucket()).plus(bucket_of(step, day_end))
+            hour_end = step.at - step.at % integrals.MICROS_PER_HOUR + integrals.MICROS_PER_HOUR
+            hours[hour_key(moment)] = hours.get(hour_key(moment), LevelBucket()).plus(bucket_of(step, hour_end))
         laid: list[tuple[int, int, LevelBucket]] = []
         starts: list[datetime] = []
         if granularity is Granularity.DAY:
@@ -433,7 +495,7 @@ class UsageReader:
                 at = integrals.micros(instant)
                 laid.append((at, at + integrals.MICROS_PER_HOUR, hours.get(hour_key(instant), LevelBucket())))
                 instant += timedelta(hours=1)
-        found = integrals.bucket_integrals(opening, laid, until=max(now, integrals.micros(period.start)))
+        found = integrals.bucket_integrals(decimals.ZERO, laid, until=max(now, integrals.micros(period.start)))
         return {lo: figure for lo, (figure, _) in zip(starts, found, strict=True)}
 
     def _day_blocks(

@@ -10,6 +10,9 @@ deltas change them. The one place that reads or writes a usage row's fields; key
                event's key shard, for an event applied in another shard, a claim: the payload hash and that shard
     u|<...>    a distinct value of a unique_count meter and the days of the period it was met on
     c|<...>    a cancel (its result, so a repeat answers the same)
+    r|, p|, w| a time_weighted meter's resources, their points per UTC day and its history buckets (levels.py);
+               the state row keeps each such meter's integral as closed, L and M (`tw`), its latest point
+               (`twt`), the opening levels read through (`twu`) and carried (`twc`, `twk`: billing/carry.py)
 
 Every transaction of the aggregator that changes a figure rewrites the state row under its ETag (a claim changes
 none), so the period closer, flipping that row to closed, is ordered against all of them. Since it is written
