@@ -30,6 +30,7 @@ from metering.api.portal import PortalApi
 from metering.api.reads import Reads
 from metering.api.webhooks import Webhooks
 from metering.billing.cancels import Cancels
+from metering.billing.carry import LevelCarry
 from metering.billing.closing import PeriodCloser, period_closed
 from metering.billing.exports.engine import Exporter
 from metering.billing.exports.port import Target
@@ -231,7 +232,7 @@ class Services:
     def alert_after(self, result: ApplyResult) -> None:
         """Threshold alerts of what an operator's action counted, as the aggregator raises them for a batch."""
         raised = sum(
-            self.alerts.check(first.event.tenant_id, first.period, state.totals())
+            self.alerts.check(first.event.tenant_id, first.period, state.limit_figures())
             for first, state in result.states.values()
             if state is not None and not state.is_closed
         )
@@ -272,6 +273,7 @@ class Services:
             clock=self.clock,
             pricing=self.pricing_at,
             shards=self.schedule.shards,
+            carry=LevelCarry(self.store, self.catalog, self.schedule).carry,
         )
 
     @cached_property

@@ -65,6 +65,15 @@ class UsageAggregate(BaseModel):
     last_updated: datetime | None
     estimate: bool | None = _estimate()
     error_bound: DecimalText | None = _error_bound()
+    level: DecimalText | None = Field(
+        None, exclude_if=_absent, description="time_weighted meters: the level now (or at the period end)"
+    )
+    average: DecimalText | None = Field(
+        None,
+        exclude_if=_absent,
+        description="time_weighted meters: total / hours elapsed in the period (the whole period once ended), "
+        "rounded half-even to 12 places: for a monthly period of a GB meter, the GB-months billed",
+    )
 
 
 class GroupTotal(BaseModel):

@@ -93,11 +93,11 @@ class Reads:
                 return bad_request("requested", "must not be negative")
         usage = self.reader.current(tenant_id, metric)
         limits = self.limits_for(tenant_id, metric)
-        verdict = decide(usage.meter, usage.total, requested, limits)
+        verdict = decide(usage.meter, usage.limited, requested, limits)
         return ok(
             QuotaDecision(
                 decision=verdict.decision,
-                current=usage.total,
+                current=usage.limited,
                 requested=requested,
                 projected=verdict.projected,
                 soft_limit=limits.soft,

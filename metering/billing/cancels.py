@@ -9,20 +9,20 @@ that meets an aggregator's or another cancel's is read again and retried.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel
 
 from metering.billing.journal import Journal, JournalEntry, JournalKind
 from metering.core import decimals
 from metering.core.clock import format_timestamp
-from metering.core.meters import MeterCatalog
+from metering.core.meters import Aggregation, MeterCatalog
 from metering.core.periods import BillingPeriod, PeriodSchedule, periods_between
-from metering.ledger import cancel
+from metering.ledger import cancel, commit, levels, rows
 from metering.ledger.cancel import NotCancellable, PeriodClosed
 from metering.ledger.keys import STATE_ROW, cancel_key, key_shard, marker_key, partition_key
 from metering.ledger.rows import Marker, StateRow
-from metering.stores import CommitConflict, ContentionError, Create, Row, Store
+from metering.stores import CommitConflict, ContentionError, Create, Operation, Replace, Row, Store
 
 __all__ = ["CancelResult", "Cancels", "NotCancellable", "NotCounted", "PeriodClosed"]
 
@@ -146,5 +146,31 @@ class Cancels:
             meters=self.catalog.meters,
             now=format_timestamp(now),
         )
+        if meter.aggregation is Aggregation.TIME_WEIGHTED:
+            operations = self._without_point(partition, result.tenant_id, marker, operations, format_timestamp(now))
         self.store.usage.commit(partition, operations)
         return result
+
+    def _without_point(
+        self, partition: str, tenant: str, marker: Marker, operations: list[Operation], now: str
+    ) -> list[Operation]:
+        """The cancel's commit with the point's removal: its rows, and the integral's change in the state row."""
+        schedule = self.schedule
+        locate = levels.day_locator(
+            lambda instant: schedule.day_of(tenant, instant).isoformat(),
+            lambda day: schedule.day_bounds(tenant, date.fromisoformat(day))[1],
+        )
+        known: dict[str, Row | None] = {}
+        for _round in range(4):
+            placed = levels.unplace(marker, known, locate)
+            if isinstance(placed, levels.LevelChanges):
+                break
+            found = self.store.usage.read(partition, sorted(placed.keys))
+            known.update({key: found.get(key) for key in placed.keys})
+        else:
+            raise AssertionError("removing a point kept naming rows it had been given")
+        *others, state_op = operations
+        assert isinstance(state_op, Replace)
+        state = {**state_op.data, **rows.add_levels(state_op.data, placed.integrals, {})}
+        written = [commit.write(key, {**data, "a": now}, known[key]) for key, data in placed.rows.items()]
+        return [*others, *written, Replace(STATE_ROW, state, state_op.etag)]

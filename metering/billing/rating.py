@@ -136,7 +136,7 @@ def rate(pricing: Pricing, lines: Sequence[StatementLine]) -> Rated:
             rated.append(line.model_copy(update={"amount": to_amount(decimals.ZERO, digits), "tiers": None}))
             continue
         base = usage.get(line.metric)
-        before = priced_quantity(base.aggregation, base.quantity) if base is not None else decimals.ZERO
+        before = priced_quantity(base.aggregation, base.quantity, base.average) if base is not None else decimals.ZERO
         if line.kind is LineKind.USAGE:
             done = charge(price, before)
             amount = round_half_up(done.amount, digits)

@@ -11,14 +11,19 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from metering.core import decimals
 from metering.core.decimals import DecimalText
-from metering.core.meters import MeterCatalog
+from metering.core.meters import Aggregation, MeterCatalog
 from metering.core.money import AmountText
 from metering.ledger.cells import Cell
+from metering.ledger.levels import figures_at
 from metering.ledger.rows import StateRow
+
+
+def _absent(value: object) -> bool:
+    return value is None
 
 
 class LineKind(StrEnum):
@@ -51,6 +56,10 @@ class StatementLine(BaseModel):
     event_count: int
     amount: AmountText | None = None
     tiers: list[TierLine] | None = None
+    # time_weighted meters: `quantity` is the integral in unit-hours, `level` the level at the period end and
+    # `average` the level averaged over the period (the GB-months of a GB meter), which is what is priced.
+    level: DecimalText | None = Field(None, exclude_if=_absent)
+    average: DecimalText | None = Field(None, exclude_if=_absent)
 
 
 class Statement(BaseModel):
@@ -78,7 +87,10 @@ def metered_lines(state: StateRow | None, catalog: MeterCatalog) -> list[Stateme
     if state is None:
         return []
     lines: list[StatementLine] = []
-    for metric, total in sorted(state.totals().items()):
+    totals = state.totals()
+    # A time_weighted meter may have no event in the period and still bill the level carried in.
+    for metric in sorted(totals.keys() | state.data.get("tw", {}).keys()):
+        total = totals.get(metric) or Cell(decimals.ZERO, 0)
         meter = catalog.get(metric)
         unit = meter.unit if meter else ""
         kind = meter.aggregation.value if meter else "unknown"
@@ -89,7 +101,9 @@ def metered_lines(state: StateRow | None, catalog: MeterCatalog) -> list[Stateme
             if carried is None
             else Cell(decimals.subtract(total.value, carried.value), total.count - carried.count)
         )
-        if usage.count:
+        if meter is not None and meter.aggregation is Aggregation.TIME_WEIGHTED:
+            lines.append(_level_line(state, metric, unit, usage.count))
+        elif usage.count:
             lines.append(
                 StatementLine(
                     metric=metric,
@@ -112,3 +126,19 @@ def metered_lines(state: StateRow | None, catalog: MeterCatalog) -> list[Stateme
                 )
             )
     return lines
+
+
+def _level_line(state: StateRow, metric: str, unit: str, count: int) -> StatementLine:
+    """A time_weighted meter's line: its integral over the whole period, with the level and the average."""
+    start, end = (datetime.fromisoformat(text) for text in state.data["period"])
+    found = figures_at(state.levels(metric), start, end, end, state.latest_point(metric))
+    return StatementLine(
+        metric=metric,
+        kind=LineKind.USAGE,
+        unit=unit,
+        aggregation=Aggregation.TIME_WEIGHTED.value,
+        quantity=found.total,
+        event_count=count,
+        level=found.level,
+        average=found.average,
+    )

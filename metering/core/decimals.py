@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from decimal import (
+    ROUND_HALF_EVEN,
     Clamped,
     Context,
     Decimal,
@@ -115,3 +116,20 @@ def check_bounds(value: Decimal) -> Decimal:
     if count + exponent > MAX_INTEGER_DIGITS:
         raise QuantityError(f"must have at most {MAX_INTEGER_DIGITS} digits before the decimal point")
     return value
+
+
+# Figures derived by a division (a time-weighted total in unit-hours, its average) cannot all be exact decimals:
+# they are rounded half-even to this many places, once, when shown or priced (API.md "Exactness").
+DERIVED_PLACES = 12
+_DERIVED = Context(prec=80, rounding=ROUND_HALF_EVEN, Emax=999_999, Emin=-999_999, traps=[InvalidOperation, Overflow])
+_DERIVED_STEP = Decimal(1).scaleb(-DERIVED_PLACES)
+
+
+def derived_quotient(numerator: Decimal, denominator: Decimal | int) -> Decimal:
+    """numerator / denominator rounded half-even to 12 places, as one rounding of the exact quotient: a quotient
+    that is not a tie lies at least 1 / (2 x 10^12 x denominator) from one, far above the 80 digits it is taken to
+    first, so the second step never meets a false tie (denominators here are microseconds: at most 17 digits)."""
+    if not denominator:
+        raise ZeroDivisionError("a derived figure needs a non-zero denominator")
+    exact = _DERIVED.divide(numerator, Decimal(denominator))
+    return exact.quantize(_DERIVED_STEP, context=_DERIVED)

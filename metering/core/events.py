@@ -264,6 +264,8 @@ def check_against_catalog(
         errors.append(
             FieldError(index, "sample_weight", f"only applies to sampled meters: {meter.name} is not sampled")
         )
+    if meter.aggregation is Aggregation.TIME_WEIGHTED and event.counted != 1:
+        errors.append(FieldError(index, "count", f"must be 1 or left out: {meter.name} records levels, not counts"))
     if meter.aggregation is Aggregation.UNIQUE_COUNT and unique_value(event, meter.field) is None:
         errors.append(
             FieldError(index, meter.field or "field", f"is required: {meter.name} counts its distinct values")

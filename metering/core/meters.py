@@ -32,6 +32,8 @@ class Aggregation(StrEnum):
     MIN = "min"
     LATEST = "latest"
     UNIQUE_COUNT = "unique_count"
+    # Each resource's level held over time (API.md "Time-weighted meters"): the period integral in unit-hours.
+    TIME_WEIGHTED = "time_weighted"
 
     @property
     def is_level(self) -> bool:
@@ -103,12 +105,21 @@ class Meter(BaseModel):
             raise ValueError(f"allow_negative has no meaning for a {self.aggregation} meter")
         if len(set(self.group_by)) != len(self.group_by):
             raise ValueError("group_by lists a dimension twice")
+        if self.aggregation is Aggregation.TIME_WEIGHTED and self.group_by:
+            raise ValueError("a time_weighted meter cannot have group_by (a level is held per resource, not per event)")
         if self.aggregation in (Aggregation.MIN, Aggregation.LATEST) and (
             self.stripe_event_name is not None or self.marketplace_dimension is not None
         ):
             raise ValueError(
                 f"a {self.aggregation} meter cannot be exported (stripe_event_name, marketplace_dimension): a target "
                 "adds what it is sent, and a lowest or latest level is not a sum of changes"
+            )
+        if self.aggregation is Aggregation.TIME_WEIGHTED and (
+            self.stripe_event_name is not None or self.marketplace_dimension is not None
+        ):
+            raise ValueError(
+                "a time_weighted meter is not exported yet (stripe_event_name, marketplace_dimension): its hours' "
+                "unit-hours are not sent to a target"
             )
         if self.sampling and (self.stripe_event_name is not None or self.marketplace_dimension is not None):
             raise ValueError("a sampled meter cannot be exported: its figures are estimates, not billable usage")

@@ -181,7 +181,7 @@ def _check_thresholds(result: ApplyResult, ledger: Ledger, alerts: AlertWatch) -
             continue  # a period being closed raises no new alert
         combined = period_state(states, ledger.catalog)
         if combined is not None:
-            new += alerts.check(tenant, period, combined.totals())
+            new += alerts.check(tenant, period, combined.limit_figures())
     return new
 
 

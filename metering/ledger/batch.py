@@ -24,7 +24,7 @@ from metering.core.meters import Aggregation, Meter, MeterCatalog
 from metering.core.periods import BillingPeriod, PeriodSchedule
 from metering.ledger.cells import Cell, absorb, absorb_into
 from metering.ledger.keys import day_row_key, marker_key, marker_shard, partition_keys, unique_key
-from metering.ledger.placement import applying_shard
+from metering.ledger.placement import applying_shard, resource_of
 
 
 def payload_hash(event: UsageEvent, timestamp: str | None = None) -> str:
@@ -77,6 +77,8 @@ class PlannedEvent:
     groups: dict[str, str | None]
     unique: str | None = None  # the row key of its distinct value, for unique_count meters
     unique_value: str | None = None
+    # For time_weighted meters: the resource whose level it sets ("" for the tenant as a whole; ledger/levels.py).
+    resource: str | None = None
     adjustment: bool = False  # a late event of a closed period, carried into a later one
     # Applied away from its key shard: the partition (the key shard's) that holds its claim.
     claimed_in: str | None = None
@@ -161,8 +163,9 @@ def contribution(meter: Meter, event: UsageEvent) -> Cell:
         return weighted(Decimal(counted), counted, event.weight)
     if kind is Aggregation.SUM:
         return weighted(event.quantity, counted, event.weight)
-    if kind is Aggregation.UNIQUE_COUNT:
-        # Distinct values are added when their unique marker is created, not per event.
+    if kind is Aggregation.UNIQUE_COUNT or kind is Aggregation.TIME_WEIGHTED:
+        # Distinct values are added when their unique marker is created, a level's integral when its point is
+        # placed between its neighbours (ledger/levels.py): not per event.
         return Cell(decimals.ZERO, counted)
     if kind is Aggregation.LATEST:
         return Cell(event.quantity, counted, (format_timestamp(event.timestamp), event.event_id or event.dedupe_key))
@@ -229,6 +232,8 @@ def plan_batch(items: Iterable[SourcedEvent], catalog: MeterCatalog, schedule: P
             cell=contribution(meter, event),
             groups=groups,
         )
+        if meter.aggregation is Aggregation.TIME_WEIGHTED:
+            planned.resource = resource_of(event)
         if unique is not None:
             planned.unique_value = unique
             planned.unique = unique_key(meter.name, unique)

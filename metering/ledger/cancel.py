@@ -5,7 +5,8 @@ from the period total, the day, the hour and the groups (the value's cell, the o
 events without the dimension: wherever it was counted), in one transaction with the cancel's own row, which
 makes a repeat a no-op answered the same way. The state row is rewritten under its ETag like every aggregator
 commit, so a cancel is ordered against them and against the period closer. Only additive contributions (sum,
-count) can be subtracted.
+count) can be subtracted, and a time_weighted meter's point removed (its integral's change is the inverse of the
+point's insertion between the neighbours left: ledger/levels.py `unplace`).
 """
 
 from __future__ import annotations
@@ -35,12 +36,16 @@ class NotCancellable(ValueError):
 def cancelled_value(marker: Marker, meter: Meter | None) -> Decimal:
     """What cancelling the marker's event subtracts from its meter's total; raises NotCancellable for a
     contribution that cannot be subtracted (a level or a distinct count, or a meter no longer in the catalog)."""
+    if meter is not None and meter.aggregation is Aggregation.TIME_WEIGHTED:
+        return marker.quantity  # the level its point set, which the cancel removes (levels.unplace)
     return cancelled_cell(marker, meter).value
 
 
 def cancelled_cell(marker: Marker, meter: Meter | None) -> Cell:
     """The marker's event's contribution, as it was added: its count and sample weight included, so the total,
     the event count and a sampled estimate's variance lose exactly what they gained."""
+    if meter is not None and meter.aggregation is Aggregation.TIME_WEIGHTED:
+        return Cell(decimals.ZERO, marker.count)  # its event count: the integral changes by its point's removal
     if meter is None or not meter.aggregation.is_additive:
         kind = meter.aggregation.value if meter else "unknown"
         raise NotCancellable(f"{marker.metric} is a {kind} meter: only sum and count contributions can be subtracted")

@@ -79,9 +79,12 @@ def absorb(kind: Aggregation, cells: dict[str, Cell], key: str, delta: Cell) -> 
         absorb_into(kind, cell, delta)
 
 
+_ADDED = frozenset({Aggregation.SUM, Aggregation.COUNT, Aggregation.UNIQUE_COUNT, Aggregation.TIME_WEIGHTED})
+
+
 def absorb_into(kind: Aggregation, cell: Cell, delta: Cell) -> None:
     cell.count += delta.count
-    if kind is Aggregation.SUM or kind is Aggregation.COUNT or kind is Aggregation.UNIQUE_COUNT:
+    if kind in _ADDED:
         cell.value = decimals.add(cell.value, delta.value)
         if delta.variance is not None:
             cell.variance = add_variances(cell.variance, delta.variance)

@@ -17,7 +17,8 @@ from typing import Any
 from metering.core.meters import Meter
 from metering.ledger import rows
 from metering.ledger.batch import ChunkDeltas, PlannedEvent
-from metering.ledger.keys import STATE_ROW, day_row_key
+from metering.ledger.keys import STATE_ROW, day_row_key, level_buckets_key, points_key, resource_key
+from metering.ledger.levels import LevelChanges
 from metering.ledger.rows import StateRow
 from metering.stores import Create, Operation, Replace, Row
 
@@ -55,8 +56,25 @@ def held_back(hub_ranges: Mapping[str, tuple[int, int]], repeats: Sequence[Plann
 
 
 def row_keys(planned: PlannedEvent) -> set[str]:
-    """The aggregate rows an event's deltas may change besides the state row (a claim changes none)."""
-    return set() if planned.claim else {day_row_key(planned.day)}
+    """The aggregate rows an event's deltas may change besides the state row (a claim changes none). A point of a
+    time_weighted meter also writes its resource row, its own UTC day's points and its day's history buckets."""
+    if planned.claim:
+        return set()
+    if planned.resource is None:
+        return {day_row_key(planned.day)}
+    name, resource = planned.meter.name, planned.resource
+    return {
+        day_row_key(planned.day),
+        resource_key(name, resource),
+        points_key(name, resource, planned.hour[:10]),
+        level_buckets_key(name, planned.day),
+    }
+
+
+def _unknown_rows(planned: PlannedEvent) -> int:
+    """Rows an event may write that only its neighbours name: a point's next neighbour ends its level, which is a
+    step in that neighbour's day's history buckets."""
+    return 1 if planned.resource is not None and not planned.claim else 0
 
 
 def chunks(events: Sequence[PlannedEvent], max_ops: int) -> list[list[PlannedEvent]]:
@@ -66,15 +84,17 @@ def chunks(events: Sequence[PlannedEvent], max_ops: int) -> list[list[PlannedEve
     current: list[PlannedEvent] = []
     keys: set[str] = set()
     uniques: set[str] = set()
+    unknown = 0
     for planned in events:
         needs_rows = row_keys(planned)
         needs_uniques = {planned.unique} if planned.unique else set()
-        used = 1 + len(current) + len(keys) + len(uniques)
-        extra = 1 + len(needs_rows - keys) + len(needs_uniques - uniques)
+        used = 1 + len(current) + len(keys) + len(uniques) + unknown
+        extra = 1 + len(needs_rows - keys) + len(needs_uniques - uniques) + _unknown_rows(planned)
         if current and used + extra > max_ops:
             found.append(current)
-            current, keys, uniques = [], set(), set()
+            current, keys, uniques, unknown = [], set(), set(), 0
         current.append(planned)
+        unknown += _unknown_rows(planned)
         keys |= needs_rows
         uniques |= needs_uniques
     if current:
@@ -133,6 +153,7 @@ def operations(
     meters: Mapping[str, Meter],
     coverage: Mapping[str, tuple[int, int]],
     now: str,
+    levels: LevelChanges | None = None,
 ) -> list[tuple[Operation, str]]:
     """A chunk's commit, each operation with what it writes (MARKER, UNIQUE or ROW). `day_rows` must hold every
     day row the chunk touches and the moving day's (None where there is none), `uniques` the distinct-value rows
@@ -183,6 +204,9 @@ def operations(
     for day, block in blocks.items():
         key = day_row_key(day)
         ops.append((write(key, rows.day_row(block, now), day_rows[key]), ROW))
+    if levels is not None:
+        for key, data in levels.rows.items():
+            ops.append((write(key, {**data, "a": now}, day_rows[key]), ROW))
     first = chunk[0]
     base = state.data if state is not None else rows.new_state(first.event.tenant_id, first.period)
     data = rows.apply_to_state(
@@ -193,6 +217,7 @@ def operations(
         now=now,
         today=today,
         hours=deltas.hours(),
+        levels=levels,
     )
     ops.append((write(STATE_ROW, data, state), ROW))
     return ops

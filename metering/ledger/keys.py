@@ -11,6 +11,10 @@ which shard applies it is ledger/shards.py's rule). Inside a partition:
                           event's key shard, a claim when the event is applied in another shard (rows.Marker)
     u|<meter>|<digest>    a distinct value of a unique_count meter and the days it was met on (rows.UniqueRow)
     c|<digest>            the cancel of the event whose marker has the same digest
+    r|<meter>|<digest>    a resource of a time_weighted meter: its opening level, its last point, the UTC days
+                          it has points on (rows.ResourceRow)
+    p|<meter>|<digest>|<UTC day>  that resource's points of one UTC day, sorted (rows.PointsRow)
+    w|<meter>|<day>       a time_weighted meter's history buckets of one tenant-local day (its hours in it)
 
 The conflicts table keeps a second payload under a counted dedupe key at `<digest>|<payload hash>` in the
 tenant's partition, the late-events table a late event at `<digest>`. The digest is a pure function of the tenant
@@ -33,6 +37,9 @@ _MARKER = "m|"
 _DAY = "d|"
 _UNIQUE = "u|"
 _CANCEL = "c|"
+_RESOURCE = "r|"
+_POINTS = "p|"
+_LEVEL_BUCKETS = "w|"
 
 
 class KeyRange(NamedTuple):
@@ -121,3 +128,25 @@ def days(first: str | None, after_last: str | None) -> KeyRange:
 
 def unique_key(metric: str, value: str) -> str:
     return f"{_UNIQUE}{metric}|{digest(value)}"
+
+
+def resource_key(metric: str, resource: str) -> str:
+    return f"{_RESOURCE}{metric}|{digest(resource)}"
+
+
+def points_key(metric: str, resource: str, utc_day: str) -> str:
+    return f"{_POINTS}{metric}|{digest(resource)}|{utc_day}"
+
+
+def level_buckets_key(metric: str, day: str) -> str:
+    return f"{_LEVEL_BUCKETS}{metric}|{day}"
+
+
+def level_buckets(metric: str) -> KeyRange:
+    """Every day's history buckets of a time_weighted meter in one partition."""
+    return KeyRange(f"{_LEVEL_BUCKETS}{metric}|", f"{_LEVEL_BUCKETS}{metric}|~")
+
+
+def resources(metric: str) -> KeyRange:
+    """Every resource row of a time_weighted meter in one partition."""
+    return KeyRange(f"{_RESOURCE}{metric}|", f"{_RESOURCE}{metric}|~")

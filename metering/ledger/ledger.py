@@ -33,14 +33,15 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from metering.core.clock import Clock, format_timestamp, utc_now
 from metering.core.hub import contiguous_ranges
 from metering.core.meters import MeterCatalog
 from metering.core.periods import PeriodSchedule
-from metering.ledger import commit, control, rows
+from metering.ledger import commit, control, levels, rows
 from metering.ledger.batch import (
     BatchPlan,
     Conflict,
@@ -51,7 +52,8 @@ from metering.ledger.batch import (
     payload_hash,
     plan_batch,
 )
-from metering.ledger.keys import STATE_ROW, UNIQUES, conflict_key, day_row_key
+from metering.ledger.keys import STATE_ROW, UNIQUES, conflict_key, day_row_key, partition_key, resource_key
+from metering.ledger.placement import value_shard
 from metering.ledger.rows import Marker, StateRow
 from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, ContentionError, Row, Store, StoreRejected
 
@@ -350,6 +352,7 @@ class Ledger:
             if moving is not None:
                 self._learn_rows(partition, known, [day_row_key(moving)])
             self._learn_uniques_of(partition, known, deltas.uniques)
+            placed = self._place_levels(partition, known, chunk)
             operations = commit.operations(
                 chunk=chunk,
                 deltas=deltas,
@@ -359,6 +362,7 @@ class Ledger:
                 meters=self.catalog.meters,
                 coverage=coverage,
                 now=format_timestamp(self.clock()),
+                levels=placed,
             )
             try:
                 etags = self.store.usage.commit(partition, [op for op, _ in operations])
@@ -382,6 +386,38 @@ class Ledger:
             result.commits += 1
             return
         raise ContentionError(f"gave up on partition {partition} after {self.max_attempts} conflicting commits")
+
+    def _place_levels(self, partition: str, known: _Known, chunk: list[PlannedEvent]) -> levels.LevelChanges | None:
+        """The chunk's time-weighted points between their neighbours, reading the rows that names (at most a
+        resource row round, a points round and a history-bucket round)."""
+        if not levels.level_events(chunk):
+            return None
+        tenant = chunk[0].event.tenant_id
+        schedule = self.schedule
+        locate = levels.day_locator(
+            lambda instant: schedule.day_of(tenant, instant).isoformat(),
+            lambda day: schedule.day_bounds(tenant, date.fromisoformat(day))[1],
+        )
+        state = known.rows.get(STATE_ROW)
+        carried = state is not None and StateRow(state.data).carried
+        for _round in range(4):
+            placed = levels.place(chunk, known.rows, locate, opening_of=self._level_before, carried=carried)
+            if isinstance(placed, levels.LevelChanges):
+                return placed
+            self._learn_rows(partition, known, placed.keys)
+        raise AssertionError("placing points kept naming rows it had been given")
+
+    def _level_before(self, planned: PlannedEvent) -> Decimal:
+        """A resource's level at the end of the previous period, read through from its row there (its last point,
+        or the level it opened with): asked once per resource and period, before the closer carries it."""
+        tenant = planned.event.tenant_id
+        previous = self.schedule.period_at(tenant, planned.period.start - timedelta(microseconds=1))
+        shards = self.schedule.shards(tenant, previous)
+        resource = planned.resource or ""
+        shard = value_shard(planned.meter, resource, shards) if shards > 1 else 0
+        key = resource_key(planned.meter.name, resource)
+        row = self.store.usage.read(partition_key(tenant, previous, shard), [key]).get(key)
+        return levels.end_level(row.data) if row is not None else Decimal(0)
 
     # -- what the store holds ------------------------------------------------------------------------------
 

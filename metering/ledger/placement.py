@@ -6,6 +6,7 @@ meter included, meets the marker of the first and is a conflict, never counted t
 (its rows changed) is its meter kind's rule, `PLACEMENTS`:
 
 - by key (sum, count, max, min, latest): in the key shard, marker and rows in one commit, as with one shard;
+- by resource (time_weighted): in the shard of the resource whose level it sets, the same way (claim included);
 - by value (unique_count): in the shard of the value it counts, a function of the meter and the value, so every
   event of one distinct value lands in one shard and a shard's distinct count is of values no other shard has.
   When that shard is not the key shard, the ledger first *claims* the event in the key shard (a marker holding the
@@ -37,6 +38,16 @@ def by_value(meter: Meter, event: UsageEvent) -> str | None:
     return unique_value(event, meter.field)
 
 
+def by_resource(meter: Meter, event: UsageEvent) -> str | None:
+    """The resource whose level a time_weighted event sets ("" for the tenant as a whole): all its points in one
+    shard, so each point meets its neighbours in one partition."""
+    return resource_of(event)
+
+
+def resource_of(event: UsageEvent) -> str:
+    return event.resource_id or ""
+
+
 PLACEMENTS: dict[Aggregation, Placement] = {
     Aggregation.SUM: by_key,
     Aggregation.COUNT: by_key,
@@ -44,6 +55,7 @@ PLACEMENTS: dict[Aggregation, Placement] = {
     Aggregation.MIN: by_key,
     Aggregation.LATEST: by_key,
     Aggregation.UNIQUE_COUNT: by_value,
+    Aggregation.TIME_WEIGHTED: by_resource,
 }
 
 

@@ -9,19 +9,33 @@ A period of several shards is read from each and combined by each meter's kind (
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from metering.core import decimals, estimates
+from metering.core import decimals, estimates, integrals
 from metering.core.clock import Clock, hour_key, utc_now
+from metering.core.integrals import Bucket as LevelBucket
+from metering.core.integrals import Integral, Point, Step, bucket_of
 from metering.core.meters import Aggregation, GroupKind, Meter, MeterCatalog
 from metering.core.periods import BillingPeriod, Granularity, PeriodSchedule, PeriodStatus, periods_between
 from metering.ledger.cells import Cell, combine
 from metering.ledger.control import closed_through
-from metering.ledger.keys import STATE_ROW, day_row_key, days, partition_keys
+from metering.ledger.keys import (
+    STATE_ROW,
+    day_row_key,
+    days,
+    level_buckets,
+    partition_key,
+    partition_keys,
+    points_key,
+    resources,
+)
+from metering.ledger.levels import end_level, figures_at
+from metering.ledger.placement import value_shard
 from metering.ledger.rows import DayBlock, StateRow, combine_blocks
-from metering.ledger.shards import all_closed, combine_shards, period_state, shard_states
+from metering.ledger.shards import all_carried, all_closed, combine_shards, period_state, shard_states
 from metering.stores import Store
 
 # History ranges are bounded so one request stays one short query per period.
@@ -75,10 +89,18 @@ class PeriodUsage(_Figures):
     status: PeriodStatus
     cell: Cell | None
     last_updated: datetime | None
+    # time_weighted meters: the level at the instant read, and the average over the period so far.
+    level: Decimal | None = None
+    average: Decimal | None = None
 
     @property
     def sampled(self) -> bool:
         return self.meter.is_sampled
+
+    @property
+    def limited(self) -> Decimal:
+        """The figure quotas compare with limits: a time_weighted meter's level, every other meter's total."""
+        return self.level if self.level is not None else self.total
 
     @property
     def metric(self) -> str:
@@ -134,6 +156,28 @@ class PeriodChanges:
     closed: bool
 
 
+@dataclass(slots=True)
+class ReadThrough:
+    """The previous period's levels in a period they are not carried into yet: the integral they add, and the
+    same as steps of the level for history buckets."""
+
+    integral: Integral
+    steps: list[Step]
+
+    def add(self, level: Decimal, start: int, until: int | None) -> None:
+        """`level` held from `start` (the period start) until `until` (None: from then on)."""
+        self.integral = self.integral.plus(
+            integrals.insertion(Point(start, "", level), None, _at(until), decimals.ZERO)
+        )
+        self.steps.append(Step(start, level))
+        if until is not None:
+            self.steps.append(Step(until, decimals.negate(level)))
+
+
+def _at(until: int | None) -> Point | None:
+    return None if until is None else Point(until, "", decimals.ZERO)
+
+
 class UsageReader:
     def __init__(
         self, store: Store, catalog: MeterCatalog, schedule: PeriodSchedule, *, clock: Clock = utc_now
@@ -161,7 +205,7 @@ class UsageReader:
             status = PeriodStatus.CLOSED
         if status is PeriodStatus.GRACE and self._passed_by_closer(period):
             status = PeriodStatus.CLOSED
-        return PeriodUsage(
+        usage = PeriodUsage(
             tenant_id=tenant_id,
             meter=meter,
             period=period,
@@ -169,6 +213,24 @@ class UsageReader:
             cell=state.total(metric) if state is not None else None,
             last_updated=state.updated if state is not None else None,
         )
+        return self._levelled(usage, state, all_carried(rows))
+
+    def _levelled(self, usage: PeriodUsage, state: StateRow | None, carried: bool) -> PeriodUsage:
+        """A time_weighted meter's figures at the instant read: its integral (closed + L x t - M) to now, or to the
+        period end once it ended, as unit-hours, with the level and the average."""
+        if usage.meter.aggregation is not Aggregation.TIME_WEIGHTED:
+            return usage
+        period = usage.period
+        figure = state.levels(usage.metric) if state is not None else Integral()
+        if not carried:
+            figure = figure.plus(self.read_through(usage.tenant_id, usage.meter, period).integral)
+        latest = state.latest_point(usage.metric) if state is not None else None
+        found = figures_at(figure, period.start, period.end, self.clock(), latest)
+        if figure.is_zero and usage.cell is None:
+            # No level in the period, and none carried in: no usage, as for any meter.
+            return replace(usage, level=decimals.ZERO, average=decimals.ZERO)
+        count = usage.cell.count if usage.cell is not None else 0
+        return replace(usage, cell=Cell(found.total, count), level=found.level, average=found.average)
 
     def used_in(self, tenant_id: str, period: BillingPeriod) -> list[PeriodUsage]:
         """The period's usage of every meter of the catalog it counted events of, from one read of each shard's
@@ -180,10 +242,13 @@ class UsageReader:
         status = PeriodStatus.OPEN if self.clock() < period.end else PeriodStatus.GRACE
         if all_closed(rows) or (status is PeriodStatus.GRACE and self._passed_by_closer(period)):
             status = PeriodStatus.CLOSED
+        totals = state.totals()
+        levelled = {metric: Cell(decimals.ZERO, 0) for metric in state.data.get("tw", {}) if metric not in totals}
         return [
-            PeriodUsage(tenant_id, meter, period, status, cell, state.updated)
-            for metric, cell in sorted(state.totals().items())
-            if (meter := self.catalog.get(metric)) is not None and cell.count > 0
+            self._levelled(PeriodUsage(tenant_id, meter, period, status, cell, state.updated), state, all_carried(rows))
+            for metric, cell in sorted({**totals, **levelled}.items())
+            if (meter := self.catalog.get(metric)) is not None
+            and (cell.count > 0 or meter.aggregation is Aggregation.TIME_WEIGHTED)
         ]
 
     def changes(self, tenant_id: str, period: BillingPeriod, since: Mapping[str, int] | None) -> PeriodChanges:
@@ -267,6 +332,8 @@ class UsageReader:
         periods = list(periods_between(self.schedule, tenant_id, begin, finish))
         if granularity is Granularity.PERIOD:
             return [self._period_bucket(tenant_id, meter, period) for period in periods]
+        if meter.aggregation is Aggregation.TIME_WEIGHTED:
+            return self._level_buckets(tenant_id, meter, periods, start, end, granularity=granularity)
         blocks = self._day_blocks(tenant_id, periods, start, end)
         if granularity is Granularity.DAY:
             return [self._day_bucket(tenant_id, meter, day, blocks) for day in _dates(start, end)]
@@ -302,6 +369,134 @@ class UsageReader:
 
     def _period_bucket(self, tenant_id: str, meter: Meter, period: BillingPeriod) -> Bucket:
         return Bucket(period.start, period.end, self.for_period(tenant_id, meter.name, period).cell, meter.is_sampled)
+
+    def read_through(self, tenant_id: str, meter: Meter, period: BillingPeriod) -> ReadThrough:
+        """What the previous period's levels add to a period they are not carried into yet, exactly: every resource
+        of the previous period without a row here holds its end level from the period start; a resource whose
+        first point here read its opening before the previous period's last points came in (its grace) holds the
+        difference until that first point. (Once carried, the closer has written both into the rows.)"""
+        previous = self.schedule.period_at(tenant_id, period.start - timedelta(microseconds=1))
+        previous_shards = self.schedule.shards(tenant_id, previous)
+        before = period_state(shard_states(self.store.usage, tenant_id, previous, previous_shards), self.catalog)
+        if before is None:
+            return ReadThrough(Integral(), [])
+        start = integrals.micros(period.start)
+        found = ReadThrough(Integral(), [])
+        held = decimals.ZERO  # the end levels of the resources that have a row here
+        for partition in partition_keys(tenant_id, period, self.schedule.shards(tenant_id, period)):
+            here = self.store.usage.range(partition, *resources(meter.name))
+            for row in here:
+                resource = row.data["x"]
+                shard = value_shard(meter, resource, previous_shards) if previous_shards > 1 else 0
+                there = self.store.usage.read(partition_key(tenant_id, previous, shard), [row.key]).get(row.key)
+                ended = end_level(there.data) if there is not None else decimals.ZERO
+                held = decimals.add(held, ended)
+                delta = decimals.subtract(ended, Decimal(row.data["o"]))
+                if delta:
+                    found.add(delta, start, self._first_point(partition, meter.name, row.data))
+        rest = decimals.subtract(before.levels(meter.name).level, held)
+        if rest:
+            found.add(rest, start, None)
+        return found
+
+    def _first_point(self, partition: str, metric: str, resource: Mapping[str, Any]) -> int | None:
+        if not resource["days"]:
+            return None
+        key = points_key(metric, resource["x"], resource["days"][0])
+        row = self.store.usage.read(partition, [key]).get(key)
+        return int(row.data["pts"][0][0]) if row is not None and row.data["pts"] else None
+
+    def _level_buckets(
+        self,
+        tenant_id: str,
+        meter: Meter,
+        periods: list[BillingPeriod],
+        start: date,
+        end: date,
+        *,
+        granularity: Granularity,
+    ) -> list[Bucket]:
+        """A time_weighted meter's day or hour buckets: each period's bucket rows (every shard's, added) laid out
+        from the period start, so each bucket's integral is its opening level x its length + its own steps."""
+        blocks = self._day_blocks(tenant_id, periods, start, end)
+        now = integrals.micros(self.clock())
+        wanted: list[tuple[datetime, datetime]]
+        if granularity is Granularity.DAY:
+            wanted = [self.schedule.day_bounds(tenant_id, day) for day in _dates(start, end)]
+        else:
+            begin = self.schedule.day_bounds(tenant_id, start)[0].astimezone(UTC)
+            finish = self.schedule.day_bounds(tenant_id, end)[1]
+            instant = begin.replace(minute=0, second=0, microsecond=0)
+            wanted = []
+            while instant < finish:
+                wanted.append((instant, instant + timedelta(hours=1)))
+                instant += timedelta(hours=1)
+        figures: dict[datetime, Decimal] = {}
+        for period in periods:
+            rows = shard_states(self.store.usage, tenant_id, period, self.schedule.shards(tenant_id, period))
+            steps = [] if all_carried(rows) else self.read_through(tenant_id, meter, period).steps
+            figures.update(self._period_level_buckets(tenant_id, meter, period, granularity, now=now, steps=steps))
+        buckets = []
+        for lo, hi in wanted:
+            cells = blocks.get(self.schedule.day_of(tenant_id, lo).isoformat())
+            day = cells.meter(meter.name) if cells is not None else None
+            count = 0
+            if day is not None:
+                if granularity is Granularity.DAY:
+                    count = day.day.count if day.day is not None else 0
+                else:
+                    count = sum(c.count for hour, c in day.hours() if hour == hour_key(lo))
+            figure = figures.get(lo, decimals.ZERO)
+            buckets.append(Bucket(lo, hi, Cell(integrals.unit_hours(figure), count) if figure or count else None))
+        return buckets
+
+    def _period_level_buckets(
+        self,
+        tenant_id: str,
+        meter: Meter,
+        period: BillingPeriod,
+        granularity: Granularity,
+        *,
+        now: int,
+        steps: list[Step],
+    ) -> dict[datetime, Decimal]:
+        """Every day or hour bucket of one period by its start, as an exact integral in unit-microseconds; `steps`
+        are the level's changes read through from the previous period."""
+        stored: dict[str, LevelBucket] = {}
+        hours: dict[str, LevelBucket] = {}
+        for partition in partition_keys(tenant_id, period, self.schedule.shards(tenant_id, period)):
+            for row in self.store.usage.range(partition, *level_buckets(meter.name)):
+                day = row.data["day"]
+                stored[day] = stored.get(day, LevelBucket()).plus(LevelBucket.from_json(row.data["d"]))
+                for hour, figures in row.data["h"].items():
+                    hours[hour] = hours.get(hour, LevelBucket()).plus(LevelBucket.from_json(figures))
+        for step in steps:
+            moment = integrals.instant(step.at)
+            local = self.schedule.day_of(tenant_id, moment)
+            day_end = integrals.micros(self.schedule.day_bounds(tenant_id, local)[1])
+            stored[local.isoformat()] = stored.get(local.isoformat(), LevelBucket()).plus(bucket_of(step, day_end))
+            hour_end = step.at - step.at % integrals.MICROS_PER_HOUR + integrals.MICROS_PER_HOUR
+            hours[hour_key(moment)] = hours.get(hour_key(moment), LevelBucket()).plus(bucket_of(step, hour_end))
+        laid: list[tuple[int, int, LevelBucket]] = []
+        starts: list[datetime] = []
+        if granularity is Granularity.DAY:
+            day = self.schedule.day_of(tenant_id, period.start)
+            while True:
+                lo, hi = self.schedule.day_bounds(tenant_id, day)
+                if lo >= period.end:
+                    break
+                starts.append(lo)
+                laid.append((integrals.micros(lo), integrals.micros(hi), stored.get(day.isoformat(), LevelBucket())))
+                day += timedelta(days=1)
+        else:
+            instant = period.start
+            while instant < period.end:
+                starts.append(instant)
+                at = integrals.micros(instant)
+                laid.append((at, at + integrals.MICROS_PER_HOUR, hours.get(hour_key(instant), LevelBucket())))
+                instant += timedelta(hours=1)
+        found = integrals.bucket_integrals(decimals.ZERO, laid, until=max(now, integrals.micros(period.start)))
+        return {lo: figure for lo, (figure, _) in zip(starts, found, strict=True)}
 
     def _day_blocks(
         self, tenant_id: str, periods: list[BillingPeriod], start: date | None, end: date | None

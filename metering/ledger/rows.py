@@ -10,6 +10,9 @@ deltas change them. The one place that reads or writes a usage row's fields; key
                event's key shard, for an event applied in another shard, a claim: the payload hash and that shard
     u|<...>    a distinct value of a unique_count meter and the days of the period it was met on
     c|<...>    a cancel (its result, so a repeat answers the same)
+    r|, p|, w| a time_weighted meter's resources, their points per UTC day and its history buckets (levels.py);
+               the state row keeps each such meter's integral as closed, L and M (`tw`), its latest point
+               (`twt`), the opening levels read through (`twu`) and carried (`twc`, `twk`: billing/carry.py)
 
 Every transaction of the aggregator that changes a figure rewrites the state row under its ETag (a claim changes
 none), so the period closer, flipping that row to closed, is ordered against all of them. Since it is written
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from metering.core import decimals
 from metering.core.clock import format_timestamp
 from metering.core.hub import Position
+from metering.core.integrals import Integral
 from metering.core.meters import DEFAULT_MAX_GROUP_VALUES, Aggregation, Meter
 from metering.core.periods import BillingPeriod
 from metering.ledger.batch import ChunkDeltas, DayDelta, claim_identity
@@ -42,6 +46,7 @@ from metering.ledger.cells import Cell, cell_of, merge_json
 
 if TYPE_CHECKING:
     from metering.ledger.batch import Conflict, PlannedEvent
+    from metering.ledger.levels import LevelChanges
 
 ROW_VERSION = 1
 OPEN = "open"
@@ -159,6 +164,37 @@ class StateRow:
         """The part of the metric's total carried in from closed periods (late-event policy `adjust`)."""
         return cell_of(self.data.get("adj", {}).get(metric))
 
+    def limit_figures(self) -> dict[str, Cell]:
+        """What limits and alerts compare per meter: its total, or for a time_weighted meter its level now (a
+        level over time has no total to exhaust: what a limit bounds is how much is held)."""
+        figures = self.totals()
+        for metric in self.data.get("tw", {}):
+            count = figures[metric].count if metric in figures else 0
+            figures[metric] = Cell(self.levels(metric).level, count)
+        return figures
+
+    def levels(self, metric: str) -> Integral:
+        """A time_weighted meter's integral as closed, L and M (unit-microseconds); zero when it has no point."""
+        return Integral.from_json(self.data.get("tw", {}).get(metric))
+
+    def captured(self, metric: str) -> Decimal:
+        """The opening levels this partition read through from the previous period before it was carried in."""
+        return Decimal(self.data.get("twu", {}).get(metric, "0"))
+
+    def carry(self, metric: str) -> Decimal:
+        """The opening level the closer carried into this partition from the previous period (the rest)."""
+        return Decimal(self.data.get("twc", {}).get(metric, "0"))
+
+    @property
+    def carried(self) -> bool:
+        """Whether the previous period's levels were carried into this partition (billing/carry.py)."""
+        return bool(self.data.get("twk"))
+
+    def latest_point(self, metric: str) -> int | None:
+        """The instant (microseconds) of the meter's latest point: a figure is never read before it."""
+        at = self.data.get("twt", {}).get(metric)
+        return None if at is None else int(at)
+
     @property
     def today(self) -> DayBlock | None:
         block = self.data.get("today")
@@ -255,6 +291,11 @@ class Marker:
         return bool(self.data.get("adj"))
 
     @property
+    def resource(self) -> str | None:
+        """For a time_weighted meter's event, the resource whose level it set."""
+        return self.data.get("r")
+
+    @property
     def applied_shard(self) -> int | None:
         """For a claim, the shard that applies its event (whose own marker holds the contribution)."""
         return self.data.get("s")
@@ -310,6 +351,7 @@ def apply_to_state(
     now: str,
     today: dict[str, Any] | None,
     hours: Collection[str] = (),
+    levels: LevelChanges | None = None,
 ) -> dict[str, Any]:
     """The state row with a commit's deltas applied; `hours` are the UTC hours whose cells the commit changes."""
     totals = dict(state["totals"])
@@ -333,8 +375,27 @@ def apply_to_state(
     updated = {**state, "totals": totals, "kinds": kinds, "wm": watermarks, "today": today, "updated": now}
     if adjustments:
         updated["adj"] = adjustments
+    if levels is not None and levels.integrals:
+        updated.update(add_levels(state, levels.integrals, levels.latest))
+    if levels is not None and levels.captured:
+        captured = dict(state.get("twu", {}))
+        for name, level in levels.captured.items():
+            captured[name] = decimals.to_str(decimals.add(Decimal(captured.get(name, "0")), level))
+        updated["twu"] = captured
     updated.update(_changes(state, hours))
     return updated
+
+
+def add_levels(state: Mapping[str, Any], changes: Mapping[str, Integral], latest: Mapping[str, int]) -> dict[str, Any]:
+    """The state row's time-weighted parts with a commit's changes: per meter the integral as closed, L and M
+    (`tw`, unit-microseconds, exact) and the latest point instant (`twt`, microseconds)."""
+    figures = dict(state.get("tw", {}))
+    for name, change in changes.items():
+        figures[name] = Integral.from_json(figures.get(name)).plus(change).to_json()
+    instants = dict(state.get("twt", {}))
+    for name, at in latest.items():
+        instants[name] = max(int(instants.get(name, at)), at)
+    return {"tw": figures, "twt": instants}
 
 
 def _changes(state: Mapping[str, Any], hours: Collection[str]) -> dict[str, Any]:
@@ -491,6 +552,8 @@ def marker_row(planned: PlannedEvent, applied_at: str) -> dict[str, Any]:
         data["w"] = event.sample_weight
     if planned.position is not None:
         data["p"] = [planned.position.partition, planned.position.sequence]
+    if planned.resource is not None:
+        data["r"] = planned.resource  # a cancel removes the point from this resource's points
     if planned.adjustment:
         # Counted on the day and hour it was carried, not those of its timestamp: a cancel needs them.
         data["adj"] = True

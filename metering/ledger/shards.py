@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
+from metering.core import decimals
+from metering.core.integrals import Integral
 from metering.core.meters import Aggregation, MeterCatalog
 from metering.core.periods import BillingPeriod
 from metering.ledger import rows
@@ -33,6 +36,8 @@ ACROSS: dict[Aggregation, Combine] = {
     Aggregation.MIN: merge,
     Aggregation.LATEST: merge,
     Aggregation.UNIQUE_COUNT: merge,
+    # Event counts add; the integral's parts (closed, L, M) add too, and are combined beside the cells (`levels`).
+    Aggregation.TIME_WEIGHTED: merge,
 }
 
 
@@ -57,6 +62,11 @@ def all_closed(states: Sequence[Row | StateRow | None]) -> bool:
     """Whether every shard's state row exists and is closed: the closer flips them all before its statement, so
     until then some shard may still change."""
     return all(state is not None and _view(state).is_closed for state in states)
+
+
+def all_carried(states: Sequence[Row | StateRow | None]) -> bool:
+    """Whether the previous period's time-weighted levels were carried into every shard (billing/carry.py)."""
+    return all(state is not None and _view(state).carried for state in states)
 
 
 def period_state(states: Sequence[Row | StateRow | None], catalog: MeterCatalog) -> StateRow | None:
@@ -87,6 +97,7 @@ def period_state(states: Sequence[Row | StateRow | None], catalog: MeterCatalog)
     }
     if adjustments:
         data["adj"] = adjustments
+    data.update(_combined_levels(views))
     if closed:
         data["closed_at"] = max(view.data["closed_at"] for view in views)
         data["catalog"] = first.get("catalog")
@@ -116,6 +127,30 @@ def _combined(
         cell = cells[0] if kind is None else combine_shards(kind, cells)
         assert cell is not None
         combined[metric] = cell.to_json()
+    return combined
+
+
+def _combined_levels(views: Sequence[StateRow]) -> dict[str, Any]:
+    """Time-weighted integrals of several shards: each resource is in one shard, so closed parts, Ls and Ms add;
+    the latest point is the latest of any."""
+    figures: dict[str, Integral] = {}
+    instants: dict[str, int] = {}
+    for view in views:
+        for metric in view.data.get("tw", {}):
+            figures[metric] = figures.get(metric, Integral()).plus(view.levels(metric))
+        for metric, at in view.data.get("twt", {}).items():
+            instants[metric] = max(instants.get(metric, int(at)), int(at))
+    if not figures and not any(view.carried for view in views):
+        return {}
+    combined: dict[str, Any] = {"tw": {metric: figure.to_json() for metric, figure in figures.items()}, "twt": instants}
+    for part in ("twu", "twc"):
+        sums: dict[str, Decimal] = {}
+        for view in views:
+            for metric, text in view.data.get(part, {}).items():
+                sums[metric] = decimals.add(sums.get(metric, decimals.ZERO), Decimal(text))
+        if sums:
+            combined[part] = {metric: decimals.to_str(value) for metric, value in sums.items()}
+    combined["twk"] = all(view.carried for view in views)
     return combined
 
 

@@ -23,7 +23,8 @@ class Verdict:
 
 def decide(meter: Meter, current: Decimal, requested: Decimal, limits: Limits) -> Verdict:
     """A level (max, min, latest) is projected as the larger of now and the request, an increment (sum,
-    count, unique_count) as their sum. A soft-only limit warns and never denies."""
+    count, unique_count) as their sum; a time_weighted meter's `current` is its level, and the request adds to
+    it (more of the resource held). A soft-only limit warns and never denies."""
     projected = max(current, requested) if meter.aggregation.is_level else decimals.add(current, requested)
     if limits.soft is None and limits.hard is None:
         decision = Decision.UNLIMITED

@@ -102,6 +102,7 @@ class TenantOverview:
                 if usage.cell is None:
                     continue
                 bounds = self.limits(entry.tenant_id, metric)
-                meters.append(MeterStanding(metric, usage.total, usage.event_count, bounds.soft, bounds.hard))
+                # A time_weighted meter stands by its level, which is what its limits bound.
+                meters.append(MeterStanding(metric, usage.limited, usage.event_count, bounds.soft, bounds.hard))
             standings.append(TenantStanding(entry.tenant_id, entry.period.start, entry.period.end, meters))
         return standings

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from metering.core import decimals
+from metering.core import decimals, integrals
 from metering.core.meters import MeterCatalog
 from metering.core.periods import BillingPeriod
 from metering.ledger import control
@@ -96,7 +96,16 @@ def compare(
 
 
 def _total(state: StateRow | None, metric: str) -> Cell | None:
-    return None if state is None else state.total(metric)
+    """The metric's period figure: its total, or for a time_weighted meter its integral to the period end in
+    unit-hours (its total cell only counts events)."""
+    if state is None:
+        return None
+    cell = state.total(metric)
+    if metric not in state.data.get("tw", {}):
+        return cell
+    end = datetime.fromisoformat(state.data["period"][1])
+    hours = integrals.unit_hours(state.levels(metric).at(integrals.micros(end)))
+    return Cell(hours, cell.count if cell is not None else 0)
 
 
 def _settled_by(state: StateRow, end: datetime) -> bool:

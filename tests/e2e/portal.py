@@ -82,7 +82,7 @@ def _events(tenant: str, now: datetime) -> list[dict[str, Any]]:
             )  # fmt: skip
         if i % 3 == 0:
             events.append(
-                {"event_id": f"s{i}", "metric": "storage.gb", "quantity": str(40 + (i * 7) % 23),
+                {"event_id": f"s{i}", "metric": "storage.gb_peak", "quantity": str(40 + (i * 7) % 23),
                  "timestamp": _stamp(at), "dimensions": {"tier": "hot" if i % 2 else "archive"}}
             )  # fmt: skip
     # A tenant string that is HTML: the page must show it as text, and run nothing.

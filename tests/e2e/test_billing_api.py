@@ -236,10 +236,13 @@ def test_tenant_settings_round_trip(api, admin, tenant):
     assigned = datetime.now(UTC)
     put = admin.put(
         path,
-        json={"plan": "pro", "limits": {"api.requests": {"soft": "80", "hard": "100"}, "storage.gb": {"hard": 2.5}}},
+        json={
+            "plan": "pro",
+            "limits": {"api.requests": {"soft": "80", "hard": "100"}, "storage.gb_peak": {"hard": 2.5}},
+        },
     )
     assert put.status_code == 200, put.text
-    limits = {"api.requests": {"soft": "80", "hard": "100"}, "storage.gb": {"soft": None, "hard": "2.5"}}
+    limits = {"api.requests": {"soft": "80", "hard": "100"}, "storage.gb_peak": {"soft": None, "hard": "2.5"}}
     [change] = put.json()["plan_history"]
     assert change["plan"] == "pro"
     assert assigned <= instant(change["effective_from"]) <= datetime.now(UTC)
@@ -248,7 +251,7 @@ def test_tenant_settings_round_trip(api, admin, tenant):
 
     # Every field is optional: what is left out stays; a metric's limits set to null remove its override.
     assert admin.put(path, json={}).json() == put.json()
-    removed = admin.put(path, json={"limits": {"storage.gb": None}}).json()
+    removed = admin.put(path, json={"limits": {"storage.gb_peak": None}}).json()
     assert (removed["plan"], removed["limits"]) == ("pro", {"api.requests": {"soft": "80", "hard": "100"}})
 
     # New terms wait for the first period boundary at least 10 minutes away; the current period stays.
@@ -392,14 +395,25 @@ def test_quota_at_and_around_both_limits(api, admin, tenant, on_free):
     assert [decision(r) for r in ("999994", "999995")] == ["warning", "denied"]
 
 
-def test_quota_of_a_level_meter_projects_the_larger_of_now_and_the_request(api, admin, tenant):
+def test_quota_of_a_time_weighted_meter_compares_its_level_plus_the_request(api, admin, tenant):
     assert admin.put(f"/manage/tenants/{tenant}", json={"plan": "pro"}).status_code == 200  # storage.gb hard 500
-    accepted(api, [event(tenant, "s1", "300", metric="storage.gb"), event(tenant, "s2", "120", metric="storage.gb")])
-    settle(api, tenant, ("300", 2), metric="storage.gb")
-    small = quota(api, tenant, "100", metric="storage.gb")
-    assert (small["decision"], small["projected"], small["remaining"]) == ("allowed", "300", "200")
-    assert quota(api, tenant, "500", metric="storage.gb")["decision"] == "allowed"
-    assert quota(api, tenant, "500.5", metric="storage.gb")["decision"] == "denied"
+    accepted(
+        api,
+        [
+            event(tenant, "s1", "300", metric="storage.gb", resource_id="vol-a"),
+            event(tenant, "s2", "120", metric="storage.gb", resource_id="vol-b"),
+        ],
+    )
+    eventually(lambda: totals(api, tenant, "storage.gb")[1] == 2)
+    small = quota(api, tenant, "50", metric="storage.gb")
+    assert (small["decision"], small["current"], small["projected"], small["remaining"]) == (
+        "allowed",
+        "420",
+        "470",
+        "30",
+    )
+    assert quota(api, tenant, "80", metric="storage.gb")["decision"] == "allowed"
+    assert quota(api, tenant, "80.5", metric="storage.gb")["decision"] == "denied"
     # The free plan does not limit storage.gb.
     assert admin.put(f"/manage/tenants/{tenant}", json={"plan": "free"}).status_code == 200
     assert quota(api, tenant, "100000", metric="storage.gb")["decision"] == "unlimited"
@@ -494,7 +508,7 @@ def test_plans_without_a_rate_are_not_limited(api, admin, tenant, plan):
 CLOSING_EXPECTED = {
     "api.requests": ("3.75", 2),
     "compute.seconds": ("30.125", 1),
-    "storage.gb": ("12", 2),
+    "storage.gb_peak": ("12", 2),
     "reports.generated": ("1", 1),
 }
 
@@ -504,8 +518,8 @@ def closing_events(tenant: str) -> list[dict[str, Any]]:
         event(tenant, "p1", "1.5", timestamp=LATE_TS, dimensions={"region": "eu"}),
         event(tenant, "p2", "2.25", timestamp=LATE_TS - timedelta(hours=5), idempotency_key="order-p2"),
         event(tenant, "p3", "30.125", metric="compute.seconds", timestamp=LATE_TS),
-        event(tenant, "p4", "12", metric="storage.gb", timestamp=LATE_TS - timedelta(hours=2)),
-        event(tenant, "p5", "7", metric="storage.gb", timestamp=LATE_TS),
+        event(tenant, "p4", "12", metric="storage.gb_peak", timestamp=LATE_TS - timedelta(hours=2)),
+        event(tenant, "p5", "7", metric="storage.gb_peak", timestamp=LATE_TS),
         event(tenant, "p6", "9", metric="reports.generated", timestamp=LATE_TS),
     ]
 
@@ -538,7 +552,7 @@ class PreviousMonth:
 def priced_events(tenant: str) -> list[dict[str, Any]]:
     return [
         event(tenant, "r1", "250000", timestamp=LATE_TS),
-        event(tenant, "r2", "12.5", metric="storage.gb", timestamp=LATE_TS),
+        event(tenant, "r2", "12.5", metric="storage.gb_peak", timestamp=LATE_TS),
         event(tenant, "r3", "150000000001", metric="transfer.bytes", timestamp=LATE_TS),
     ]
 
@@ -737,18 +751,18 @@ def test_a_statement_is_rated_with_the_plan_in_force_at_the_period_end(api, admi
     assert [(line["metric"], line["kind"], line["quantity"], line["amount"]) for line in rated["lines"]] == [
         (None, "fee", "1", "49.00"),
         ("api.requests", "usage", "250000", "60.00"),  # 100K included, then 150 thousands at 0.40
-        ("storage.gb", "usage", "12.5", "1.25"),  # 0.10 per GB
+        ("storage.gb_peak", "usage", "12.5", "0.00"),  # the peak is not priced: storage.gb is, per GB-month
         ("transfer.bytes", "usage", "150000000001", "4.59"),  # 100 GB included, 51 started GB at 0.09
     ]
     assert rated["lines"][1]["tiers"] == [
         {"up_to": "900000", "quantity": "150000", "unit_price": "0.4", "flat_fee": "0", "amount": "60"}
     ]
-    assert rated["subtotal"] == "114.84"
+    assert rated["subtotal"] == "113.59"
     rows = list(csv.DictReader(io.StringIO(statement(api, tenant, PREV_KEY, accept="text/csv").text)))
     assert [(r["kind"], r["amount"]) for r in rows] == [
         ("fee", "49.00"),
         ("usage", "60.00"),
-        ("usage", "1.25"),
+        ("usage", "0.00"),
         ("usage", "4.59"),
     ]
 
@@ -829,12 +843,12 @@ def test_a_cancel_subtracts_an_event_exactly_once(api, tenant):
             event(tenant, "a", "5", idempotency_key="order-a"),
             event(tenant, "b", "2", dimensions={"region": "eu"}),
             event(tenant, "r", "7", metric="reports.generated"),
-            event(tenant, "s", "3", metric="storage.gb"),
+            event(tenant, "s", "3", metric="storage.gb_peak"),
         ],
     )
     settle(api, tenant, ("7", 2))
     settle(api, tenant, ("1", 1), metric="reports.generated")
-    settle(api, tenant, ("3", 1), metric="storage.gb")
+    settle(api, tenant, ("3", 1), metric="storage.gb_peak")
 
     first = cancel(api, tenant, {"event_id": "b"})
     assert first.status_code == 200, first.text
@@ -869,7 +883,7 @@ def test_a_cancel_subtracts_an_event_exactly_once(api, tenant):
 
     # A level cannot be subtracted.
     problem_of(cancel(api, tenant, {"event_id": "s"}), 422)
-    assert totals(api, tenant, "storage.gb") == ("3", 1)
+    assert totals(api, tenant, "storage.gb_peak") == ("3", 1)
     # Unknown, and another tenant's.
     problem_of(cancel(api, tenant, {"event_id": "nope"}), 404)
     problem_of(cancel(api, tenant + "-other", {"event_id": "a"}), 404)

@@ -98,7 +98,7 @@ class Truth:
         return {
             "api.requests": (self.sums["api.requests"], self.counts["api.requests"]),
             "reports.generated": (Decimal(self.counts["reports.generated"]), self.counts["reports.generated"]),
-            "storage.gb": (self.extremes["storage.gb"], self.counts["storage.gb"]),
+            "storage.gb_peak": (self.extremes["storage.gb_peak"], self.counts["storage.gb_peak"]),
             "credits.balance": (self.extremes["credits.balance"], self.counts["credits.balance"]),
             "seats.licensed": (self.latest[1], self.counts["seats.licensed"]),
             "users.active": (Decimal(len(self.users)), self.counts["users.active"]),
@@ -118,7 +118,7 @@ def record_mix(record: Any, tenant: str, truth: Truth, seed: int, events: int, n
         elif kind == 1:
             metric, quantity = "reports.generated", Decimal(1)
         elif kind == 2:
-            metric, quantity = "storage.gb", Decimal(rng.randint(0, 10**5)) / 100
+            metric, quantity = "storage.gb_peak", Decimal(rng.randint(0, 10**5)) / 100
         elif kind == 3:
             metric, quantity = "credits.balance", Decimal(rng.randint(-(10**4), 10**4)) / 10
         elif kind == 4:
@@ -130,7 +130,7 @@ def record_mix(record: Any, tenant: str, truth: Truth, seed: int, events: int, n
             truth.counts[metric] = truth.counts.get(metric, 0) + 1
             if metric == "api.requests":
                 truth.sums[metric] = truth.sums.get(metric, Decimal(0)) + quantity
-            elif metric == "storage.gb":
+            elif metric == "storage.gb_peak":
                 truth.extremes[metric] = max(truth.extremes.get(metric, quantity), quantity)
             elif metric == "credits.balance":
                 truth.extremes[metric] = min(truth.extremes.get(metric, quantity), quantity)

@@ -101,7 +101,7 @@ def test_the_overview_lists_the_meters_used_with_the_usage_routes_figures(api, b
             usage["event_count"],
             usage["unit"],
         )
-    assert {m["metric"] for m in body["meters"]} <= {"api.requests", "compute.seconds", "storage.gb"}
+    assert {m["metric"] for m in body["meters"]} <= {"api.requests", "compute.seconds", "storage.gb_peak"}
     unpriced = bare.get(
         f"/portal/{tenants.unpriced}/data/overview", headers=bearer(mint(tenants.base_url, tenants.unpriced)["token"])
     ).json()

@@ -90,7 +90,7 @@ def test_each_meter_shows_what_the_usage_routes_give(open_page, api, tenants, tm
     # The token left the address bar once read.
     assert "token" not in page.url
     overview_metrics = page.eval_on_selector_all("article.meter", "cards => cards.map(c => c.dataset.metric)")
-    assert set(overview_metrics) == {"api.requests", "compute.seconds", "storage.gb"}
+    assert set(overview_metrics) == {"api.requests", "compute.seconds", "storage.gb_peak"}
     for metric in overview_metrics:
         card = f'article.meter[data-metric="{metric}"]'
         usage = api.get(f"/usage/{tenant}/{metric}").json()

@@ -131,14 +131,14 @@ def event(i: int | str, tenant: str = "acme", at: datetime = OCT, metric: str = 
 
 
 def test_close_writes_one_statement_equal_to_usage_and_freezes_the_period(pipe):
-    pipe.apply([event(i) for i in range(5)] + [event("m", metric="storage.gb", quantity="7")])
+    pipe.apply([event(i) for i in range(5)] + [event("m", metric="storage.gb_peak", quantity="7")])
     pipe.apply([event("nov", at=NOW - timedelta(hours=1))])  # the open November period stays open
     report = pipe.closer.run()
     assert [(c.tenant_id, c.period.key) for c in report.closed] == [("acme", "2026-10-01")]
     statement = pipe.statement("acme", "2026-10-01")
     assert statement is not None
     lines = {(line.metric, line.kind): (str(line.quantity), line.event_count) for line in statement.lines}
-    assert lines == {("api.requests", LineKind.USAGE): ("7.5", 5), ("storage.gb", LineKind.USAGE): ("7", 1)}
+    assert lines == {("api.requests", LineKind.USAGE): ("7.5", 5), ("storage.gb_peak", LineKind.USAGE): ("7", 1)}
     assert statement.catalog_version == pipe.ledger.catalog.version
     assert pipe.total("acme", "api.requests") == ("7.5", 5, "closed")
     assert pipe.total("acme", "api.requests", NOW) == ("1.5", 1, "open")
@@ -332,10 +332,11 @@ def test_late_events_under_adjust_count_once_in_the_current_period(store, azurit
     pipe.apply([event("n1", at=NOW - timedelta(hours=2), quantity="10")], start=5)
     for attempt in range(3):
         pipe.apply(
-            [event("late", quantity="2"), event("level", metric="storage.gb", quantity="99")], start=10 + attempt * 10
+            [event("late", quantity="2"), event("level", metric="storage.gb_peak", quantity="99")],
+            start=10 + attempt * 10,
         )
     assert pipe.total("acme", "api.requests", NOW) == ("12", 2, "open")
-    assert pipe.total("acme", "storage.gb", NOW) == ("0", 0, "open")  # a level is not carried
+    assert pipe.total("acme", "storage.gb_peak", NOW) == ("0", 0, "open")  # a level is not carried
     carried = {i.event["event_id"]: i.carried_to for i in pipe.late.list("acme")}
     assert {k: str(v) if v else None for k, v in carried.items()} == {"elate": "2026-11-01", "elevel": None}
     assert pipe.total("acme", "api.requests") == ("1.5", 1, "closed")
@@ -393,7 +394,7 @@ def test_cancel_subtracts_its_contribution_exactly_once(atomic_store, azurite):
 
 
 def test_cancel_refuses_unknown_keys_closed_periods_and_levels(pipe, cancels):
-    pipe.apply([event(1), event("gb", at=NOW - timedelta(hours=1), metric="storage.gb", quantity="3")])
+    pipe.apply([event(1), event("gb", at=NOW - timedelta(hours=1), metric="storage.gb_peak", quantity="3")])
     with pytest.raises(NotCounted):
         cancels.cancel("acme", "e:nope")
     with pytest.raises(NotCancellable):

@@ -40,6 +40,7 @@ from metering.core import decimals
 from metering.core.clock import format_timestamp
 from metering.core.events import UsageEvent
 from metering.core.hub import Position
+from metering.core.integrals import Point, independent_integral, micros, unit_hours
 from metering.core.meters import Aggregation, load_catalog
 from metering.core.periods import DEFAULT_HISTORY, Granularity, TenantSchedule
 from metering.core.shards import ShardChange
@@ -262,6 +263,26 @@ def expected_cell(metric: str, events: list[UsageEvent]) -> tuple[str, int]:
     return decimals.to_str(result), len(events)
 
 
+def level_figures(events: list[UsageEvent], start: datetime, end: datetime) -> tuple[str, int]:
+    """A time_weighted meter's bucket: the integral over [start, end) of the level the sorted points hold (the
+    ones before `start` carry their last level in), in unit-hours, and the events inside."""
+    points = [("", Point(micros(e.timestamp), f"{e.event_id or ''}\0{e.dedupe_key}", e.quantity)) for e in events]
+    begin, finish = micros(start), micros(end)
+    carried: dict[str, Decimal] = {}
+    for resource, point in sorted(points, key=lambda rp: rp[1].order):
+        if point.at < begin:
+            carried[resource] = point.level
+    inside = [(r, p) for r, p in points if begin <= p.at < finish]
+    exact = independent_integral(inside, begin, finish, carried)
+    return decimals.to_str(unit_hours(exact)), len(inside)
+
+
+def bucket_figures(metric: str, events: list[UsageEvent], start: datetime, end: datetime) -> tuple[str, int]:
+    if CATALOG.meters[metric].aggregation is Aggregation.TIME_WEIGHTED:
+        return level_figures(events, start, end)
+    return expected_cell(metric, [e for e in events if start <= e.timestamp < end])
+
+
 def check(store: Any, unique: list[UsageEvent], conflicts: set[tuple[str, str, str]]) -> None:
     schedule = sharded()
     reader = wired(store, clock=lambda: datetime(2026, 12, 5, tzinfo=UTC), schedule=schedule).usage
@@ -277,7 +298,7 @@ def check(store: Any, unique: list[UsageEvent], conflicts: set[tuple[str, str, s
         for bucket in periods:
             inside = [e for e in events if bucket.start <= e.timestamp < bucket.end]
             got = (decimals.to_str(bucket.total), bucket.event_count)
-            assert got == expected_cell(metric, inside), (tenant, metric, bucket.start)
+            assert got == bucket_figures(metric, events, bucket.start, bucket.end), (tenant, metric, bucket.start)
             period = schedule.period_at(tenant, bucket.start)
             for dim in meter.group_by:
                 groups = {
@@ -291,13 +312,13 @@ def check(store: Any, unique: list[UsageEvent], conflicts: set[tuple[str, str, s
                 assert groups == expected, (tenant, metric, dim)
         days = reader.history(tenant, metric, DAYS[0], DAYS[-1], Granularity.DAY)
         for bucket in days:
-            inside = [e for e in events if bucket.start <= e.timestamp < bucket.end]
-            assert (decimals.to_str(bucket.total), bucket.event_count) == expected_cell(metric, inside)
+            expected_day = bucket_figures(metric, events, bucket.start, bucket.end)
+            assert (decimals.to_str(bucket.total), bucket.event_count) == expected_day
         if meter.aggregation is not Aggregation.UNIQUE_COUNT:
             hours = reader.history(tenant, metric, DAYS[0], DAYS[-1], Granularity.HOUR)
             for bucket in hours:
-                inside = [e for e in events if bucket.start <= e.timestamp < bucket.end]
-                assert (decimals.to_str(bucket.total), bucket.event_count) == expected_cell(metric, inside)
+                expected_hour = bucket_figures(metric, events, bucket.start, bucket.end)
+                assert (decimals.to_str(bucket.total), bucket.event_count) == expected_hour
     recorded = {
         (tenant, row.data["dedupe_key"], conflict_payload(row.key))
         for tenant in TENANTS
@@ -487,6 +508,13 @@ def close_and_replay(store: ProbedStore, scenario: Scenario, parts: dict[str, An
         inside = [e for e in unique if e.tenant_id == tenant and period.contains(e.timestamp)]
         metrics = {e.metric for e in inside}
         expected[(tenant, key)] = {m: expected_cell(m, [e for e in inside if e.metric == m]) for m in metrics}
+        # A time_weighted meter's line is its integral, with levels carried in from earlier periods (a line even
+        # without an event in the period, when a level was carried).
+        for meter in (m for m in CATALOG.meters.values() if m.aggregation is Aggregation.TIME_WEIGHTED):
+            mine = [e for e in unique if e.tenant_id == tenant and e.metric == meter.name]
+            figure = level_figures(mine, period.start, period.end)
+            if meter.name in metrics or figure != ("0", 0):
+                expected[(tenant, key)][meter.name] = figure
         got = {line.metric: (decimals.to_str(line.quantity), line.event_count) for line in lines}
         assert got == expected[(tenant, key)]
     ledger = services.new_ledger(max_ops=scenario.max_ops, poison_share=1.0)

@@ -181,8 +181,8 @@ def usage_of(tenant: str) -> list[UsageEvent]:
         event(tenant, "users.active", "1", H08, user_id="ada"),
         event(tenant, "users.active", "1", H09, user_id="bob"),
         event(tenant, "users.active", "1", H10, user_id="ada"),
-        event(tenant, "storage.gb", "40", H08),
-        event(tenant, "storage.gb", "75", H10),
+        event(tenant, "storage.gb_peak", "40", H08),
+        event(tenant, "storage.gb_peak", "75", H10),
     ]
 
 

@@ -2,7 +2,7 @@
 preview of an open period, which equals the statement its close writes; on the Table store against Azurite.
 
 Time is a FixedClock the tests move; plans are the packaged ones (pro: a 49.00 fee, 100K calls included then
-0.40 per 1K, 0.10 per GB of peak storage, 0.06 per compute hour).
+0.40 per 1K, 0.10 per GB-month of storage, 0.06 per compute hour).
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ def test_a_period_is_rated_once_at_close_with_the_plan_in_force_at_its_end(bille
         ("api.requests", "usage", "60.00"),  # 150 billable thousands at 0.40
         ("compute.seconds", "usage", "0.09"),  # 1.5 hours at 0.06
         ("seats.licensed", "usage", "0.00"),  # the plan does not price it
-        ("storage.gb", "usage", "1.25"),
+        # 12.5 GB from 15 Oct 09:00: 399 of October's 744 hours, 6.703629032258 GB-months at 0.10.
+        ("storage.gb", "usage", "0.67"),
     ]
     api = statement.lines[1]
     assert [t.model_dump(mode="json") for t in api.tiers] == [
@@ -151,7 +152,7 @@ def test_a_period_is_rated_once_at_close_with_the_plan_in_force_at_its_end(bille
         "amount": "49.00",
         "tiers": None,
     }
-    assert (str(statement.subtotal), statement.rated) == ("110.34", True)
+    assert (str(statement.subtotal), statement.rated) == ("109.76", True)
     assert sum(line.amount for line in statement.lines) == statement.subtotal
 
     # A plan change after the close changes nothing in it: not now, and not when backdated into it.
@@ -162,7 +163,10 @@ def test_a_period_is_rated_once_at_close_with_the_plan_in_force_at_its_end(bille
     assert [(e.field, "closed" in e.message) for e in refused.value.errors] == [("plan_effective_from", True)]
     assert billed.closer.run().closed == []
     # A closer that raced the first one, now under enterprise, finds the statement written and keeps it.
-    [entry] = [e for e in control.indexed(billed.store.control) if e.tenant_id == tenant]
+    # (November is indexed too: the storage level closing October carried into it.)
+    [entry] = [
+        e for e in control.indexed(billed.store.control) if e.tenant_id == tenant and e.period.key == "2026-10-01"
+    ]
     assert billed.closer.close(entry, NOV_24) == statement
     assert billed.store.statements.read(tenant, ["2026-10-01"])["2026-10-01"].data == stored.data
     # November is rated with enterprise, the plan in force at its end.
@@ -197,18 +201,18 @@ def test_the_preview_of_an_open_period_is_the_statement_its_close_writes(table_s
         (None, "fee", "49.00"),
         ("api.requests", "usage", "0.00"),
         ("api.requests", "adjustment", "2.00"),  # rate(105K) - rate(95K) = 5 thousands at 0.40
-        ("storage.gb", "usage", "0.30"),
+        ("storage.gb", "usage", "0.28"),  # 3 GB from 3 Nov to the end if nothing changes: 2.8 GB-months
     ]
-    assert str(preview.subtotal) == "51.30"
+    assert str(preview.subtotal) == "51.28"
     # The forecast: 95K calls in 6 of 30 days make 475K (carried events and levels as they are).
     assert preview.forecast is not None
     assert [(line.kind.value, to_str(line.quantity), str(line.amount)) for line in preview.forecast.lines] == [
         ("fee", "1", "49.00"),
         ("usage", "475000", "150.00"),
         ("adjustment", "10000", "4.00"),
-        ("usage", "3", "0.30"),
+        ("usage", "2016", "0.28"),  # GB-hours: a level held is already its whole period's
     ]
-    assert str(preview.forecast.subtotal) == "203.30"
+    assert str(preview.forecast.subtotal) == "203.28"
 
     # Nothing more arrives; November closes with exactly what the preview said.
     billed.clock.now = DEC_1 + timedelta(days=1, hours=1)

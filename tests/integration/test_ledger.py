@@ -73,9 +73,9 @@ def test_each_aggregation_kind(ledger, reader):
         event(2, "compute.seconds", "0.25"),
         event(3, "reports.generated", "7"),  # a count meter counts events, whatever the quantity
         event(4, "reports.generated", "1"),
-        event(5, "storage.gb", "10"),
-        event(6, "storage.gb", "30.5"),
-        event(7, "storage.gb", "20"),
+        event(5, "storage.gb_peak", "10"),
+        event(6, "storage.gb_peak", "30.5"),
+        event(7, "storage.gb_peak", "20"),
         event(8, "credits.balance", "-5"),
         event(9, "credits.balance", "3"),
         event(10, "users.active", "1", user_id="ann"),
@@ -85,7 +85,7 @@ def test_each_aggregation_kind(ledger, reader):
     ledger.apply(sourced(events))
     assert total(reader, "compute.seconds") == ("2.75", 2)
     assert total(reader, "reports.generated") == ("2", 2)
-    assert total(reader, "storage.gb") == ("30.5", 3)
+    assert total(reader, "storage.gb_peak") == ("30.5", 3)
     assert total(reader, "credits.balance") == ("-5", 2)
     assert total(reader, "users.active") == ("2", 3)
 
@@ -96,14 +96,14 @@ def test_events_counted_in_bulk_and_sampled_keep_their_figures_in_every_store(le
         sourced(
             [
                 event(1, "reports.generated", count=1_000_000_000),
-                event(2, "storage.gb", "4", count=9),
+                event(2, "storage.gb_peak", "4", count=9),
                 event(3, "pages.viewed", sample_weight=1_000_000, count=7, dimensions={"page": "home"}),
                 event(4, "pages.viewed", sample_weight=3),
             ]
         )
     )
     assert total(reader, "reports.generated") == ("1000000000", 1_000_000_000)
-    assert total(reader, "storage.gb") == ("4", 9)
+    assert total(reader, "storage.gb_peak") == ("4", 9)
     usage = reader.current("acme", "pages.viewed")
     assert (decimals.to_str(usage.total), usage.event_count) == ("7000003", 8)
     assert usage.cell is not None

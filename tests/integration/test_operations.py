@@ -44,7 +44,8 @@ def with_late_events(pipe: Pipeline) -> dict[str, str]:
     pipe.closer.run()
     pipe.apply([event("n1", at=NOW - timedelta(hours=2), quantity="10")], start=5)  # November: 10
     pipe.apply(
-        [event("late-a", quantity="2.25"), event("late-b", quantity="3"), event("level", metric="storage.gb")], start=10
+        [event("late-a", quantity="2.25"), event("late-b", quantity="3"), event("level", metric="storage.gb_peak")],
+        start=10,
     )
     return late_ids(pipe)
 
@@ -108,7 +109,7 @@ def test_actions_refuse_what_they_cannot_do_and_bad_input_with_nothing_written(p
     operations = pipe.services.http.operations
     level = operations.late_apply("acme", ids["elevel"], OPERATOR)
     assert level.status == 409
-    assert "storage.gb is a max meter" in level.json()["detail"]
+    assert "storage.gb_peak is a max meter" in level.json()["detail"]
     assert operations.late_apply("acme", "0" * 32, OPERATOR).status == 404
     assert operations.late_apply("acme", "not-an-id", OPERATOR).status == 400
     assert operations.late_apply("bad tenant", ids["elate-a"], OPERATOR).status == 400

@@ -155,7 +155,7 @@ def test_rebuild_finds_no_difference_after_a_mixed_run_and_exactly_a_corrupted_t
     e = stack.event
 
     # The previous month: two events, one of them sent twice (a client's retry), a level meter too.
-    stack.send(e("p1", "1.5", previous), e("p2", "2.25", previous), e("g1", "12", previous, "storage.gb"))
+    stack.send(e("p1", "1.5", previous), e("p2", "2.25", previous), e("g1", "12", previous, "storage.gb_peak"))
     stack.send(e("p1", "1.5", previous))
     # This month: two events, the second of them cancelled once counted.
     stack.send(e("c1", "4", current), e("c2", "0.5", current))
@@ -181,7 +181,7 @@ def test_rebuild_finds_no_difference_after_a_mixed_run_and_exactly_a_corrupted_t
     assert clean.duplicates >= 2  # p1 and c1 again
     prev_line = line(clean, "api.requests", _start_of(previous))
     assert (prev_line.ours, prev_line.rebuilt, prev_line.ours_events) == (Decimal("3.75"), Decimal("3.75"), 2)
-    level = line(clean, "storage.gb", _start_of(previous))
+    level = line(clean, "storage.gb_peak", _start_of(previous))
     assert (level.ours, level.rebuilt) == (Decimal("12"), Decimal("12"))
     this_line = line(clean, "api.requests", this_start)
     # 4 + 0.5 - 0.5 (cancelled) + 10 (carried), two events left.
@@ -211,7 +211,7 @@ def test_rebuild_finds_no_difference_after_a_mixed_run_and_exactly_a_corrupted_t
     assert (differs.ours, differs.rebuilt, differs.difference) == (Decimal("15"), Decimal("14"), Decimal("1"))
     assert table.exit_code == 1, table.output
     assert "1 of 3 totals in 2 periods differ" in table.stdout
-    assert "storage.gb" not in table.stdout  # only what differs
+    assert "storage.gb_peak" not in table.stdout  # only what differs
 
 
 @pytest.mark.parametrize("stack", ["table-review"], indirect=True)

@@ -94,7 +94,7 @@ def test_every_kind_is_exact_across_shards_in_totals_days_hours_and_groups(store
         at = days[i % len(days)]
         events += [
             event(f"s{i}", "api.requests", f"{i}.5", timestamp=at, dimensions={"region": "eu" if i % 3 else "us"}),
-            event(f"m{i}", "storage.gb", str(i * 7 % 101), timestamp=at),
+            event(f"m{i}", "storage.gb_peak", str(i * 7 % 101), timestamp=at),
             event(f"n{i}", "credits.balance", str(50 - i * 11 % 97), timestamp=at),
             event(f"l{i}", "seats.licensed", str(i), timestamp=at - timedelta(minutes=i)),
             event(f"u{i}", "users.active", "1", timestamp=at, user_id=f"user-{i % 37}"),
@@ -113,14 +113,14 @@ def test_every_kind_is_exact_across_shards_in_totals_days_hours_and_groups(store
     assert sum(1 for n in rows if n) > 1
     latest = max((e for e in events if e.metric == "seats.licensed"), key=lambda e: (e.timestamp, e.event_id)).quantity
     assert figures(services, "api.requests") == (decimals.to_str(sum(Decimal(f"{i}.5") for i in range(N))), N)
-    assert figures(services, "storage.gb") == (str(max(i * 7 % 101 for i in range(N))), N)
+    assert figures(services, "storage.gb_peak") == (str(max(i * 7 % 101 for i in range(N))), N)
     assert figures(services, "credits.balance") == (str(min(50 - i * 11 % 97 for i in range(N))), N)
     assert figures(services, "seats.licensed") == (str(latest), N)
     assert figures(services, "users.active") == (str(distinct), N)
     assert figures(services, "reports.generated") == (str(N), N)
     # Days and hours combine the shards' day rows and their state rows' latest days.
     first, last = (NOV - timedelta(days=2)).date(), NOV.date()
-    for metric in ("api.requests", "users.active", "storage.gb"):
+    for metric in ("api.requests", "users.active", "storage.gb_peak"):
         by_day = services.usage.history("acme", metric, first, last, Granularity.DAY)
         for bucket in by_day:
             inside = [e for e in events if e.metric == metric and bucket.start <= e.timestamp < bucket.end]
@@ -196,7 +196,7 @@ def test_the_closer_flips_every_shard_and_its_statement_combines_them(store):
     services = services_on(store, clock)
     users = claimed_elsewhere(6)
     events = [event(n, "users.active", user_id=user) for n, user in users]
-    events += [event(f"g{n}", "storage.gb", str(n)) for n in range(12)]
+    events += [event(f"g{n}", "storage.gb_peak", str(n)) for n in range(12)]
     events += [event(f"a{n}", "api.requests", "1.25") for n in range(12)]
     services.ledger.apply(sourced(events))
     clock.now = datetime(2026, 12, 1, 1, tzinfo=UTC)
@@ -207,7 +207,7 @@ def test_the_closer_flips_every_shard_and_its_statement_combines_them(store):
         assert state.data["status"] == "closed"
     statement = Statement.model_validate(store.statements.read("acme", ["2026-11-01"])["2026-11-01"].data)
     lines = {line.metric: (decimals.to_str(line.quantity), line.event_count) for line in statement.lines}
-    assert lines == {"users.active": ("6", 6), "storage.gb": ("11", 12), "api.requests": ("15", 12)}
+    assert lines == {"users.active": ("6", 6), "storage.gb_peak": ("11", 12), "api.requests": ("15", 12)}
     assert services.usage.for_period("acme", "api.requests", period).status == "closed"
     # Counted events replayed after the close are duplicates, in every shard; a new one is late.
     result = services.ledger.apply(sourced([*events, event("new", "users.active", user_id="newcomer")], 100))

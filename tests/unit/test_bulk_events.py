@@ -66,14 +66,14 @@ def test_count_adds_to_a_count_meters_total_and_to_every_meters_event_count(serv
         event(1, "reports.generated", count=250),
         event(2, "reports.generated"),
         event(3, "api.requests", "40.5", count=30),
-        event(4, "storage.gb", "12", count=7),
+        event(4, "storage.gb_peak", "12", count=7),
         event(5, "seats.licensed", "9", count=3),
         event(6, "users.active", "1", user_id="ann", count=11),
         event(7, "users.active", "1", user_id="bob", count=2),
     )
     assert figures(services, "reports.generated") == ("251", 251)
     assert figures(services, "api.requests") == ("40.5", 30)  # a sum's events were summed by their sender
-    assert figures(services, "storage.gb") == ("12", 7)
+    assert figures(services, "storage.gb_peak") == ("12", 7)
     assert figures(services, "seats.licensed") == ("9", 3)
     assert figures(services, "users.active") == ("2", 13)  # distinct values, whatever the count
 

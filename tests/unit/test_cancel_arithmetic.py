@@ -117,11 +117,11 @@ def test_a_day_that_is_no_longer_the_latest_is_subtracted_in_its_day_row():
 
 
 def test_levels_and_distinct_counts_cannot_be_cancelled():
-    rows = counted(event(1, "storage.gb", "3"))
+    rows = counted(event(1, "storage.gb_peak", "3"))
     row = rows[marker_key("acme", "e:e1")]
     assert row is not None
     with pytest.raises(cancel.NotCancellable, match="max meter"):
-        cancel.cancelled_value(Marker(row.data), CATALOG.meters["storage.gb"])
+        cancel.cancelled_value(Marker(row.data), CATALOG.meters["storage.gb_peak"])
     with pytest.raises(cancel.NotCancellable, match="unknown meter"):
         cancel.cancelled_value(Marker(row.data), None)
 

@@ -37,7 +37,7 @@ SPAN_US = 5 * 60 * 1_000_000
 KINDS: dict[str, dict[str, Any]] = {
     "api.requests": {"dimensions": ["region", "endpoint"]},  # sum
     "reports.generated": {"dimensions": ["format"]},  # count
-    "storage.gb": {"dimensions": ["tier"]},  # max
+    "storage.gb_peak": {"dimensions": ["tier"]},  # max
     "credits.balance": {},  # min (negative allowed)
     "seats.licensed": {},  # latest
     "users.active": {"user": True},  # unique_count

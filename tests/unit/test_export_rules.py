@@ -50,7 +50,7 @@ def test_kinds_send_hour_changes_or_period_increases_and_levels_are_refused():
     assert values.family(catalog.meters["api.requests"]) is values.Family.HOURLY
     assert values.family(catalog.meters["reports.generated"]) is values.Family.HOURLY
     assert values.family(catalog.meters["users.active"]) is values.Family.PERIOD
-    assert values.family(catalog.meters["storage.gb"]) is values.Family.PERIOD
+    assert values.family(catalog.meters["storage.gb_peak"]) is values.Family.PERIOD
     for kind in ("min", "latest"):
         document = {
             "version": "1",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from metering.core import decimals
-from metering.core.meters import Aggregation, CatalogError, MeterCatalog, load_catalog
+from metering.core.meters import Aggregation, CatalogError, MeterCatalog, load_catalog, parse_catalog
 
 # A meter that loads; each bad case below breaks exactly one thing of a catalog like this one.
 VALID_CATALOG = """
@@ -45,7 +45,8 @@ def test_default_catalog_has_a_version(default_catalog: MeterCatalog) -> None:
     [
         ("api.requests", Aggregation.SUM, "count"),
         ("compute.seconds", Aggregation.SUM, "second"),
-        ("storage.gb", Aggregation.MAX, "GB"),
+        ("storage.gb", Aggregation.TIME_WEIGHTED, "GB"),
+        ("storage.gb_peak", Aggregation.MAX, "GB"),
         ("transfer.bytes", Aggregation.SUM, "byte"),
         ("users.active", Aggregation.UNIQUE_COUNT, "user"),
         ("reports.generated", Aggregation.COUNT, "report"),
@@ -302,3 +303,11 @@ def test_check_bounds_accepts(text: str) -> None:
 def test_check_bounds_rejects(text: str) -> None:
     with pytest.raises(decimals.QuantityError):
         decimals.check_bounds(Decimal(text))
+
+
+def test_a_time_weighted_meter_is_neither_grouped_nor_exported_yet() -> None:
+    base = {"unit": "GB", "aggregation": "time_weighted"}
+    with pytest.raises(CatalogError, match="cannot have group_by"):
+        parse_catalog({"version": "1", "meters": {"disk.gb": {**base, "group_by": ["tier"]}}})
+    with pytest.raises(CatalogError, match="not exported yet"):
+        parse_catalog({"version": "1", "meters": {"disk.gb": {**base, "stripe_event_name": "disk"}}})

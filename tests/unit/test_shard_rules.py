@@ -129,7 +129,7 @@ def test_levels_and_sums_apply_in_the_key_shard_and_distinct_values_in_their_val
     users = CATALOG.meters["users.active"]
     assert set(PLACEMENTS) == set(Aggregation)
     for i in range(50):
-        for metric in ("api.requests", "storage.gb", "seats.licensed", "credits.balance", "reports.generated"):
+        for metric in ("api.requests", "storage.gb_peak", "seats.licensed", "credits.balance", "reports.generated"):
             shard = keys.key_shard("acme", f"e:e{i}", 4)
             assert applying_shard(CATALOG.meters[metric], event(i, metric), shard, 4) == shard
         # Whatever the event's key, one user's events all apply in one shard.
