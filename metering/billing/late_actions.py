@@ -9,6 +9,7 @@ crash anywhere before leaves a claim that the next click completes.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -108,9 +109,12 @@ class LateActions:
         hour = hour_key(at)
         metric = planned.meter.name
         before = self.reader.for_period(tenant_id, metric, period).total
-        adjusted = plan_adjustment(planned, period, day, hour)
+        adjusted = plan_adjustment(planned, period, day, hour, self.schedule.shards(tenant_id, period))
         result = self.ledger.apply_plan(BatchPlan(partitions={adjusted.partition: [adjusted]}), {})
         if result.late:
+            # The closer closed that period between the claim and the count: nothing was counted, so the claim
+            # is given back and the next click claims the period open then.
+            self._release(tenant_id, row)
             raise LateActionRefused(
                 f"the period starting {period.key} closed while the event was being applied; apply it again to "
                 "count it in the period open now"
@@ -204,6 +208,18 @@ class LateActions:
             _, current = self._read(tenant_id, row.key)
             raise LateActionRefused(_refusal(status_of(current), current)) from None
         return Row(row.key, etag, data), LateEvent.model_validate(data)
+
+    def _release(self, tenant_id: str, row: Row) -> None:
+        data = {
+            **row.data,
+            "status": None,
+            "resolved_at": None,
+            "resolved_by": None,
+            "applied_to": None,
+            "discard_reason": None,
+        }
+        with contextlib.suppress(CommitConflict):  # someone else moved it on: their decision stands
+            self.table.commit(tenant_id, [Replace(row.key, data, row.etag)])
 
     def _mark(self, tenant_id: str, row: Row, record: LateEvent, status: LateStatus) -> tuple[Row, LateEvent]:
         data = {**row.data, "status": status.value}

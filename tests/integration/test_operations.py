@@ -18,6 +18,7 @@ from metering.core.hub import hub_partition
 from metering.core.meters import MeterCatalog, load_catalog
 from metering.ingest.consumer import HubMessage, consume
 from metering.settings import LateEventPolicy
+from metering.stores import Replace
 from metering.tenants.records import LimitPair, TenantUpdate
 from tests.integration.test_billing import NOW, Pipeline, build, event
 
@@ -211,3 +212,26 @@ def test_alerts_sent_and_tenants_standing_are_listed_for_the_console(pipe):
     found = pipe.services.http.console.tenants({"q": "GLOB"}).json()["items"]
     assert [t["tenant_id"] for t in found] == ["globex"]
     assert pipe.services.http.console.tenants({"limit": "0"}).status == 400
+
+
+def test_an_apply_whose_period_closed_before_it_counted_gives_its_claim_back(pipe):
+    ids = with_late_events(pipe)
+    operations = pipe.services.http.operations
+    # A click claimed November and stopped before counting (the claim as it leaves it in the record) ...
+    table = pipe.store.late_events
+    row = table.read("acme", [ids["elate-a"]])[ids["elate-a"]]
+    claimed = {**row.data, "status": "applying", "resolved_at": "2026-11-24T12:00:00.000000Z"}
+    claimed |= {"resolved_by": "ops@example.com", "applied_to": "2026-11-01"}
+    table.commit("acme", [Replace(row.key, claimed, row.etag)])
+    # ... then November closed.
+    pipe.clock.now = NOW.replace(month=12, day=2)
+    pipe.closer.run()
+    refused = operations.late_apply("acme", ids["elate-a"], OPERATOR)
+    assert refused.status == 409
+    assert "closed while the event was being applied" in refused.json()["detail"]
+    assert pipe.total("acme", "api.requests", NOW) == ("10", 1, "closed")  # nothing counted in November
+    assert set(late_ids(pipe, "waiting")) >= {"elate-a"}  # the claim was given back
+    applied = operations.late_apply("acme", ids["elate-a"], OPERATOR)
+    assert applied.status == 200, applied.body
+    assert applied.json()["late_event"]["applied_to"] == "2026-12-01"
+    assert pipe.total("acme", "api.requests", pipe.clock.now) == ("2.25", 1, "open")
