@@ -99,7 +99,8 @@ def consume(
                         _letter(message, "event has no event_id and no hub position to derive one", _text(item), index)
                     )
                     continue
-                event = event.model_copy(update={"event_id": f"eh:{position.partition}:{position.sequence}:{index}"})
+                derived = hub_event_id(position.partition, position.sequence, index)
+                event = event.model_copy(update={"event_id": derived})
             indexes.setdefault((position, event.dedupe_key), index)
             sourced.append(SourcedEvent(event, position))
     for letter in letters:
@@ -188,6 +189,12 @@ def _check_thresholds(result: ApplyResult, ledger: Ledger, alerts: AlertWatch) -
 def _state_of(ledger: Ledger, partition: str) -> StateRow | None:
     row = ledger.store.usage.read(partition, [STATE_ROW]).get(STATE_ROW)
     return None if row is None else StateRow(row.data)
+
+
+def hub_event_id(partition: str, sequence: int, index: int) -> str:
+    """The id of an event sent without one: from where it sat on the hub, so every redelivery (and a re-drive of
+    its dead letter) gives it the same id."""
+    return f"eh:{partition}:{sequence}:{index}"
 
 
 def _newest(messages: Sequence[HubMessage]) -> list[Applied]:

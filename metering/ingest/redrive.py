@@ -20,6 +20,7 @@ from metering.billing.journal import Journal, JournalEntry, JournalKind
 from metering.billing.late import LateEvents
 from metering.core.clock import format_timestamp
 from metering.core.events import BodyError, UsageEvent, parse_event
+from metering.ingest.consumer import hub_event_id
 from metering.ingest.deadletters import DeadLetters, StoredLetter
 from metering.ledger.batch import SourcedEvent
 from metering.ledger.ledger import ApplyResult, Ledger
@@ -78,7 +79,7 @@ def letter_events(letter: StoredLetter, body: str) -> list[UsageEvent]:
             if partition is None or sequence is None:
                 raise RedriveRefused("the event has no event_id and no hub position to derive one")
             at = index if index is not None and len(items) == 1 else offset
-            event = event.model_copy(update={"event_id": f"eh:{partition}:{sequence}:{at}"})
+            event = event.model_copy(update={"event_id": hub_event_id(str(partition), int(sequence), at)})
         events.append(event)
     return events
 
