@@ -6,7 +6,9 @@ Starts its own Azurite. Applies the workload through the ledger in batches (what
 delivers: messages of about 10 events), and, interleaved batch by batch so both meet the same Azurite, writes
 the floor: the same new events' markers alone, in the same partitions and transactions of the same sizes, with
 no aggregate rows and no reads. Prints both rates, raw 100-entity transactions for reference, the in-memory
-pre-aggregation rate, and last `aggregate_vs_raw_ratio=R` (aggregator rate / floor rate).
+pre-aggregation rate, and last `aggregate_vs_raw_ratio=R` (aggregator rate / floor rate). The gauge events
+(storage levels) feed a `max` meter; the same workload is run first with them as points of a time_weighted meter,
+which write more rows per event, and that mix's ratio is printed apart (`time_weighted_mix_ratio`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import tempfile
 import time
 import timeit
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -39,12 +42,16 @@ from metering.settings import Settings
 from metering.stores import Create, Operation, Row
 from metering.stores.table import TableStore
 
+# The gauge events: a level per event, by tier, the peak kept (a `max` meter). The run repeats the workload with them
+# as points of a time_weighted meter (`storage.gb`, one resource per tier), which also write the resource's points
+# and the day's history buckets (DESIGN.md 5.3), and prints that mix's ratio apart.
+GAUGE, TIME_WEIGHTED = "storage.gb_peak", "storage.gb"
 METRICS = [
     ("api.requests", 50),
     ("compute.seconds", 15),
     ("transfer.bytes", 15),
     ("users.active", 10),
-    ("storage.gb", 5),
+    (GAUGE, 5),
     ("reports.generated", 5),
 ]
 EVENTS_PER_MESSAGE = 10
@@ -69,7 +76,7 @@ def make_event(rng: random.Random, index: int, tenants: int, at: datetime) -> Us
     elif metric == "transfer.bytes":
         quantity = str(rng.randint(100, 5_000_000))
         dimensions = {"direction": rng.choice(["in", "out"]), "region": rng.choice(["eu", "us", "ap"])}
-    elif metric == "storage.gb":
+    elif metric == GAUGE:
         quantity = f"{rng.randint(1, 500_000) / 100:.2f}"
         dimensions = {"tier": rng.choice(["hot", "cool"])}
     elif metric == "reports.generated":
@@ -178,11 +185,7 @@ def main() -> None:
     catalog = load_catalog()
     schedule = CalendarMonthUtc()
     batches = workload(args.events, args.tenants, args.batch, args.duplicates)
-    sourced_batches = []
-    sequence = 0
-    for batch in batches:
-        sourced_batches.append(to_messages(batch, sequence))
-        sequence = sourced_batches[-1][-1].position.sequence + 1  # type: ignore[union-attr]
+    sourced_batches = sourced(batches)
     total = sum(len(b) for b in batches)
     unique = len({(e.tenant_id, e.event_id) for b in batches for e in b})
     print(f"events={total} unique={unique} tenants={args.tenants} batch={args.batch} duplicates={args.duplicates:.0%}")
@@ -204,75 +207,168 @@ def main() -> None:
     hashing_rate = len(planned) / min(timeit.repeat(hashes, number=1, repeat=3))
 
     with tempfile.TemporaryDirectory() as folder, Azurite(Path(folder)) as azurite:
-        store = TableStore.from_connection_string(
-            azurite.connection_string, usage_table="benchusage", conflicts_table="benchconflicts"
+        raw_store = TableStore.from_connection_string(
+            azurite.connection_string, usage_table="benchraw", conflicts_table="benchrawconflicts"
         )
-        floor_store = TableStore.from_connection_string(
-            azurite.connection_string, usage_table="benchfloor", conflicts_table="benchfloorconflicts"
-        )
-        store.ensure_ready()
-        floor_store.ensure_ready()
-
+        raw_store.ensure_ready()
         # Reference: raw 100-entity transactions of marker-sized entities.
         raw_entities = 0
         started = time.perf_counter()
         for t in range(20):
-            floor_store.usage.commit(
+            raw_store.usage.commit(
                 f"raw|{t}", [Create(f"m|{i:032x}", {"h": "0" * 32, "q": "1", "t": "x" * 27}) for i in range(100)]
             )
             raw_entities += 100
         raw_rate = raw_entities / (time.perf_counter() - started)
+        gauges = run(
+            azurite.connection_string,
+            "gauge",
+            batches=batches,
+            sourced_batches=sourced_batches,
+            unique=unique,
+            catalog=catalog,
+            schedule=schedule,
+        )
+        levels = time_weighted(batches)
+        points = run(
+            azurite.connection_string,
+            "level",
+            batches=levels,
+            sourced_batches=sourced(levels),
+            unique=unique,
+            catalog=catalog,
+            schedule=schedule,
+        )
 
-        recorder = MarkerRecorder(store.usage)
-        store.usage = recorder  # type: ignore[assignment]
-        services = Services(BENCH_SETTINGS, store=store, catalog=catalog, schedule=schedule)
-        ledger = services.ledger
-        aggregate_seconds = 0.0
-        floor_seconds = 0.0
-        floor_markers = 0
-        floor_bytes = 0
-        for batch in sourced_batches:
-            recorder.commits.clear()
-            started = time.perf_counter()
-            ledger.apply(batch)
-            aggregate_seconds += time.perf_counter() - started
-            recorded = list(recorder.commits)
-            started = time.perf_counter()
-            for partition, markers in recorded:
-                if markers:
-                    floor_store.usage.commit(partition, markers)
-                    floor_markers += len(markers)
-            floor_seconds += time.perf_counter() - started
-            floor_bytes += sum(_size(partition, markers) for partition, markers in recorded)
-
-        # The aggregates must be exact, or the rate means nothing.
-        reader = services.usage
-        expected: dict[str, Decimal] = {}
-        seen: set[tuple[str, str | None]] = set()
-        for batch in batches:
-            for event in batch:
-                if event.metric == "compute.seconds" and (event.tenant_id, event.event_id) not in seen:
-                    seen.add((event.tenant_id, event.event_id))
-                    expected[event.tenant_id] = decimals.add(expected.get(event.tenant_id, Decimal(0)), event.quantity)
-        for tenant, value in expected.items():
-            got = reader.current(tenant, "compute.seconds").total
-            assert got == value, f"{tenant}: aggregate {got} != expected {value}"
-        assert floor_markers == unique, (floor_markers, unique)
-
-    aggregate_rate = total / aggregate_seconds
-    floor_rate = total / floor_seconds
     print(f"pre-aggregation (in memory, no I/O): {preaggregation_rate:,.0f} events/s (target >= 100,000)")
     print(f"marker fields: time text, payload hash (no I/O): {hashing_rate:,.0f} events/s")
     print(f"raw 100-entity transactions:         {raw_rate:,.0f} entities/s")
-    print(f"floor (markers only, same partitions and transaction sizes): {floor_rate:,.0f} events/s")
-    print(f"aggregator (exactly-once):           {aggregate_rate:,.0f} events/s; totals verified exact")
-    transactions, entities, size = recorder.counts()
-    print(
-        f"per unique event: {entities / unique:.2f} entities written in {transactions / unique:.3f} "
-        f"transactions, {size / unique:,.0f} bytes of entity data, {recorder.reads / unique:.3f} reads "
-        f"(markers alone: 1 entity of {floor_bytes / max(floor_markers, 1):,.0f} bytes)"
+    points.report(f"with the {GAUGE} events as points of {TIME_WEIGHTED} (time_weighted, one resource per tier)")
+    print(f"time_weighted_mix_ratio={points.ratio:.2f}")
+    gauges.report("the workload")
+    print(f"aggregate_vs_raw_ratio={gauges.ratio:.2f}")
+
+
+def time_weighted(batches: list[list[UsageEvent]]) -> list[list[UsageEvent]]:
+    """The same batches with each gauge event a point of the time_weighted meter (a repeat stays a repeat)."""
+    converted: dict[int, UsageEvent] = {}
+
+    def convert(event: UsageEvent) -> UsageEvent:
+        if event.metric != GAUGE:
+            return event
+        if id(event) not in converted:
+            data = event.model_dump()
+            data.update(metric=TIME_WEIGHTED, resource_id=event.dimensions["tier"], dimensions={})
+            converted[id(event)] = UsageEvent.model_validate(data)
+        return converted[id(event)]
+
+    return [[convert(event) for event in batch] for batch in batches]
+
+
+def sourced(batches: list[list[UsageEvent]]) -> list[list[SourcedEvent]]:
+    found: list[list[SourcedEvent]] = []
+    sequence = 0
+    for batch in batches:
+        found.append(to_messages(batch, sequence))
+        sequence = found[-1][-1].position.sequence + 1  # type: ignore[union-attr]
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    aggregate_rate: float
+    floor_rate: float
+    unique: int
+    transactions: int
+    entities: int
+    size: int
+    reads: int
+    floor_bytes: int
+    floor_markers: int
+
+    @property
+    def ratio(self) -> float:
+        return self.aggregate_rate / self.floor_rate
+
+    def report(self, what: str) -> None:
+        print(f"{what}:")
+        print(f"  floor (markers only, same partitions and transaction sizes): {self.floor_rate:,.0f} events/s")
+        print(f"  aggregator (exactly-once):           {self.aggregate_rate:,.0f} events/s; totals verified exact")
+        print(
+            f"  per unique event: {self.entities / self.unique:.2f} entities written in "
+            f"{self.transactions / self.unique:.3f} transactions, {self.size / self.unique:,.0f} bytes of entity "
+            f"data, {self.reads / self.unique:.3f} reads (markers alone: 1 entity of "
+            f"{self.floor_bytes / max(self.floor_markers, 1):,.0f} bytes)"
+        )
+
+
+def run(
+    connection: str,
+    name: str,
+    *,
+    batches: list[list[UsageEvent]],
+    sourced_batches: list[list[SourcedEvent]],
+    unique: int,
+    catalog: Any,
+    schedule: Any,
+) -> Run:
+    """The workload through the ledger, interleaved batch by batch with its floor, in tables of its own."""
+    store = TableStore.from_connection_string(
+        connection, usage_table=f"bench{name}usage", conflicts_table=f"bench{name}conflicts"
     )
-    print(f"aggregate_vs_raw_ratio={aggregate_rate / floor_rate:.2f}")
+    floor_store = TableStore.from_connection_string(
+        connection, usage_table=f"bench{name}floor", conflicts_table=f"bench{name}floorconflicts"
+    )
+    store.ensure_ready()
+    floor_store.ensure_ready()
+    recorder = MarkerRecorder(store.usage)
+    store.usage = recorder  # type: ignore[assignment]
+    services = Services(BENCH_SETTINGS, store=store, catalog=catalog, schedule=schedule)
+    ledger = services.ledger
+    total = sum(len(b) for b in batches)
+    aggregate_seconds = 0.0
+    floor_seconds = 0.0
+    floor_markers = 0
+    floor_bytes = 0
+    for batch in sourced_batches:
+        recorder.commits.clear()
+        started = time.perf_counter()
+        ledger.apply(batch)
+        aggregate_seconds += time.perf_counter() - started
+        recorded = list(recorder.commits)
+        started = time.perf_counter()
+        for partition, markers in recorded:
+            if markers:
+                floor_store.usage.commit(partition, markers)
+                floor_markers += len(markers)
+        floor_seconds += time.perf_counter() - started
+        floor_bytes += sum(_size(partition, markers) for partition, markers in recorded)
+
+    # The aggregates must be exact, or the rate means nothing.
+    reader = services.usage
+    expected: dict[str, Decimal] = {}
+    seen: set[tuple[str, str | None]] = set()
+    for batch in batches:
+        for event in batch:
+            if event.metric == "compute.seconds" and (event.tenant_id, event.event_id) not in seen:
+                seen.add((event.tenant_id, event.event_id))
+                expected[event.tenant_id] = decimals.add(expected.get(event.tenant_id, Decimal(0)), event.quantity)
+    for tenant, value in expected.items():
+        got = reader.current(tenant, "compute.seconds").total
+        assert got == value, f"{tenant}: aggregate {got} != expected {value}"
+    assert floor_markers == unique, (floor_markers, unique)
+    transactions, entities, size = recorder.counts()
+    return Run(
+        total / aggregate_seconds,
+        total / floor_seconds,
+        unique,
+        transactions,
+        entities,
+        size,
+        recorder.reads,
+        floor_bytes,
+        floor_markers,
+    )
 
 
 if __name__ == "__main__":

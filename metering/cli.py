@@ -10,7 +10,6 @@ needs none of them starts at once.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 from datetime import UTC, datetime
@@ -50,7 +49,7 @@ def dev(
         typer.Option(
             min=0,
             help="Worker processes feeding the Event Hub trigger from the local hub's partitions (default: one per "
-            "core, at most one per partition; 0: threads of this process)",
+            "partition, as Function instances scale out; 0: threads of this process)",
         ),
     ] = None,
 ) -> None:
@@ -63,9 +62,7 @@ def dev(
     logging.getLogger("azure").setLevel(logging.WARNING)
     # Webhook attempts log their own outcome; httpx would add a line for every request.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    host = DevHost(
-        app_module=app_module, port=port, data=data, workers=(os.cpu_count() or 1) if workers is None else workers
-    )
+    host = DevHost(app_module=app_module, port=port, data=data, workers=workers)
     try:
         host.start()
     except (AzuriteError, CosmosServerError, OSError, ValueError, KeyError) as error:

@@ -62,10 +62,15 @@ class LevelCarry:
         ends: dict[int, dict[str, _Carried]] = {}
         for partition in partition_keys(tenant_id, period, self.schedule.shards(tenant_id, period)):
             for meter in meters:
-                for row in self.store.usage.range(partition, *resources(meter.name)):
+                found = self.store.usage.range(partition, *resources(meter.name))
+                day_keys = {row.key: levels.last_day_key(row.data) for row in found}
+                last_days = self.store.usage.read(partition, sorted({k for k in day_keys.values() if k}))
+                for row in found:
                     resource = row.data["x"]
                     shard = value_shard(meter, resource, shards) if shards > 1 else 0
-                    ends.setdefault(shard, {})[row.key] = _Carried(meter, resource, levels.end_level(row.data))
+                    day_key = day_keys[row.key]
+                    level = levels.end_level(row.data, last_days.get(day_key) if day_key else None)
+                    ends.setdefault(shard, {})[row.key] = _Carried(meter, resource, level)
         if not any(item.level for found in ends.values() for item in found.values()):
             return 0
         control.index_open(self.store.control, tenant_id, following)
@@ -149,7 +154,7 @@ class LevelCarry:
                 steps.append((name, Step(first.at, decimals.negate(delta))))
             carry[name] = decimals.add(carry.get(name, decimals.ZERO), delta)
             if row is None:
-                data = {"m": name, "x": item.resource, "o": decimals.to_str(item.level), "days": [], "last": None}
+                data = levels.new_resource(name, item.resource, item.level)
                 ops.append(Create(key, {**data, "a": stamp}))
             else:
                 ops.append(Replace(key, {**row.data, "o": decimals.to_str(item.level), "a": stamp}, row.etag))

@@ -97,8 +97,10 @@ class DevHost:
     admin_key: str = ""
     azurite: Azurite | None = None
     cosmos: CosmosServer | None = None
-    # Worker processes for the hub feeds; 0: the feeds run in threads of this process (tests reach into them).
-    workers: int = 0
+    # Worker processes for the hub feeds; None: one per partition, as Event Hubs gives each partition a Function
+    # instance of its own when the host scales out (a worker waiting on the store leaves its core to another);
+    # 0: the feeds run in threads of this process (tests reach into them).
+    workers: int | None = 0
     feeds: list[HubFeed] = field(default_factory=list)
     # The qualified names of the local hub's partitions as this run's feeds name them (in threads or workers).
     partitions: list[str] = field(default_factory=list)
@@ -176,8 +178,9 @@ class DevHost:
             )
             account = queue_client(os.environ["AzureWebJobsStorage"], queues[0]).account_name
             self.partitions = [hub_partition(f"{account}.queue", options.hub, spec.partition_id) for spec in specs]
-            if self.workers:
-                self._workers = FeedWorkers(self.app_module, self.root, specs, options, self.workers)
+            workers = len(specs) if self.workers is None else self.workers
+            if workers:
+                self._workers = FeedWorkers(self.app_module, self.root, specs, options, workers)
                 self._workers.start()
             else:
                 self.feeds = build_feeds(function, trigger, specs, options)

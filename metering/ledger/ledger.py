@@ -416,8 +416,13 @@ class Ledger:
         resource = planned.resource or ""
         shard = value_shard(planned.meter, resource, shards) if shards > 1 else 0
         key = resource_key(planned.meter.name, resource)
-        row = self.store.usage.read(partition_key(tenant, previous, shard), [key]).get(key)
-        return levels.end_level(row.data) if row is not None else Decimal(0)
+        partition = partition_key(tenant, previous, shard)
+        row = self.store.usage.read(partition, [key]).get(key)
+        if row is None:
+            return Decimal(0)
+        day_key = levels.last_day_key(row.data)
+        last_day = self.store.usage.read(partition, [day_key]).get(day_key) if day_key else None
+        return levels.end_level(row.data, last_day)
 
     # -- what the store holds ------------------------------------------------------------------------------
 

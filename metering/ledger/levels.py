@@ -5,7 +5,9 @@ cell it cannot be pre-aggregated blind: the ledger gives this module the rows it
 names the rows it still needs (`Missing`) or returns every row the chunk writes and the exact change of each
 meter's integral (`LevelChanges`). Rows, all in the resource's shard (placement.by_resource):
 
-    r|<meter>|<resource>            the resource's opening level, its last point and the UTC days with points
+    r|<meter>|<resource>            the resource's opening level and the UTC days with points (its last point
+                                    is the last of its last day's: the row changes only with the days, so a
+                                    point on a day that has points already writes two rows, not three)
     p|<meter>|<resource>|<UTC day>  its points of one UTC day: a row stays small (a point a minute is 1,440)
     w|<meter>|<day>                 the meter's history buckets of one tenant-local day: the day's and each UTC
                                     hour's steps D and weighted steps W (integrals.Bucket)
@@ -171,10 +173,6 @@ def _inserted(
         days[day] = [p for p in change.points if utc_day(p.at) == day]
         if day not in record["days"]:
             record["days"] = sorted([*record["days"], day])
-        # The loaded days may stop short of the resource's last point: only a later point replaces it.
-        stored_last = record["last"]
-        if stored_last is None or point.order > (int(stored_last[0]), stored_last[1]):
-            record["last"] = _point_json(point)
         changes.rows[points_key(name, resource, day)] = {
             "m": name,
             "x": resource,
@@ -186,8 +184,15 @@ def _inserted(
         for step in change.steps:
             add_step(changes, rows, name, step, locate)
     for rkey, record in resources.items():
-        changes.rows[rkey] = record
+        _write_if_changed(changes, rows, rkey, record)
     return changes
+
+
+def _write_if_changed(changes: LevelChanges, rows: Mapping[str, Row | None], key: str, record: dict[str, Any]) -> None:
+    """A resource row is written when it is new or its opening or days change: most points leave it as it is."""
+    stored = rows.get(key)
+    if stored is None or record != stored.data:
+        changes.rows[key] = record
 
 
 def _add_integral(changes: LevelChanges, name: str, change: Integral) -> None:
@@ -218,7 +223,11 @@ def _resource(rows: Mapping[str, Row | None], planned: PlannedEvent) -> dict[str
     row = rows.get(resource_key(planned.meter.name, planned.resource or ""))
     if row is not None:
         return {**row.data, "days": list(row.data["days"])}
-    return {"m": planned.meter.name, "x": planned.resource or "", "o": "0", "days": [], "last": None}
+    return new_resource(planned.meter.name, planned.resource or "", decimals.ZERO)
+
+
+def new_resource(metric: str, resource: str, opening: Decimal) -> dict[str, Any]:
+    return {"m": metric, "x": resource, "o": decimals.to_str(opening), "days": []}
 
 
 def _points(row: Row | None) -> list[Point]:
@@ -268,10 +277,17 @@ def figures_at(
     return LevelFigures(exact, integrals.unit_hours(exact), figure.level, integrals.average(exact, until - start))
 
 
-def end_level(resource: Mapping[str, Any]) -> Decimal:
-    """A resource row's level at its period's end: its last point's, or the level it opened with."""
-    last = resource.get("last")
-    return Decimal(last[2]) if last else Decimal(resource.get("o", "0"))
+def last_day_key(resource: Mapping[str, Any]) -> str | None:
+    """The points row holding a resource's last point (its last day with points), if it has points."""
+    days = resource["days"]
+    return points_key(resource["m"], resource["x"], days[-1]) if days else None
+
+
+def end_level(resource: Mapping[str, Any], last_day: Row | None) -> Decimal:
+    """A resource row's level at its period's end: its last point's (the last of `last_day`, the row
+    `last_day_key` names), or the level it opened with."""
+    points = last_day.data["pts"] if last_day is not None else []
+    return Decimal(points[-1][2]) if points else Decimal(resource.get("o", "0"))
 
 
 def unplace(marker: Marker, rows: Mapping[str, Row | None], locate: Locate) -> LevelChanges | Missing:
@@ -303,17 +319,13 @@ def unplace(marker: Marker, rows: Mapping[str, Row | None], locate: Locate) -> L
     kept = [p for p in change.points if utc_day(p.at) == day]
     if not kept:
         record["days"] = [d for d in record["days"] if d != day]
-    last = record["last"]
-    if last is not None and (int(last[0]), last[1]) == point.order:
-        earlier = [p for p in change.points if p.order < point.order]
-        record["last"] = _point_json(earlier[-1]) if earlier else None
     changes.rows[points_key(name, resource, day)] = {
         "m": name,
         "x": resource,
         "day": day,
         "pts": [_point_json(p) for p in kept],
     }
-    changes.rows[rkey] = record
+    _write_if_changed(changes, rows, rkey, record)
     changes.integrals[name] = change.integral
     for step in change.steps:
         add_step(changes, rows, name, step, locate)

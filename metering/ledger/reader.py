@@ -32,7 +32,7 @@ from metering.ledger.keys import (
     points_key,
     resources,
 )
-from metering.ledger.levels import end_level, figures_at
+from metering.ledger.levels import end_level, figures_at, last_day_key
 from metering.ledger.placement import value_shard
 from metering.ledger.rows import DayBlock, StateRow, combine_blocks
 from metering.ledger.shards import all_carried, all_closed, combine_shards, period_state, shard_states
@@ -388,8 +388,7 @@ class UsageReader:
             for row in here:
                 resource = row.data["x"]
                 shard = value_shard(meter, resource, previous_shards) if previous_shards > 1 else 0
-                there = self.store.usage.read(partition_key(tenant_id, previous, shard), [row.key]).get(row.key)
-                ended = end_level(there.data) if there is not None else decimals.ZERO
+                ended = self._end_level(partition_key(tenant_id, previous, shard), row.key)
                 held = decimals.add(held, ended)
                 delta = decimals.subtract(ended, Decimal(row.data["o"]))
                 if delta:
@@ -398,6 +397,15 @@ class UsageReader:
         if rest:
             found.add(rest, start, None)
         return found
+
+    def _end_level(self, partition: str, key: str) -> Decimal:
+        """A resource's level at its period's end in `partition`, zero if it has no row there."""
+        there = self.store.usage.read(partition, [key]).get(key)
+        if there is None:
+            return decimals.ZERO
+        day_key = last_day_key(there.data)
+        last_day = self.store.usage.read(partition, [day_key]).get(day_key) if day_key else None
+        return end_level(there.data, last_day)
 
     def _first_point(self, partition: str, metric: str, resource: Mapping[str, Any]) -> int | None:
         if not resource["days"]:

@@ -17,6 +17,7 @@ from metering.core.meters import Aggregation, Meter, MeterCatalog, load_catalog
 from metering.core.periods import DEFAULT_HISTORY, Granularity, TenantSchedule, Terms
 from metering.core.shards import ShardChange
 from metering.ledger.batch import SourcedEvent
+from metering.ledger.keys import partition_key, points_key, resource_key
 from metering.ledger.rows import StateRow
 from metering.notifications.outbox import DiscardSink
 from metering.quotas.decisions import decide
@@ -263,3 +264,29 @@ def test_a_carry_of_more_resources_than_one_transaction_holds_is_written_in_seve
     assert statement_line(services, NOV_1)["quantity"] == str(130 * 24)
     december = statement_line(services, DEC_1)
     assert (december["quantity"], december["level"], december["average"]) == (str(130 * 744), "130", "130")
+
+
+def test_a_point_on_a_day_with_points_leaves_the_resource_row_alone():
+    # The resource row changes only with its days (and opening): a second point of the same UTC day rewrites the
+    # day's points and buckets, not it; a point on a new day adds the day. The end level is the last day's last
+    # point (read through into December here).
+    services = services_at(AFTER_NOVEMBER)
+    period = services.schedule.period_at("acme", NOV_1)
+    partition = partition_key("acme", period, 0)
+    resource, day_one = resource_key("disk.gb", "vol-1"), points_key("disk.gb", "vol-1", "2026-11-01")
+
+    def rows() -> dict[str, Any]:
+        return services.store.usage.read(partition, [resource, day_one])
+
+    apply(services, [level(1, NOV_1 + timedelta(hours=1), 3)])
+    first = rows()
+    apply(services, [level(2, NOV_1 + timedelta(hours=2), 7)], start=1)
+    second = rows()
+    assert second[resource].etag == first[resource].etag
+    assert second[day_one].etag != first[day_one].etag
+    apply(services, [level(3, NOV_1 + timedelta(days=1), 5)], start=2)
+    third = rows()
+    assert third[resource].etag != second[resource].etag
+    assert third[resource].data["days"] == ["2026-11-01", "2026-11-02"]
+    december = services.schedule.period_at("acme", AFTER_NOVEMBER)
+    assert services.usage.for_period("acme", "disk.gb", december).level == D(5)
