@@ -104,7 +104,8 @@ def cpu_seconds(root: int) -> dict[str, float]:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             command = Path(f"/proc/{pid}/cmdline").read_bytes()
-            part = "workers" if b"spawn_main" in command else "azurite" if b"azurite" in command else "host"
+            program = command.split(b"\0", 1)[0]
+            part = "workers" if b"spawn_main" in command else "azurite" if program.endswith(b"node") else "host"
             parts[part] = parts.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
     return parts
 
