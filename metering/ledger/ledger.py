@@ -54,6 +54,7 @@ from metering.ledger.batch import (
 )
 from metering.ledger.keys import STATE_ROW, UNIQUES, conflict_key, day_row_key, partition_key, resource_key
 from metering.ledger.placement import value_shard
+from metering.ledger.reader import end_level_in
 from metering.ledger.rows import Marker, StateRow
 from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, ContentionError, Row, Store, StoreRejected
 
@@ -416,13 +417,7 @@ class Ledger:
         resource = planned.resource or ""
         shard = value_shard(planned.meter, resource, shards) if shards > 1 else 0
         key = resource_key(planned.meter.name, resource)
-        partition = partition_key(tenant, previous, shard)
-        row = self.store.usage.read(partition, [key]).get(key)
-        if row is None:
-            return Decimal(0)
-        day_key = levels.last_day_key(row.data)
-        last_day = self.store.usage.read(partition, [day_key]).get(day_key) if day_key else None
-        return levels.end_level(row.data, last_day)
+        return end_level_in(self.store.usage, partition_key(tenant, previous, shard), key)
 
     # -- what the store holds ------------------------------------------------------------------------------
 

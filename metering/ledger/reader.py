@@ -36,7 +36,7 @@ from metering.ledger.levels import end_level, figures_at, last_day_key
 from metering.ledger.placement import value_shard
 from metering.ledger.rows import DayBlock, StateRow, combine_blocks
 from metering.ledger.shards import all_carried, all_closed, combine_shards, period_state, shard_states
-from metering.stores import Store
+from metering.stores import RowTable, Store
 
 # History ranges are bounded so one request stays one short query per period.
 MAX_HOUR_DAYS = 31
@@ -388,7 +388,7 @@ class UsageReader:
             for row in here:
                 resource = row.data["x"]
                 shard = value_shard(meter, resource, previous_shards) if previous_shards > 1 else 0
-                ended = self._end_level(partition_key(tenant_id, previous, shard), row.key)
+                ended = end_level_in(self.store.usage, partition_key(tenant_id, previous, shard), row.key)
                 held = decimals.add(held, ended)
                 delta = decimals.subtract(ended, Decimal(row.data["o"]))
                 if delta:
@@ -397,15 +397,6 @@ class UsageReader:
         if rest:
             found.add(rest, start, None)
         return found
-
-    def _end_level(self, partition: str, key: str) -> Decimal:
-        """A resource's level at its period's end in `partition`, zero if it has no row there."""
-        there = self.store.usage.read(partition, [key]).get(key)
-        if there is None:
-            return decimals.ZERO
-        day_key = last_day_key(there.data)
-        last_day = self.store.usage.read(partition, [day_key]).get(day_key) if day_key else None
-        return end_level(there.data, last_day)
 
     def _first_point(self, partition: str, metric: str, resource: Mapping[str, Any]) -> int | None:
         if not resource["days"]:
@@ -551,3 +542,13 @@ class UsageReader:
 
 def _dates(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def end_level_in(table: RowTable, partition: str, key: str) -> Decimal:
+    """The level at its period's end of the resource whose row is `key` in `partition`, zero if it has none."""
+    there = table.read(partition, [key]).get(key)
+    if there is None:
+        return decimals.ZERO
+    day_key = last_day_key(there.data)
+    last_day = table.read(partition, [day_key]).get(day_key) if day_key else None
+    return end_level(there.data, last_day)
