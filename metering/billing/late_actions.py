@@ -41,6 +41,12 @@ def status_of(record: LateEvent) -> LateStatus:
     return LateStatus.CARRIED if record.carried_to is not None else LateStatus.WAITING
 
 
+def waits(row: Row) -> bool:
+    """A late event waits for an operator while it is neither carried, applied nor discarded (an apply begun
+    and not completed still waits: applying it again completes it)."""
+    return status_of(LateEvent.model_validate(row.data)) in {LateStatus.WAITING, LateStatus.APPLYING}
+
+
 class LateActionRefused(Exception):
     """The action cannot be taken (HTTP 409): the record says why; nothing was written."""
 

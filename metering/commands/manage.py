@@ -24,6 +24,7 @@ from metering.commands.common import (
 
 if TYPE_CHECKING:
     from metering.client import MetricLimits, TenantSettings
+    from metering.client.manage import HealthReport
 
 tenants = typer.Typer(help="Tenant settings: plan, limits, billing schedule (admin key).", no_args_is_help=True)
 
@@ -168,20 +169,7 @@ def health(
     if as_json or output is not OutputFormat.TABLE:
         echo_json(report)
         return
-    table = Table(title="hub partitions")
-    table.add_column("partition", no_wrap=True)  # whole, to be copied
-    for column in ("sequence", "applied", "lag (s)"):
-        table.add_column(column, no_wrap=True)
-    now = datetime.now(UTC)
-    for partition in report.partitions:
-        lag = f"{partition.lag_seconds:g}"
-        table.add_row(
-            partition.partition,
-            "" if partition.applied_sequence is None else str(partition.applied_sequence),
-            "never" if partition.applied_at is None else _ago(now - partition.applied_at),
-            f"[yellow]{lag}[/yellow]" if partition.lag_seconds else lag,
-        )
-    out.print(table)
+    out.print(partitions_table(report, datetime.now(UTC)))
     waiting = Table("waiting for an operator", "count", show_header=False)
     for label, count in (
         ("dead letters", report.dead_letters),
@@ -191,6 +179,25 @@ def health(
     ):
         waiting.add_row(label, f"[yellow]{count}[/yellow]" if count else "0")
     out.print(waiting)
+
+
+def partitions_table(report: HealthReport, now: datetime) -> Table:
+    """The hub partitions, each name whole however narrow the terminal (it is copied into other commands and
+    queries): the other columns give way."""
+    table = Table(title="hub partitions")
+    widest = max((len(partition.partition) for partition in report.partitions), default=0)
+    table.add_column("partition", no_wrap=True, min_width=widest)
+    for column in ("sequence", "applied", "lag (s)"):
+        table.add_column(column, no_wrap=True)
+    for partition in report.partitions:
+        lag = f"{partition.lag_seconds:g}"
+        table.add_row(
+            partition.partition,
+            "" if partition.applied_sequence is None else str(partition.applied_sequence),
+            "never" if partition.applied_at is None else _ago(now - partition.applied_at),
+            f"[yellow]{lag}[/yellow]" if partition.lag_seconds else lag,
+        )
+    return table
 
 
 def _ago(age: timedelta) -> str:

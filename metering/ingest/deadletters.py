@@ -20,7 +20,7 @@ from azure.storage.blob import ContainerClient
 
 from metering.core.clock import format_timestamp
 from metering.ledger.keys import digest
-from metering.stores import RowTable
+from metering.stores import Row, RowTable
 
 # Characters of body kept in the row itself; the table's own limit is 32K characters per property.
 INLINE_BODY_CHARS = 30_000
@@ -72,6 +72,11 @@ class StoredLetter:
     def redriven(self) -> dict[str, Any] | None:
         value = self.data.get("redriven")
         return value if isinstance(value, dict) else None
+
+
+def waits(row: Row) -> bool:
+    """A dead letter waits for an operator until it is re-driven."""
+    return not isinstance(row.data.get("redriven"), dict)
 
 
 class DeadLetters:

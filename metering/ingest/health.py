@@ -2,8 +2,9 @@
 
 Per hub partition the backlog reads: the newest position applied (its sequence number, and when the aggregator
 applied it) and the lag, the age of the oldest event not applied yet (0 when none waits; how each transport
-bounds it is in its `lag`). Then the records that wait for an operator: dead letters, late events, conflicts,
-and webhook deliveries given up on. Counting scans keys, so each count stops at `COUNT_LIMIT`.
+bounds it is in its `lag`). Then the records that wait for an operator: dead letters not re-driven yet, late
+events neither carried, applied nor discarded, conflicts, and webhook deliveries given up on (not re-driven).
+Counting scans the tables (the keys alone for conflicts), so each count stops at `COUNT_LIMIT` rows read.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
+from metering.billing import late_actions
+from metering.ingest import deadletters
 from metering.ledger.control import HubProgress
 from metering.notifications.webhooks.rows import failed_count
 from metering.stores import Store
@@ -61,8 +64,8 @@ class HealthCheck:
             )
         return Health(
             partitions=partitions,
-            dead_letters=self.store.dead_letters.count(COUNT_LIMIT),
-            late_events=self.store.late_events.count(COUNT_LIMIT),
+            dead_letters=self.store.dead_letters.count_where(deadletters.waits, COUNT_LIMIT),
+            late_events=self.store.late_events.count_where(late_actions.waits, COUNT_LIMIT),
             conflicts=self.store.conflicts.count(COUNT_LIMIT),
             webhooks_failed=failed_count(self.store.control, COUNT_LIMIT),
         )

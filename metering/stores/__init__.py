@@ -16,7 +16,7 @@ Before sending, each store measures a commit as its SDK will encode it and refus
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -141,6 +141,11 @@ class RowTable(Protocol):
     def scan(self, limit: int | None = None) -> list[tuple[str, Row]]:
         """Rows across partitions as (partition, row), at most `limit` of them, in no promised order. Costs a
         scan: for operators (the console's lists of what was set aside), never for the counting path."""
+        ...
+
+    def count_where(self, where: Callable[[Row], bool], limit: int | None = None) -> int:
+        """How many of the table's rows `where` holds for, of at most `limit` rows read, without holding them
+        all at once. Costs a scan of the rows: for operators (health: what still waits), never for counting."""
         ...
 
 

@@ -23,7 +23,7 @@ import ipaddress
 import itertools
 import json
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -157,6 +157,15 @@ class CosmosRows:
         )
         total = sum(int(value) for value in documents)
         return total if limit is None else min(total, limit)
+
+    def count_where(self, where: Callable[[Row], bool], limit: int | None = None) -> int:
+        documents = self._container.query_items(
+            "SELECT * FROM c WHERE @all",
+            parameters=[{"name": "@all", "value": True}],
+            enable_cross_partition_query=True,
+            max_item_count=1000,
+        )
+        return sum(1 for document in itertools.islice(documents, limit) if where(_row(document)))
 
     def scan(self, limit: int | None = None) -> list[tuple[str, Row]]:
         documents = self._container.query_items(

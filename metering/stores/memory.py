@@ -16,7 +16,7 @@ import itertools
 import json
 import threading
 from bisect import bisect_left, insort
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, CommitLimits, Create, Operation, Replace, Row
@@ -75,6 +75,9 @@ class MemoryRows:
         with self._lock:
             total = sum(len(rows) for rows in self._rows.values())
         return total if limit is None else min(total, limit)
+
+    def count_where(self, where: Callable[[Row], bool], limit: int | None = None) -> int:
+        return sum(1 for _, row in self.scan(limit) if where(row))
 
     def scan(self, limit: int | None = None) -> list[tuple[str, Row]]:
         with self._lock:

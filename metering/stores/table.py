@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from azure.core import MatchConditions
@@ -141,6 +141,10 @@ class TableRows:
         # Table storage has no count: page through the keys alone, 1,000 to a response.
         entities = self._client.list_entities(select=["PartitionKey", "RowKey"], results_per_page=1000)
         return sum(1 for _ in itertools.islice(entities, limit))
+
+    def count_where(self, where: Callable[[Row], bool], limit: int | None = None) -> int:
+        entities = self._client.list_entities(results_per_page=1000)
+        return sum(1 for entity in itertools.islice(entities, limit) if where(decode(entity)))
 
     def scan(self, limit: int | None = None) -> list[tuple[str, Row]]:
         entities = self._client.list_entities(results_per_page=min(limit or 1000, 1000))

@@ -128,6 +128,14 @@ def test_the_console_lists_what_was_set_aside_and_acts_on_it_once(browser, devho
                 ("late.apply", "local-admin"),
                 ("late.discard", "local-admin"),
             ]
+            # The health line shows what still waits, as health counts it (tests/integration/test_health.py: a
+            # late event applied or discarded and a dead letter re-driven wait no more).
+            health = admin.get("/manage/health").json()
+            assert health["dead_letters"] >= 1
+            letter = "dead letter" if health["dead_letters"] == 1 else "dead letters"
+            note = page.locator("#health-note")
+            note.filter(has_text=f"waiting for an operator: {health['dead_letters']} {letter} · ").wait_for()
+            assert f"· {health['late_events']} late event" in note.inner_text()
             shot = Path(os.environ.get("METERING_SCREENSHOTS") or tmp_path) / "console.png"
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.fill("#tenant-search", "")

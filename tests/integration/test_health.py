@@ -37,6 +37,17 @@ def test_the_lag_is_the_age_of_the_oldest_waiting_message_for_the_partition_read
     assert lag == {live.partition: 30.0}
 
 
+def late_event(key: str) -> dict[str, object]:
+    """A late event as `billing/late.py` records it, waiting for a decision."""
+    return {
+        "event": {"event_id": key, "tenant_id": "acme", "metric": "api.requests", "quantity": "1"},
+        "reason": "its period is closed",
+        "period_start": "2026-10-01",
+        "detected": "2026-11-24T11:00:00Z",
+        "carried_to": None,
+    }
+
+
 def test_health_reports_positions_lag_and_what_waits_for_an_operator(store, queue):
     progress = wired(store).progress
     reading = Applied("devstoreaccount1|usage|local-a", 17, APPLIED_AT - timedelta(minutes=1))
@@ -44,7 +55,17 @@ def test_health_reports_positions_lag_and_what_waits_for_an_operator(store, queu
     for i in range(3):
         store.dead_letters.upsert(reading.partition, f"{i:020d}:0", {"reason": "bad"})
     store.dead_letters.upsert("unknown", "h:x", {"reason": "bad"})
-    store.late_events.upsert("acme", "k1", {})
+    # Re-driven: no longer waits (ingest/redrive.py marks the letter).
+    store.dead_letters.upsert("unknown", "h:y", {"reason": "bad", "redriven": {"outcome": "counted"}})
+    # Late events wait until they are carried, applied or discarded; an apply begun and not completed still waits.
+    for key, decision in [
+        ("k1", {}),
+        ("k2", {"status": "applying"}),
+        ("k3", {"carried_to": "2026-12-01"}),
+        ("k4", {"status": "applied", "applied_to": "2026-12-01"}),
+        ("k5", {"status": "discarded", "discard_reason": "test traffic"}),
+    ]:
+        store.late_events.upsert("acme", key, {**late_event(key), **decision})
     store.conflicts.upsert("acme", "k1", {})
     store.conflicts.upsert("globex", "k2", {})
     # Webhook deliveries given up on count; pending ones do not (notifications/webhooks/rows.py).
@@ -62,7 +83,7 @@ def test_health_reports_positions_lag_and_what_waits_for_an_operator(store, queu
              "lag_seconds": 12.0},
         ],
         "dead_letters": 4,
-        "late_events": 1,
+        "late_events": 2,
         "conflicts": 2,
         "webhooks_failed": 2,
     }  # fmt: skip

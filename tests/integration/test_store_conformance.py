@@ -193,6 +193,16 @@ def test_a_table_counts_its_rows_across_partitions_up_to_a_limit(store):
     assert store.dead_letters.count() == 81
 
 
+def test_a_table_counts_the_rows_a_predicate_holds_for_up_to_a_limit_of_rows_read(store):
+    for partition in ("a", "b|1"):
+        store.dead_letters.commit(partition, [Create(f"k{i}", {"i": i, "done": i % 3 == 0}) for i in range(30)])
+    store.late_events.upsert("a", "k1", {"done": False})  # another table's rows are not counted
+    assert store.dead_letters.count_where(lambda row: not row.data["done"]) == 40
+    assert store.dead_letters.count_where(lambda row: row.data["done"]) == 20
+    assert store.dead_letters.count_where(lambda row: True, limit=25) == 25
+    assert store.dead_letters.count_where(lambda row: row.key == "k1", limit=60) == 2
+
+
 def test_a_table_scans_its_rows_across_partitions_with_their_partition(store):
     for partition in ("a", "b|1"):
         store.dead_letters.commit(partition, [Create(f"k{i}", {"p": partition, "i": i}) for i in range(3)])

@@ -84,12 +84,21 @@
 
   // -- lists ------------------------------------------------------------------------------------------------
 
+  function counted(n, noun) {
+    return `${n} ${noun}${n === 1 ? "" : "s"}`;
+  }
+
   async function showHealth() {
     const health = await call("GET", "manage/health");
     fill(
       $("health-note"),
-      `${health.dead_letters} dead letters · ${health.late_events} late events · ${health.conflicts} conflicts · ` +
-        `${health.webhooks_failed} failed webhooks`,
+      "waiting for an operator: " +
+        [
+          counted(health.dead_letters, "dead letter"),
+          counted(health.late_events, "late event"),
+          counted(health.conflicts, "conflict"),
+          counted(health.webhooks_failed, "failed webhook"),
+        ].join(" · "),
     );
     const rows = health.partitions.map((p) =>
       h(
