@@ -15,8 +15,13 @@ from typing import Any
 
 import httpx
 
+from metering.connections import build_store
+from metering.core.meters import MeterCatalog, load_catalog
+from metering.ingest.consumer import HubMessage, consume
+from metering.quotas.plans import Plan, PlanCatalog
 from tests.e2e.browser import LOOPBACK_HOSTS, watch
 from tests.e2e.conftest import ADMIN_KEY, FUNCTION_KEY, eventually
+from tests.support import make_settings, wired
 
 DESKTOP = {"width": 1280, "height": 1000}
 
@@ -165,3 +170,54 @@ def test_a_wrong_key_is_refused_and_the_console_is_never_framed(browser, devhost
     assert response.headers["referrer-policy"] == "no-referrer"
     assert response.headers["cache-control"] == "no-store"
     assert "api.requests" not in response.text  # a shell: no data without the key
+
+
+def test_a_dead_letter_whose_cause_was_fixed_is_redriven_from_the_console_and_counted_once(browser, devhost):
+    tenant = f"fix-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    # An aggregator of an earlier deployment, whose catalog did not have compute.seconds yet, dead-lettered the
+    # event into the dev host's store; the dev host's catalog has it.
+    assert devhost.azurite is not None
+    connection = devhost.azurite.connection_string
+    full = load_catalog()
+    earlier = MeterCatalog(
+        version=full.version, meters={name: m for name, m in full.meters.items() if name != "compute.seconds"}
+    )
+    settings = make_settings(storage_connection=connection)
+    plans = PlanCatalog(version="earlier", default_plan="free", plans={"free": Plan(name="free")})
+    store = build_store(settings)
+    store.ensure_ready()  # the tables that deployment had
+    services = wired(store, settings=settings, catalog=earlier, plans=plans)
+    body = [{**_event(tenant, "fix-1", "12.5", now), "metric": "compute.seconds"}]
+    message = HubMessage(json.dumps(body).encode(), "devstoreaccount1|usage|earlier-deployment", 1, now)
+    consume([message], services.ledger, services.dead_letters, services.clock, services.after_apply)
+    with (
+        httpx.Client(base_url=devhost.base_url, headers={"x-functions-key": FUNCTION_KEY}, timeout=30) as api,
+        httpx.Client(base_url=devhost.base_url, headers={"x-functions-key": ADMIN_KEY}, timeout=30) as admin,
+    ):
+        waiting = admin.get("/manage/dead-letters", params={"status": "waiting", "limit": 1000}).json()["items"]
+        [letter] = [item for item in waiting if item["tenant_id"] == tenant]
+        assert "not a meter of the catalog" in letter["reason"]
+        usage = f"/usage/{tenant}/compute.seconds"
+        assert api.get(usage).json()["total"] == "0"
+        waiting_before = admin.get("/manage/health").json()["dead_letters"]
+
+        context, watched = _open_console(browser, devhost, ADMIN_KEY)
+        page = watched.page
+        try:
+            page.wait_for_selector("body[data-loaded]", timeout=20_000)
+            page.locator(f"tr[data-dead='{letter['id']}'] [data-action=redrive]").click()
+            page.locator("#notice", has_text="Re-driven: counted (1 event).").wait_for()
+            page.locator(f"tr[data-dead='{letter['id']}']").wait_for(state="detached")
+            page.wait_for_selector("#journal-body tr[data-journal='deadletter.redrive']", timeout=20_000)
+            assert api.get(usage).json()["total"] == "12.5"
+            assert admin.get("/manage/health").json()["dead_letters"] == waiting_before - 1
+            # A second re-drive (another operator's click, a retry) answers what the first did and counts nothing.
+            again = admin.post(f"/manage/dead-letters/{letter['id']}/redrive", json={})
+            assert again.status_code == 200, again.text
+            assert (again.json()["outcome"], again.json()["repeated"]) == ("counted", True)
+            assert api.get(usage).json()["total"] == "12.5"
+            journal = admin.get("/manage/journal", params={"tenant_id": tenant}).json()["items"]
+            assert [(e["kind"], e["actor"]) for e in journal] == [("deadletter.redrive", "local-admin")]
+        finally:
+            context.close()

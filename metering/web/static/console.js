@@ -105,8 +105,8 @@
         "tr",
         { "data-partition": p.partition },
         h("td", { class: "mono" }, p.partition),
-        h("td", { class: "num" }, String(p.applied_sequence)),
-        h("td", {}, when(p.applied_at)),
+        h("td", { class: "num" }, p.applied_sequence === null ? "none yet" : String(p.applied_sequence)),
+        h("td", {}, p.applied_at === null ? "never" : when(p.applied_at)),
         h("td", { class: "num" }, decimal(p.lag_seconds) + " s"),
       ),
     );
@@ -242,7 +242,7 @@
             async () => {
               const done = await call("POST", `manage/dead-letters/${letter.id}/redrive`, { body: {} });
               if (letter.tenant_id) showJournalOf(letter.tenant_id);
-              return `Re-driven: ${done.outcome} (${done.events} events).`;
+              return `Re-driven: ${done.outcome} (${counted(done.events, "event")}).`;
             },
             "redrive",
           ),
