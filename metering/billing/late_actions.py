@@ -43,8 +43,12 @@ def status_of(record: LateEvent) -> LateStatus:
 
 def waits(row: Row) -> bool:
     """A late event waits for an operator while it is neither carried, applied nor discarded (an apply begun
-    and not completed still waits: applying it again completes it)."""
-    return status_of(LateEvent.model_validate(row.data)) in {LateStatus.WAITING, LateStatus.APPLYING}
+    and not completed still waits: applying it again completes it). A record that cannot be read waits too: a
+    person has to look at it."""
+    try:
+        return status_of(LateEvent.model_validate(row.data)) in {LateStatus.WAITING, LateStatus.APPLYING}
+    except ValueError:  # pydantic's ValidationError, or a status no version wrote
+        return True
 
 
 class LateActionRefused(Exception):

@@ -66,6 +66,7 @@ def test_health_reports_positions_lag_and_what_waits_for_an_operator(store, queu
         ("k5", {"status": "discarded", "discard_reason": "test traffic"}),
     ]:
         store.late_events.upsert("acme", key, {**late_event(key), **decision})
+    store.late_events.upsert("acme", "k6", {"event": "not a record"})  # unreadable: a person has to look at it
     store.conflicts.upsert("acme", "k1", {})
     store.conflicts.upsert("globex", "k2", {})
     # Webhook deliveries given up on count; pending ones do not (notifications/webhooks/rows.py).
@@ -83,7 +84,7 @@ def test_health_reports_positions_lag_and_what_waits_for_an_operator(store, queu
              "lag_seconds": 12.0},
         ],
         "dead_letters": 4,
-        "late_events": 2,
+        "late_events": 3,
         "conflicts": 2,
         "webhooks_failed": 2,
     }  # fmt: skip
