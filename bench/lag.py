@@ -11,12 +11,8 @@ stack sustains without the lag growing. Last line: `lag_p95_s=X` (target at most
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -26,7 +22,10 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.devhost import start_host
+
 KEY = "bench-" + uuid.uuid4().hex
 
 
@@ -51,30 +50,6 @@ class Run:
         third = len(ordered) // 3
         first, last = statistics.median(ordered[:third]), statistics.median(ordered[-third:])
         return last > 2 * first + 0.5
-
-
-def start_host() -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "METERING_FUNCTION_KEY": KEY, "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
-    data = tempfile.mkdtemp(prefix="lag-azurite-")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "metering", "dev", "--port", "0", "--data", data],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    assert process.stdout is not None
-    for line in process.stdout:
-        match = re.search(r"Functions running at (http://\S+/api)", line)
-        if match:
-            threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # type: ignore[union-attr]
-            return process, match.group(1)
-        if time.monotonic() > deadline:
-            break
-    process.kill()
-    raise SystemExit("the dev host did not start")
 
 
 def measure(base: str, rate: int, seconds: float, batch: int, tenants: int) -> Run:
@@ -146,7 +121,8 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=20)
     parser.add_argument("--no-ramp", action="store_true")
     args = parser.parse_args()
-    process, base = start_host()
+    host = start_host("lag", {"METERING_FUNCTION_KEY": KEY})
+    base = host.base
     try:
         run = measure(base, args.rate, args.seconds, args.batch, args.tenants)
         shape = f"{args.batch}-event requests over {args.tenants} tenants"
@@ -168,8 +144,7 @@ def main() -> None:
             print(f"highest rate sustained without the lag growing: {sustained:,} events/s")
         print(f"lag_p95_s={run.p(0.95):.2f}")
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        host.stop(timeout=30)
 
 
 if __name__ == "__main__":

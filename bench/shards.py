@@ -19,11 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,6 +31,7 @@ from azure.data.tables import TableServiceClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.devhost import start_host
 from metering.core.clock import format_timestamp
 from metering.core.events import UsageEvent
 from metering.core.meters import load_catalog
@@ -48,41 +45,8 @@ from metering.transport import QUEUE_MESSAGE_BYTES, pack
 from metering.transport.partitioning import partition_for
 from metering.transport.queue import QueuePublisher, queue_client
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-" + uuid.uuid4().hex
 TENANTS_TABLE = "meteringtenants"  # local.settings.example.json
-
-
-def start_host(partitions: int, workers: int | None) -> tuple[subprocess.Popen[str], str, str, str]:
-    env = {
-        **os.environ,
-        "METERING_FUNCTION_KEY": KEY,
-        "METERING_ADMIN_KEY": KEY,
-        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
-        "METERING_LOCAL_PARTITIONS": str(partitions),
-        "CLOSE_PERIODS_SCHEDULE": "0 0 0 1 1 *",
-    }
-    data = tempfile.mkdtemp(prefix="shards-azurite-")
-    command = [sys.executable, "-m", "metering", "dev", "--port", "0", "--data", data]
-    if workers is not None:
-        command += ["--workers", str(workers)]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 120
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("Press Ctrl-C") or time.monotonic() > deadline:
-            break
-    output = "".join(lines)
-    base = re.search(r"Functions running at (http://\S+/api)", output)
-    storage = re.search(r"AzureWebJobsStorage='([^']+)'", output)
-    hub = re.search(r"hub: (.*)", output)
-    if not (base and storage and hub):
-        process.kill()
-        raise SystemExit(f"the dev host did not start:\n{output}")
-    threading.Thread(target=lambda: [None for _ in process.stdout or []], daemon=True).start()
-    return process, base.group(1), storage.group(1), hub.group(1)
 
 
 def cpu_seconds(root: int) -> dict[str, float]:
@@ -219,7 +183,15 @@ def main() -> None:
     for shards in (1, 4):
         # Each on a dev host and Azurite of its own: Azurite's cost per request grows with the rows it holds (it
         # keeps every table in memory and saves them whole), so a second run on one host would pay for the first.
-        process, base, storage, hub = start_host(args.partitions, args.workers)
+        env = {
+            "METERING_FUNCTION_KEY": KEY,
+            "METERING_ADMIN_KEY": KEY,
+            "METERING_LOCAL_PARTITIONS": str(args.partitions),
+            "CLOSE_PERIODS_SCHEDULE": "0 0 0 1 1 *",
+        }
+        host = start_host("shards", env, [] if args.workers is None else ["--workers", str(args.workers)])
+        base, process = host.base, host.process
+        storage, hub = host.printed(r"AzureWebJobsStorage='([^']+)'"), host.printed(r"hub: (.*)")
         try:
             print(f"dev host: {hub}; {os.cpu_count()} cores; events sent {way}")
             tenant = tenant_with(shards, args.partitions, prefix)
@@ -231,8 +203,7 @@ def main() -> None:
             measure(hub_of, warm, 4, 2000)
             rates[shards] = measure(hub_of, tenant, shards, args.events)
         finally:
-            process.terminate()
-            process.wait(timeout=60)
+            host.stop()
     print(f"1 shard:  {rates[1]:,.0f} events/s")
     print(f"4 shards: {rates[4]:,.0f} events/s")
     print(f"shard_speedup={rates[4] / rates[1]:.2f}")

@@ -19,13 +19,8 @@ the figures are (the sampled meter's against its error bound).
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import re
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -37,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.devhost import start_host
 from metering.client import (
     AggregatingUsageWriter,
     BufferedUsageWriter,
@@ -44,34 +40,9 @@ from metering.client import (
     SamplingUsageWriter,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-" + uuid.uuid4().hex
 ENDPOINTS = ("/v1/search", "/v1/items", "/v1/orders", "/v1/users")
 REGIONS = ("eu", "us")
-
-
-def start_host() -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "METERING_FUNCTION_KEY": KEY, "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
-    data = tempfile.mkdtemp(prefix="writer-azurite-")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "metering", "dev", "--port", "0", "--data", data],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    assert process.stdout is not None
-    for line in process.stdout:
-        match = re.search(r"Functions running at (http://\S+/api)", line)
-        if match:
-            threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # type: ignore[union-attr]
-            return process, match.group(1)
-        if time.monotonic() > deadline:
-            break
-    process.kill()
-    raise SystemExit("the dev host did not start")
 
 
 @dataclass
@@ -278,14 +249,14 @@ def main() -> None:
     parser.add_argument("--compare-rate", type=int, default=300)
     parser.add_argument("--realtime-rate", type=int, default=30)
     args = parser.parse_args()
-    process, base = start_host()
+    host = start_host("writer", {"METERING_FUNCTION_KEY": KEY})
+    base = host.base
     try:
         aggregating_run(base, args.rate, args.seconds, args.window, args.tenants)
         if args.patterns:
             pattern_runs(base, args.compare_rate, args.seconds, args.realtime_rate)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        host.stop(timeout=30)
 
 
 if __name__ == "__main__":
