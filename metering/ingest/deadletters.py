@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -70,13 +70,18 @@ class StoredLetter:
 
     @property
     def redriven(self) -> dict[str, Any] | None:
-        value = self.data.get("redriven")
-        return value if isinstance(value, dict) else None
+        return _redriven(self.data)
+
+
+def _redriven(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What came of a letter's re-drive (ingest/redrive.py marks it), if it was re-driven."""
+    value = data.get("redriven")
+    return value if isinstance(value, dict) else None
 
 
 def waits(row: Row) -> bool:
     """A dead letter waits for an operator until it is re-driven."""
-    return not isinstance(row.data.get("redriven"), dict)
+    return _redriven(row.data) is None
 
 
 class DeadLetters:
