@@ -29,6 +29,7 @@ from metering.core.periods import BillingPeriod, PeriodSchedule
 from metering.ledger import commit, control, levels, rows
 from metering.ledger.keys import STATE_ROW, level_buckets_key, partition_keys, points_key, resources
 from metering.ledger.placement import value_shard
+from metering.ledger.reader import end_levels
 from metering.ledger.rows import StateRow
 from metering.stores import CommitConflict, Create, Operation, Replace, Row, Store
 
@@ -63,14 +64,11 @@ class LevelCarry:
         for partition in partition_keys(tenant_id, period, self.schedule.shards(tenant_id, period)):
             for meter in meters:
                 found = self.store.usage.range(partition, *resources(meter.name))
-                day_keys = {row.key: levels.last_day_key(row.data) for row in found}
-                last_days = self.store.usage.read(partition, sorted({k for k in day_keys.values() if k}))
+                levels_at_end = end_levels(self.store.usage, partition, found)
                 for row in found:
                     resource = row.data["x"]
                     shard = value_shard(meter, resource, shards) if shards > 1 else 0
-                    day_key = day_keys[row.key]
-                    level = levels.end_level(row.data, last_days.get(day_key) if day_key else None)
-                    ends.setdefault(shard, {})[row.key] = _Carried(meter, resource, level)
+                    ends.setdefault(shard, {})[row.key] = _Carried(meter, resource, levels_at_end[row.key])
         if not any(item.level for found in ends.values() for item in found.values()):
             return 0
         control.index_open(self.store.control, tenant_id, following)

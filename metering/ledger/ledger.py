@@ -54,7 +54,7 @@ from metering.ledger.batch import (
 )
 from metering.ledger.keys import STATE_ROW, UNIQUES, conflict_key, day_row_key, partition_key, resource_key
 from metering.ledger.placement import value_shard
-from metering.ledger.reader import end_level_in
+from metering.ledger.reader import end_levels_in
 from metering.ledger.rows import Marker, StateRow
 from metering.stores import MAX_TRANSACTION_OPS, CommitConflict, ContentionError, Row, Store, StoreRejected
 
@@ -417,7 +417,7 @@ class Ledger:
         resource = planned.resource or ""
         shard = value_shard(planned.meter, resource, shards) if shards > 1 else 0
         key = resource_key(planned.meter.name, resource)
-        return end_level_in(self.store.usage, partition_key(tenant, previous, shard), key)
+        return end_levels_in(self.store.usage, partition_key(tenant, previous, shard), [key])[key]
 
     # -- what the store holds ------------------------------------------------------------------------------
 

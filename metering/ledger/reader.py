@@ -8,7 +8,7 @@ A period of several shards is read from each and combined by each meter's kind (
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -36,7 +36,7 @@ from metering.ledger.levels import end_level, figures_at, last_day_key
 from metering.ledger.placement import value_shard
 from metering.ledger.rows import DayBlock, StateRow, combine_blocks
 from metering.ledger.shards import all_carried, all_closed, combine_shards, period_state, shard_states
-from metering.stores import RowTable, Store
+from metering.stores import Row, RowTable, Store
 
 # History ranges are bounded so one request stays one short query per period.
 MAX_HOUR_DAYS = 31
@@ -385,10 +385,15 @@ class UsageReader:
         held = decimals.ZERO  # the end levels of the resources that have a row here
         for partition in partition_keys(tenant_id, period, self.schedule.shards(tenant_id, period)):
             here = self.store.usage.range(partition, *resources(meter.name))
+            there: dict[str, set[str]] = {}  # the previous period's partition of each resource here
             for row in here:
-                resource = row.data["x"]
-                shard = value_shard(meter, resource, previous_shards) if previous_shards > 1 else 0
-                ended = end_level_in(self.store.usage, partition_key(tenant_id, previous, shard), row.key)
+                shard = value_shard(meter, row.data["x"], previous_shards) if previous_shards > 1 else 0
+                there.setdefault(partition_key(tenant_id, previous, shard), set()).add(row.key)
+            ends: dict[str, Decimal] = {}
+            for previous_partition, keys in there.items():
+                ends.update(end_levels_in(self.store.usage, previous_partition, keys))
+            for row in here:
+                ended = ends[row.key]
                 held = decimals.add(held, ended)
                 delta = decimals.subtract(ended, Decimal(row.data["o"]))
                 if delta:
@@ -544,11 +549,17 @@ def _dates(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def end_level_in(table: RowTable, partition: str, key: str) -> Decimal:
-    """The level at its period's end of the resource whose row is `key` in `partition`, zero if it has none."""
-    there = table.read(partition, [key]).get(key)
-    if there is None:
-        return decimals.ZERO
-    day_key = last_day_key(there.data)
-    last_day = table.read(partition, [day_key]).get(day_key) if day_key else None
-    return end_level(there.data, last_day)
+def end_levels(table: RowTable, partition: str, rows: Sequence[Row]) -> dict[str, Decimal]:
+    """The level at its period's end of each resource row of `partition` (by key): its last day's points are read
+    in one go."""
+    day_keys = {row.key: last_day_key(row.data) for row in rows}
+    last_days = table.read(partition, sorted({key for key in day_keys.values() if key}))
+    return {
+        row.key: end_level(row.data, last_days.get(day_key) if (day_key := day_keys[row.key]) else None) for row in rows
+    }
+
+
+def end_levels_in(table: RowTable, partition: str, keys: Collection[str]) -> dict[str, Decimal]:
+    """The same for resource keys, zero for a resource without a row in `partition`."""
+    found = end_levels(table, partition, list(table.read(partition, keys).values()))
+    return {key: found.get(key, decimals.ZERO) for key in keys}
