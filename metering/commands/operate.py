@@ -147,7 +147,8 @@ def redrive_dead_letter(
         _echo(result)
         return
     out.print(
-        f"{letter_id}: {result['outcome']} ({result['events']} events) by {result['redriven_by']}; "
+        f"{letter_id}: {result['outcome']} ({result['events']} event{'' if result['events'] == 1 else 's'}) "
+        f"by {result['redriven_by']}; "
         f"totals {result['before']} -> {result['after']}" + (" (re-driven before)" if result["repeated"] else ""),
         highlight=False,
         soft_wrap=True,
